@@ -1,0 +1,181 @@
+"""The configuration of one training run (a trial): plain data, validated, no framework in it.
+
+The same keys appear in ``kdtune train --config FILE``, in the ``train:`` block of a search
+space, in the trial's ``config.json`` and in an exported ``best.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kdtune.errors import KdtuneError
+
+Level = Literal["teacher", "first", "second", "chain"]
+LEVELS: tuple[str, ...] = ("teacher", "first", "second", "chain")
+ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
+# Which net a level trains, and which net teaches it.
+STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
+TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
+# The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
+REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one run needs. ``schedule`` is a β schedule spec (see :mod:`kdtune.schedules`).
+
+    For ``level == "chain"``, ``schedule`` weights the first level and ``schedule_second`` the
+    second; elsewhere ``schedule_second`` is unused.
+    """
+
+    level: str = "second"
+    schedule: str = "fixed:0.75"  # beta = distillation weight; alpha = 1 - beta
+    schedule_second: str = "fixed:0.75"
+    data: str = "synthetic"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    eval_every: int = 1
+    seed: int = 0
+    input_size: int = 128
+    stride: int = 8
+    sigma: float = 7.0
+    paf_thickness: float = 1.0
+    # augmentation
+    aug_scale: tuple[float, float] = (0.75, 1.25)
+    aug_rotate: float = 20.0  # degrees, uniform in [-r, r]
+    aug_flip: float = 0.5  # probability
+    # teachers: a checkpoint path, or kdtune trains one (cached under results/cache/teachers)
+    teacher_checkpoint: str | None = None
+    teacher_epochs: int = 20  # when kdtune must train the teacher itself
+    teacher_input_size: int = 128  # the reference fed its teacher 368x368
+    # execution
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    num_threads: int | None = None  # torch threads; None leaves torch's default
+    max_train_images: int | None = None
+    max_val_images: int | None = None
+    val_split: str = "val"
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form labels carried along
+
+    @property
+    def alpha(self) -> float | None:
+        """The ground-truth weight when the schedule is fixed, else None."""
+        from kdtune.schedules import parse_schedule
+
+        sched = parse_schedule(self.schedule)
+        return None if sched.shape != "fixed" else round(1.0 - sched.beta_start, 10)
+
+    def validate(self) -> TrainConfig:
+        from kdtune.schedules import parse_schedule
+
+        if self.level not in LEVELS:
+            raise KdtuneError(f"level: unknown level {self.level!r} (choose from {', '.join(LEVELS)})")
+        parse_schedule(self.schedule)
+        if self.level == "chain":
+            parse_schedule(self.schedule_second)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_every", self.eval_every)
+        _positive_int("teacher_epochs", self.teacher_epochs)
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise KdtuneError(f"lr: must be a positive number, got {self.lr!r}")
+        if self.input_size % self.stride or self.input_size < 4 * self.stride:
+            raise KdtuneError(
+                f"input_size: {self.input_size} must be a multiple of stride {self.stride} and at least {4 * self.stride}"
+            )
+        if not self.sigma > 0:
+            raise KdtuneError(f"sigma: must be positive, got {self.sigma!r}")
+        lo, hi = self.aug_scale
+        if not 0 < lo <= hi:
+            raise KdtuneError(f"aug_scale: need 0 < low <= high, got {self.aug_scale!r}")
+        if not 0 <= self.aug_flip <= 1:
+            raise KdtuneError(f"aug_flip: a probability in [0, 1], got {self.aug_flip!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise KdtuneError(f"device: one of auto, cpu, cuda, got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["aug_scale"] = list(self.aug_scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, where: str = "config") -> TrainConfig:
+        """Build and validate from plain data; unknown keys and bad values raise KdtuneError."""
+        if not isinstance(raw, dict):
+            raise KdtuneError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        raw = dict(raw)
+        if "alpha" in raw:
+            alpha = raw.pop("alpha")
+            raw["schedule"] = alpha_to_schedule(alpha, where=f"{where}: alpha")
+        if "alpha_second" in raw:
+            raw["schedule_second"] = alpha_to_schedule(
+                raw.pop("alpha_second"), where=f"{where}: alpha_second"
+            )
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise KdtuneError(f"{where}: unknown key {unknown[0]!r}")
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            default = getattr(cls(), key)
+            kwargs[key] = _coerce(key, value, default, where)
+        try:
+            return cls(**kwargs).validate()
+        except KdtuneError as exc:
+            raise KdtuneError(f"{where}: {exc}") from None
+
+
+def alpha_to_schedule(alpha: Any, *, where: str = "alpha") -> str:
+    """``alpha`` (ground-truth weight) as a fixed β schedule spec; out of [0, 1] is an error."""
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+        raise KdtuneError(f"{where}: must be a number in [0, 1], got {alpha!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise KdtuneError(f"{where}: must be in [0, 1], got {alpha!r}")
+    return f"fixed:{round(1.0 - float(alpha), 10):g}"
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise KdtuneError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """Check a value against the type of its default; ints are accepted for floats."""
+    if value is None:
+        if default is None or key in ("teacher_checkpoint", "num_threads"):
+            return None
+        raise KdtuneError(f"{where}: {key}: must not be empty")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise KdtuneError(f"{where}: {key}: must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise KdtuneError(f"{where}: {key}: must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) or key in ("num_threads", "max_train_images", "max_val_images"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise KdtuneError(f"{where}: {key}: must be an integer, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not (isinstance(value, list | tuple) and len(value) == 2) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise KdtuneError(f"{where}: {key}: must be a pair of numbers, got {value!r}")
+        return (float(value[0]), float(value[1]))
+    if isinstance(default, str) or key == "teacher_checkpoint":
+        if not isinstance(value, str):
+            raise KdtuneError(f"{where}: {key}: must be a string, got {value!r}")
+        return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise KdtuneError(f"{where}: {key}: must be a mapping, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,100 @@
+"""β schedules: how the distillation weight moves over training progress.
+
+A schedule is written as a short spec, the same in YAML, on the command line and in MLflow::
+
+    fixed:0.75                     β = 0.75 throughout (α = 0.25)
+    linear:0.9:0.5                 β from 0.9 to 0.5, linearly in progress
+    cosine:0.9:0.5,warmup=0.1      held at 0.9 for the first 10 %, then a cosine to 0.5
+    step:0.9:0.5,at=0.5            0.9 until half-way, then 0.5
+
+``progress`` is the fraction of training done, in [0, 1]. α = 1 − β always.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kdtune.errors import KdtuneError
+
+SHAPES: tuple[str, ...] = ("fixed", "linear", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    shape: str
+    beta_start: float
+    beta_end: float
+    warmup: float = 0.0  # fraction of training held at beta_start before the shape begins
+    at: float = 0.5  # step only: where (in progress after warm-up) beta jumps to beta_end
+
+    def __call__(self, progress: float) -> float:
+        p = min(max(float(progress), 0.0), 1.0)
+        if self.shape == "fixed" or p < self.warmup:
+            return self.beta_start
+        q = (p - self.warmup) / (1.0 - self.warmup) if self.warmup < 1.0 else 1.0
+        if self.shape == "linear":
+            return self.beta_start + (self.beta_end - self.beta_start) * q
+        if self.shape == "cosine":
+            return self.beta_end + (self.beta_start - self.beta_end) * 0.5 * (1 + math.cos(math.pi * q))
+        return self.beta_start if q < self.at else self.beta_end  # step
+
+    @property
+    def spec(self) -> str:
+        if self.shape == "fixed":
+            return f"fixed:{self.beta_start:g}"
+        opts = []
+        if self.warmup:
+            opts.append(f"warmup={self.warmup:g}")
+        if self.shape == "step":
+            opts.append(f"at={self.at:g}")
+        tail = ("," + ",".join(opts)) if opts else ""
+        return f"{self.shape}:{self.beta_start:g}:{self.beta_end:g}{tail}"
+
+    def describe(self) -> str:
+        """A human-readable loss weighting, e.g. ``L = 0.25*student + 0.75*distill``."""
+        if self.shape == "fixed":
+            return f"L = {1 - self.beta_start:.3g}*student + {self.beta_start:.3g}*distill"
+        return f"L = (1-β)*student + β*distill, β: {self.spec}"
+
+
+def parse_schedule(spec: str) -> BetaSchedule:
+    """Parse a schedule spec; anything malformed raises :class:`KdtuneError` naming the problem."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise KdtuneError(f"schedule: expected a spec such as 'linear:0.9:0.5', got {spec!r}")
+    head, _, opts_text = spec.strip().partition(",")
+    parts = head.split(":")
+    shape = parts[0].strip().lower()
+    if shape not in SHAPES:
+        raise KdtuneError(f"schedule: unknown shape {shape!r} in {spec!r} (choose from {', '.join(SHAPES)})")
+    want = 2 if shape == "fixed" else 3
+    if len(parts) != want:
+        form = "fixed:BETA" if shape == "fixed" else f"{shape}:BETA_START:BETA_END"
+        raise KdtuneError(f"schedule: {spec!r} should read {form}")
+    values = [_unit(p, "beta", spec) for p in parts[1:]]
+    start, end = values[0], values[-1]
+    opts: dict[str, float] = {}
+    if opts_text:
+        for item in opts_text.split(","):
+            key, eq, val = item.partition("=")
+            key = key.strip()
+            if not eq or key not in ("warmup", "at"):
+                raise KdtuneError(f"schedule: unknown option {item.strip()!r} in {spec!r} (warmup=, at=)")
+            if key == "at" and shape != "step":
+                raise KdtuneError(f"schedule: option 'at' applies to step schedules only, in {spec!r}")
+            opts[key] = _unit(val, key, spec)
+    if shape == "fixed" and opts:
+        raise KdtuneError(f"schedule: a fixed schedule takes no options, in {spec!r}")
+    if opts.get("warmup", 0.0) >= 1.0:
+        raise KdtuneError(f"schedule: warmup must be below 1, in {spec!r}")
+    return BetaSchedule(shape, start, end, warmup=opts.get("warmup", 0.0), at=opts.get("at", 0.5))
+
+
+def _unit(text: str, name: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise KdtuneError(f"schedule: {name} {text.strip()!r} is not a number, in {spec!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise KdtuneError(f"schedule: {name} must be in [0, 1], got {text.strip()}, in {spec!r}")
+    return value
