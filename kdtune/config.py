@@ -19,6 +19,7 @@ ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 # Which net a level trains, and which net teaches it.
 STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
 TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
+TEACHER_RECIPES: tuple[str, ...] = ("reference", "ground_truth")
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
 
@@ -52,11 +53,15 @@ class TrainConfig:
     # teachers: a checkpoint path, or kdtune trains one (cached under results/cache/teachers)
     teacher_checkpoint: str | None = None
     teacher_epochs: int = 20  # when kdtune must train the teacher itself
+    # how kdtune trains a missing teacher: "reference" as the reference pipeline did (the med
+    # teacher distilled from a Lightweight-OpenPose teacher at alpha 0.3), or "ground_truth"
+    # (the teacher net trained on the ground truth alone: quicker, used by the quickstart)
+    teacher_recipe: str = "reference"
     teacher_input_size: int = 128  # the reference fed its teacher 368x368
     # execution
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # bf16 autocast
-    channels_last: bool = False
+    channels_last: bool = True  # much faster on CPUs (oneDNN) as well as GPUs
     num_threads: int | None = None  # torch threads; None leaves torch's default
     max_train_images: int | None = None
     max_val_images: int | None = None
@@ -75,7 +80,9 @@ class TrainConfig:
         from kdtune.schedules import parse_schedule
 
         if self.level not in LEVELS:
-            raise KdtuneError(f"level: unknown level {self.level!r} (choose from {', '.join(LEVELS)})")
+            raise KdtuneError(
+                f"level: unknown level {self.level!r} (choose from {', '.join(LEVELS)})"
+            )
         parse_schedule(self.schedule)
         if self.level == "chain":
             parse_schedule(self.schedule_second)
@@ -83,19 +90,29 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_every", self.eval_every)
         _positive_int("teacher_epochs", self.teacher_epochs)
+        _positive_int("input_size", self.input_size)
+        _positive_int("stride", self.stride)
+        _positive_int("teacher_input_size", self.teacher_input_size)
+        for name in ("num_threads", "max_train_images", "max_val_images"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise KdtuneError(f"lr: must be a positive number, got {self.lr!r}")
         if self.input_size % self.stride or self.input_size < 4 * self.stride:
             raise KdtuneError(
                 f"input_size: {self.input_size} must be a multiple of stride {self.stride} and at least {4 * self.stride}"
             )
-        if not self.sigma > 0:
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise KdtuneError(f"sigma: must be positive, got {self.sigma!r}")
         lo, hi = self.aug_scale
         if not 0 < lo <= hi:
             raise KdtuneError(f"aug_scale: need 0 < low <= high, got {self.aug_scale!r}")
         if not 0 <= self.aug_flip <= 1:
             raise KdtuneError(f"aug_flip: a probability in [0, 1], got {self.aug_flip!r}")
+        if self.teacher_recipe not in TEACHER_RECIPES:
+            raise KdtuneError(
+                f"teacher_recipe: one of {', '.join(TEACHER_RECIPES)}, got {self.teacher_recipe!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise KdtuneError(f"device: one of auto, cpu, cuda, got {self.device!r}")
         return self
@@ -159,7 +176,13 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise KdtuneError(f"{where}: {key}: must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise KdtuneError(f"{where}: {key}: {value!r} is out of range") from None
+        if not math.isfinite(number):
+            raise KdtuneError(f"{where}: {key}: must be finite, got {value!r}")
+        return number
     if isinstance(default, int) or key in ("num_threads", "max_train_images", "max_val_images"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise KdtuneError(f"{where}: {key}: must be an integer, got {value!r}")
@@ -169,7 +192,10 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
         ):
             raise KdtuneError(f"{where}: {key}: must be a pair of numbers, got {value!r}")
-        return (float(value[0]), float(value[1]))
+        try:
+            return (float(value[0]), float(value[1]))
+        except OverflowError:
+            raise KdtuneError(f"{where}: {key}: {value!r} is out of range") from None
     if isinstance(default, str) or key == "teacher_checkpoint":
         if not isinstance(value, str):
             raise KdtuneError(f"{where}: {key}: must be a string, got {value!r}")

@@ -36,7 +36,9 @@ class BetaSchedule:
         if self.shape == "linear":
             return self.beta_start + (self.beta_end - self.beta_start) * q
         if self.shape == "cosine":
-            return self.beta_end + (self.beta_start - self.beta_end) * 0.5 * (1 + math.cos(math.pi * q))
+            return self.beta_end + (self.beta_start - self.beta_end) * 0.5 * (
+                1 + math.cos(math.pi * q)
+            )
         return self.beta_start if q < self.at else self.beta_end  # step
 
     @property
@@ -66,7 +68,9 @@ def parse_schedule(spec: str) -> BetaSchedule:
     parts = head.split(":")
     shape = parts[0].strip().lower()
     if shape not in SHAPES:
-        raise KdtuneError(f"schedule: unknown shape {shape!r} in {spec!r} (choose from {', '.join(SHAPES)})")
+        raise KdtuneError(
+            f"schedule: unknown shape {shape!r} in {spec!r} (choose from {', '.join(SHAPES)})"
+        )
     want = 2 if shape == "fixed" else 3
     if len(parts) != want:
         form = "fixed:BETA" if shape == "fixed" else f"{shape}:BETA_START:BETA_END"
@@ -79,9 +83,13 @@ def parse_schedule(spec: str) -> BetaSchedule:
             key, eq, val = item.partition("=")
             key = key.strip()
             if not eq or key not in ("warmup", "at"):
-                raise KdtuneError(f"schedule: unknown option {item.strip()!r} in {spec!r} (warmup=, at=)")
+                raise KdtuneError(
+                    f"schedule: unknown option {item.strip()!r} in {spec!r} (warmup=, at=)"
+                )
             if key == "at" and shape != "step":
-                raise KdtuneError(f"schedule: option 'at' applies to step schedules only, in {spec!r}")
+                raise KdtuneError(
+                    f"schedule: option 'at' applies to step schedules only, in {spec!r}"
+                )
             opts[key] = _unit(val, key, spec)
     if shape == "fixed" and opts:
         raise KdtuneError(f"schedule: a fixed schedule takes no options, in {spec!r}")
@@ -94,7 +102,9 @@ def _unit(text: str, name: str, spec: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise KdtuneError(f"schedule: {name} {text.strip()!r} is not a number, in {spec!r}") from None
+        raise KdtuneError(
+            f"schedule: {name} {text.strip()!r} is not a number, in {spec!r}"
+        ) from None
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise KdtuneError(f"schedule: {name} must be in [0, 1], got {text.strip()}, in {spec!r}")
     return value

@@ -58,9 +58,7 @@ def _mirror(name: str) -> str:
 FLIP_OP18: tuple[int, ...] = tuple(OP18.index(_mirror(n)) for n in OP18)
 FLIP_COCO17: tuple[int, ...] = tuple(COCO17.index(_mirror(n)) for n in COCO17)
 # Limb k of the flipped image is limb FLIP_LIMBS[k] of the original (its PAF x component negated).
-FLIP_LIMBS: tuple[int, ...] = tuple(
-    LIMBS.index((FLIP_OP18[a], FLIP_OP18[b])) for a, b in LIMBS
-)
+FLIP_LIMBS: tuple[int, ...] = tuple(LIMBS.index((FLIP_OP18[a], FLIP_OP18[b])) for a, b in LIMBS)
 # Heatmap channel permutation under flip (background stays last).
 FLIP_HEATMAPS: tuple[int, ...] = (*FLIP_OP18, NUM_KEYPOINTS)
 # PAF channel permutation under flip (x channels must also be negated).

@@ -49,5 +49,5 @@ class PoseSet:
         """Map letterboxed ``xy [..., 2]`` of images ``index`` (one per leading row) back to original pixels."""
         shape = (-1,) + (1,) * (xy.dim() - 2) + (2,)
         pads = self.pads[index].reshape(shape)
-        scales = self.scales[index].reshape(shape[:-1] + (1,))
+        scales = self.scales[index].reshape((*shape[:-1], 1))
         return (xy - pads) / scales

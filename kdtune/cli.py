@@ -1,0 +1,219 @@
+"""The ``kdtune`` command line: thin Click commands over the Python API.
+
+Heavy modules (torch, ray, mlflow) are imported inside the commands so that ``kdtune --help``
+stays fast. Bad input raises :class:`KdtuneError`, which :func:`main` prints as one line and
+turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kdtune import __version__
+from kdtune.errors import KdtuneError
+
+# Shared options, defined once.
+DATA_OPTION = click.option(
+    "--data",
+    default="synthetic",
+    show_default=True,
+    help="'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and <split>2017/.",
+)
+RESULTS_OPTION = click.option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="KDTUNE_RESULTS",
+    help="Results folder (default ./results; env KDTUNE_RESULTS).",
+)
+
+
+def _echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kdtune")
+def cli() -> None:
+    """Tune how much a pose student learns from its teacher, by validation COCO keypoint AP."""
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+def models() -> None:
+    """List the three architectures with their parameter counts."""
+    from kdtune.models import describe_models
+
+    for row in describe_models():
+        click.echo(f"{row['name']:<8} {row['params']:>10,}  {row['role']}: {row['description']}")
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML with TrainConfig keys (e.g. an exported best.yaml); flags override it.",
+)
+@click.option(
+    "--level",
+    type=click.Choice(["teacher", "first", "second", "chain"]),
+    default=None,
+    help="teacher, first (teacher→med), second (med→tiny) or chain (teacher→med→tiny).  [default: second]",
+)
+@click.option(
+    "--alpha", type=float, default=None, help="Ground-truth weight α in [0, 1] (β = 1 − α)."
+)
+@click.option(
+    "--schedule",
+    default=None,
+    help="β schedule, e.g. 'linear:0.9:0.5' or 'cosine:0.9:0.5,warmup=0.1'.",
+)
+@click.option("--alpha-second", type=float, default=None, help="chain only: α of the second level.")
+@click.option("--schedule-second", default=None, help="chain only: β schedule of the second level.")
+@click.option("--data", default=None, help="'synthetic' (default) or a COCO 2017 root.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--eval-every", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option(
+    "--teacher",
+    "teacher_checkpoint",
+    default=None,
+    help="Teacher checkpoint (else kdtune trains and caches one).",
+)
+@click.option("--teacher-epochs", type=int, default=None)
+@click.option("--teacher-recipe", type=click.Choice(["reference", "ground_truth"]), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast.")
+@click.option("--channels-last/--no-channels-last", default=None)
+@click.option("--max-train-images", type=int, default=None)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: metrics.json, summary.json, checkpoints/.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
+@RESULTS_OPTION
+def train(
+    config_file: Path | None, output: Path, resume: bool, results: Path | None, **flags: Any
+) -> None:
+    """Train one net at one level with one weighting, printing each evaluated epoch."""
+    from kdtune.api import train_run
+
+    summary = train_run(
+        config_file, flags, output=output, resume=resume, results=results, log=click.echo
+    )
+    click.echo(f"wrote {output / 'metrics.json'} and {output / 'summary.json'}")
+    _echo_json(
+        {
+            "final": summary["final"],
+            "parameters": summary["parameters"],
+            "wall_s": round(summary["wall_s"], 1),
+            "images_per_s": round(summary["images_per_s"], 1),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--arch", type=click.Choice(["teacher", "med", "tiny"]), required=True)
+@DATA_OPTION
+@click.option("--split", default="val", show_default=True)
+@click.option(
+    "--teacher-input-size",
+    type=int,
+    default=None,
+    help="Feed the net this input size (the public teacher checkpoint was trained at 368).",
+)
+@RESULTS_OPTION
+def eval_(
+    checkpoint: Path,
+    arch: str,
+    data: str,
+    split: str,
+    teacher_input_size: int | None,
+    results: Path | None,
+) -> None:
+    """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO keypoint AP."""
+    from kdtune.api import evaluate_checkpoint
+
+    _echo_json(
+        evaluate_checkpoint(
+            checkpoint, arch, data, split, results=results, net_input_size=teacher_input_size
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Data sets: synthesize the embedded default, measure the decoding ceiling."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--n-train", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--n-val", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--n-test", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
+    """Write a synthetic COCO-format person-keypoints set (JPEGs + json), deterministic by seed."""
+    from kdtune.data.synth import write_synthetic
+
+    if out.exists() and any(out.iterdir()):
+        raise KdtuneError(f"--out: {out} exists and is not empty; choose a new folder")
+    write_synthetic(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    click.echo(f"wrote {n_train}/{n_val}/{n_test} train/val/test images to {out}")
+
+
+@data.command()
+@DATA_OPTION
+@click.option("--split", default="val", show_default=True)
+@click.option("--input-size", type=int, default=128, show_default=True)
+@click.option("--stride", type=int, default=8, show_default=True)
+@click.option("--sigma", type=float, default=7.0, show_default=True)
+@RESULTS_OPTION
+def ceiling(
+    data: str, split: str, input_size: int, stride: int, sigma: float, results: Path | None
+) -> None:
+    """AP reached by decoding the ground-truth targets: the best any net can do at this size."""
+    from kdtune.api import data_ceiling
+
+    _echo_json(
+        data_ceiling(
+            data, split, input_size=input_size, stride=stride, sigma=sigma, results=results
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning bad input into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="kdtune", standalone_mode=False)
+    except KdtuneError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,474 @@
+"""Load a split of a COCO 2017 person-keypoints data set into a cached :class:`PoseSet`.
+
+Layout (the official one)::
+
+    ROOT/annotations/person_keypoints_{split}2017.json
+    ROOT/{split}2017/*.jpg
+
+Every JPEG is decoded once, letterboxed to ``input_size`` (scaled by ``input_size / max(h, w)``,
+centred, padded with 0) and the whole split is saved as one file under the cache folder, so
+later runs and epochs never decode an image again. Coordinates are continuous pixels:
+``letterboxed = original * scale + pad``.
+
+What each annotation becomes:
+
+- a person with keypoints (``iscrowd`` 0, at least one labelled joint): a row of ``keypoints``
+  in OpenPose-18 order;
+- a crowd, or a person without labelled keypoints: its segmentation (polygons, RLE or
+  uncompressed RLE; its bbox where it has none) is rasterised into the image's ignore ``mask``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from kdtune.data.poseset import PoseSet
+from kdtune.errors import KdtuneError
+from kdtune.paths import cache_dir as default_cache_dir
+from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
+
+CACHE_FORMAT = 1  # bump when the cached layout or its meaning changes
+SYNTHETIC = "synthetic"
+SYNTHETIC_DIR = "synthetic-v1"  # bump with any change to the default synthetic set
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TENSORS = ("images", "keypoints", "masks", "image_ids", "scales", "pads")
+
+
+def annotation_file(root: Path, split: str) -> Path:
+    """``ROOT/annotations/person_keypoints_{split}2017.json``."""
+    return root / "annotations" / f"person_keypoints_{split}2017.json"
+
+
+def image_dir(root: Path, split: str) -> Path:
+    """``ROOT/{split}2017``."""
+    return root / f"{split}2017"
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def load_split(
+    root: str | Path,
+    split: str,
+    input_size: int = 128,
+    cache_dir: Path | None = None,
+    max_images: int | None = None,
+) -> PoseSet:
+    """One split of the COCO set at ``root`` as a :class:`PoseSet`, decoded once and cached.
+
+    ``max_images`` keeps the first images by id. Unreadable images are left out, counted in
+    ``PoseSet.skipped`` and reported with one warning. ``cache_dir`` defaults to
+    ``kdtune.paths.cache_dir() / "data"``.
+    """
+    root = Path(root).expanduser()
+    _check_args(split, input_size, max_images)
+    ann_path, img_dir = _check_layout(root, split)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "data"
+    key = _cache_key(ann_path, split, input_size, max_images)
+    cached = folder / f"{split}-{input_size}-{key}.pt"
+    hit = _read_cache(cached, ann_path)
+    if hit is not None:
+        if hit.skipped:
+            warnings.warn(
+                f"data: {hit.skipped} unreadable image(s) of {img_dir} were left out when {cached} "
+                "was made; delete it to read them again",
+                stacklevel=2,
+            )
+        return hit
+    poses = _decode_split(ann_path, img_dir, split, input_size, max_images)
+    _write_cache(cached, poses)
+    return poses
+
+
+def resolve_data(
+    data: str,
+    split: str,
+    input_size: int,
+    results: Path | None = None,
+    max_images: int | None = None,
+) -> PoseSet:
+    """``data`` is ``"synthetic"`` (the default set, generated on first use) or a COCO root."""
+    cache = default_cache_dir(results)
+    return load_split(
+        _data_root(data, cache), split, input_size, cache_dir=cache / "data", max_images=max_images
+    )
+
+
+def data_root(data: str, results: Path | None = None) -> Path:
+    """The COCO root that ``data`` names (the synthetic set is generated where missing)."""
+    return _data_root(data, default_cache_dir(results))
+
+
+def data_fingerprint(data: str, results: Path | None = None) -> str:
+    """A short, stable hash naming the data set (its annotation files' contents)."""
+    del results  # the synthetic set is named by its version, not by where it lives
+    h = hashlib.sha256()
+    if data == SYNTHETIC:
+        h.update(SYNTHETIC_DIR.encode())
+        return h.hexdigest()[:16]
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise KdtuneError(f"data: COCO root {root} not found")
+    files = sorted((root / "annotations").glob("person_keypoints_*.json"))
+    if not files:
+        raise KdtuneError(f"data: no annotations/person_keypoints_*.json under {root}")
+    for f in files:
+        h.update(f.name.encode())
+        h.update(_file_digest(f).encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_args(split: str, input_size: int, max_images: int | None) -> None:
+    if not isinstance(split, str) or not _SPLIT_RE.match(split):
+        raise KdtuneError(f"data: split must be a name like 'train' or 'val', got {split!r}")
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 8:
+        raise KdtuneError(f"data: input_size must be an integer >= 8, got {input_size!r}")
+    if max_images is not None and (
+        not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 1
+    ):
+        raise KdtuneError(f"data: max_images must be a positive integer, got {max_images!r}")
+
+
+def _check_layout(root: Path, split: str) -> tuple[Path, Path]:
+    """The split's annotation file and image folder, or a KdtuneError naming what is missing."""
+    if not root.is_dir():
+        raise KdtuneError(f"data: COCO root {root} not found (give a COCO folder or 'synthetic')")
+    ann = annotation_file(root, split)
+    if not ann.is_file():
+        raise KdtuneError(f"data: annotation file {ann} not found")
+    img_dir = image_dir(root, split)
+    if not img_dir.is_dir():
+        raise KdtuneError(f"data: image folder {img_dir} not found")
+    return ann, img_dir
+
+
+def _read_coco(ann_path: Path) -> tuple[COCO, int]:
+    """Parse and check a person-keypoints file; returns the index and the person category id."""
+    try:
+        doc = json.loads(ann_path.read_bytes())
+    except json.JSONDecodeError as e:
+        raise KdtuneError(
+            f"data: {ann_path} is not valid JSON ({e.msg}, line {e.lineno})"
+        ) from None
+    except UnicodeDecodeError:
+        raise KdtuneError(f"data: {ann_path} is not valid JSON (not UTF-8 text)") from None
+    if not isinstance(doc, dict):
+        raise KdtuneError(
+            f"data: {ann_path} is not a COCO annotation file (top level is not an object)"
+        )
+    missing = [
+        k for k in ("images", "annotations", "categories") if not isinstance(doc.get(k), list)
+    ]
+    if missing:
+        raise KdtuneError(
+            f"data: {ann_path} is not a COCO annotation file (no {', '.join(missing)} list)"
+        )
+    person = [
+        c for c in doc["categories"]
+        if isinstance(c, dict) and c.get("name") == "person"
+        and isinstance(c.get("keypoints"), list) and len(c["keypoints"]) == 17
+    ]  # fmt: skip
+    if not person:
+        raise KdtuneError(
+            f"data: {ann_path} has no 'person' category with 17 keypoints (not a person-keypoints file)"
+        )
+    for im in doc["images"]:
+        if not (
+            isinstance(im, dict) and all(k in im for k in ("id", "file_name", "height", "width"))
+        ):
+            raise KdtuneError(
+                f"data: {ann_path}: an image entry lacks id/file_name/height/width: {str(im)[:80]}"
+            )
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, int(person[0]["id"])
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class _Decoded:
+    """One image after decoding (``image`` None when unreadable)."""
+
+    image: np.ndarray | None  # HWC RGB letterboxed
+    scale: float = 0.0
+    pad: tuple[float, float] = (0.0, 0.0)
+    offset: tuple[int, int] = (0, 0)  # integer top-left of the resized image
+    resized: tuple[int, int] = (0, 0)  # (width, height) of the resized image
+
+
+def letterbox(image: np.ndarray, size: int) -> _Decoded:
+    """Scale ``image`` by ``size / max(h, w)``, centre it on a ``size``² black square.
+
+    The returned pad is the float offset that best fits the integer placement, so that
+    ``original * scale + pad`` lands on the same content up to a quarter pixel.
+    """
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    x0, y0 = (size - nw) // 2, (size - nh) // 2
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    out[y0 : y0 + nh, x0 : x0 + nw] = resized
+    pad = (x0 + (nw - w * scale) / 2, y0 + (nh - h * scale) / 2)
+    return _Decoded(out, scale, pad, (x0, y0), (nw, nh))
+
+
+def _decode_image(path: Path, size: int, expect_hw: tuple[int, int]) -> _Decoded:
+    """Read one JPEG (raw pixel orientation, as COCO annotates it); None when unreadable."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.shape[:2] != expect_hw:
+        return _Decoded(None)
+    return letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+
+
+def _decode_split(
+    ann_path: Path, img_dir: Path, split: str, size: int, max_images: int | None
+) -> PoseSet:
+    """Decode every image of the split and turn its annotations into keypoints and masks."""
+    coco, person_id = _read_coco(ann_path)
+    ids = sorted(coco.imgs)[:max_images]
+    if not ids:
+        raise KdtuneError(f"data: {ann_path} lists no images")
+    n = len(ids)
+    images = np.zeros((n, 3, size, size), dtype=np.uint8)  # filled in place: no second copy
+    masks = np.zeros((n, size, size), dtype=np.uint8)
+    scales, pads = np.zeros(n, dtype=np.float32), np.zeros((n, 2), dtype=np.float32)
+    persons: list[np.ndarray] = []
+    ok = np.zeros(n, dtype=bool)
+    for i, dec in enumerate(_decode_all(img_dir, [coco.imgs[k] for k in ids], size)):
+        if dec.image is None:
+            continue
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=ids[i], catIds=[person_id], iscrowd=None))
+        kps, mask = _image_targets(anns, coco.imgs[ids[i]], dec, size)
+        persons.append(kps)
+        masks[i] = mask
+        images[i] = dec.image.transpose(2, 0, 1)
+        scales[i], pads[i], ok[i] = dec.scale, dec.pad, True
+    keep = np.flatnonzero(ok)
+    skipped = n - len(keep)
+    if not len(keep):
+        raise KdtuneError(f"data: none of the {n} images in {img_dir} could be read")
+    if skipped:
+        warnings.warn(
+            f"data: skipped {skipped} unreadable image(s) of {n} in {img_dir}", stacklevel=3
+        )
+        images, masks, scales, pads = images[keep], masks[keep], scales[keep], pads[keep]
+    keypoints = np.zeros((len(keep), max([1, *map(len, persons)]), NUM_KEYPOINTS, 3), np.float32)
+    for row, p in enumerate(persons):
+        keypoints[row, : len(p)] = p
+    return PoseSet(
+        images=torch.from_numpy(images),
+        keypoints=torch.from_numpy(keypoints),
+        masks=torch.from_numpy(masks),
+        image_ids=torch.tensor(ids, dtype=torch.int64)[torch.from_numpy(keep)],
+        scales=torch.from_numpy(scales),
+        pads=torch.from_numpy(pads),
+        ann_file=str(ann_path.resolve()),
+        split=split,
+        skipped=skipped,
+    )
+
+
+def _decode_all(img_dir: Path, infos: list[dict[str, Any]], size: int) -> Iterator[_Decoded]:
+    """Decode the images in order, several at a time (OpenCV releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        yield from pool.map(
+            lambda im: _decode_image(img_dir / im["file_name"], size, (im["height"], im["width"])),
+            infos,
+        )
+
+
+def _image_targets(
+    anns: list[dict[str, Any]], info: dict[str, Any], dec: _Decoded, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints ``[P, 18, 3]`` (letterboxed) of the labelled persons and the ignore mask."""
+    mask = np.zeros((size, size), dtype=np.uint8)
+    people = []
+    for ann in anns:
+        kps = np.asarray(ann.get("keypoints") or np.zeros(51), dtype=np.float32)
+        if kps.size != 51:
+            raise KdtuneError(
+                f"data: annotation {ann.get('id')} has {kps.size} keypoint values, not 51"
+            )
+        kps = kps.reshape(17, 3)
+        if ann.get("iscrowd", 0) or not (kps[:, 2] > 0).any():
+            mask |= _ignore_mask(ann, info, dec, size)
+        else:
+            people.append(kps)
+    if not people:
+        return np.zeros((0, NUM_KEYPOINTS, 3), dtype=np.float32), mask
+    op = coco17_to_op18(np.stack(people))
+    labelled = op[..., 2:3] > 0
+    pad = np.array(dec.pad, dtype=np.float64)
+    xy = op[..., :2].astype(np.float64) * dec.scale + pad
+    op[..., :2] = np.where(labelled, xy, 0.0).astype(np.float32)
+    return op, mask
+
+
+def _ignore_mask(ann: dict[str, Any], info: dict[str, Any], dec: _Decoded, size: int) -> np.ndarray:
+    """The annotation's region in letterboxed pixels (0/1 uint8 ``[size, size]``)."""
+    seg = ann.get("segmentation")
+    polys = [p for p in seg if len(p) >= 6] if isinstance(seg, list) else []
+    if polys:
+        pad = np.array(dec.pad)
+        scaled = [
+            list((np.asarray(p, dtype=np.float64).reshape(-1, 2) * dec.scale + pad).reshape(-1))
+            for p in polys
+        ]
+        rle = mask_utils.merge(mask_utils.frPyObjects(scaled, size, size))
+        return mask_utils.decode(rle).astype(np.uint8)
+    if isinstance(seg, dict) and "counts" in seg:
+        return _rle_mask(seg, info, dec, size)
+    return _bbox_mask(ann.get("bbox"), dec, size)
+
+
+def _rle_mask(seg: dict[str, Any], info: dict[str, Any], dec: _Decoded, size: int) -> np.ndarray:
+    """Decode an RLE (compressed or not) at full size, then shrink it like the image."""
+    h, w = int(info["height"]), int(info["width"])
+    if isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, h, w)
+    else:
+        counts = seg["counts"]
+        rle = {
+            "size": seg.get("size", [h, w]),
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        }
+    full = mask_utils.decode(rle).astype(np.float32)
+    nw, nh = dec.resized
+    small = cv2.resize(full, (nw, nh), interpolation=cv2.INTER_AREA) >= 0.5
+    out = np.zeros((size, size), dtype=np.uint8)
+    x0, y0 = dec.offset
+    out[y0 : y0 + nh, x0 : x0 + nw] = small
+    return out
+
+
+def _bbox_mask(bbox: Any, dec: _Decoded, size: int) -> np.ndarray:
+    """A filled box for an annotation without a segmentation (nothing without a bbox either)."""
+    out = np.zeros((size, size), dtype=np.uint8)
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        return out
+    x, y, bw, bh = (float(v) for v in bbox)
+    x0, y0 = x * dec.scale + dec.pad[0], y * dec.scale + dec.pad[1]
+    x1, y1 = x0 + bw * dec.scale, y0 + bh * dec.scale
+    c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    c1, r1 = min(size, int(np.ceil(x1))), min(size, int(np.ceil(y1)))
+    out[r0:r1, c0:c1] = 1
+    return out
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, remembered per (path, size, mtime) for this process."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
+def _cache_key(ann_path: Path, split: str, input_size: int, max_images: int | None) -> str:
+    parts = (_file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def _read_cache(path: Path, ann_path: Path) -> PoseSet | None:
+    """The cached set, or None when absent or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("format") != CACHE_FORMAT:
+            return None
+        return PoseSet(
+            **{k: blob[k] for k in _TENSORS},
+            ann_file=str(ann_path.resolve()),
+            split=str(blob["split"]),
+            skipped=int(blob["skipped"]),
+        )
+    except Exception:  # a truncated or foreign file: rebuild it
+        return None
+
+
+def _write_cache(path: Path, poses: PoseSet) -> None:
+    """Save atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob: dict[str, Any] = {k: getattr(poses, k) for k in _TENSORS}
+    blob.update(
+        format=CACHE_FORMAT, ann_file=poses.ann_file, split=poses.split, skipped=poses.skipped
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- data names
+
+
+def _data_root(data: str, cache: Path) -> Path:
+    if data == SYNTHETIC:
+        return ensure_synthetic(cache / SYNTHETIC_DIR)
+    return Path(data).expanduser()
+
+
+def ensure_synthetic(root: Path) -> Path:
+    """The default synthetic set at ``root``, written (atomically, by rename) if missing."""
+    if root.is_dir():
+        return root
+    from kdtune.data.synth import write_synthetic
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write_synthetic(tmp)
+        os.rename(tmp, root)
+    except OSError:
+        if not root.is_dir():  # not a lost race with another process: a real failure
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root

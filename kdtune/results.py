@@ -1,0 +1,90 @@
+"""Plain records of a search and its trials, shared by ``tune`` (which fills them) and
+``tracking`` / ``compare`` / ``export`` (which read them). No framework imports here.
+
+A search writes ``<results>/<name>/search.json`` with :meth:`SearchResult.save`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Trial states, one vocabulary for the summary table, MLflow tags and compare.
+COMPLETE, PRUNED, FAILED, RUNNING = "complete", "pruned", "failed", "running"
+STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAILED, RUNNING)
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str  # Ray's trial id
+    state: str  # one of STATES
+    config: dict[str, Any]  # the full TrainConfig dict the trial ran with
+    params: dict[str, Any] = field(default_factory=dict)  # what the sampler chose
+    number: int | None = None  # the Optuna trial number
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per evaluation
+    error: str | None = None
+    diverged: bool = False
+    checkpoint_dir: str | None = None  # the last checkpoint (holds the trial's artifacts)
+    wall_s: float = 0.0
+    node: str | None = None  # the host the trial ran on
+
+    def best_value(self, metric: str = "val/ap", mode: str = "max") -> float | None:
+        values = [h[metric] for h in self.history if _finite(h.get(metric))]
+        if not values:
+            return None
+        return max(values) if mode == "max" else min(values)
+
+    @property
+    def epochs_run(self) -> int:
+        return int(max((h.get("epoch", 0) for h in self.history), default=0))
+
+
+@dataclass
+class SearchResult:
+    name: str
+    space_file: str
+    results_dir: str
+    metric: str = "val/ap"
+    mode: str = "max"
+    trials: list[TrialRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+    study_storage: str | None = None
+    study_name: str | None = None
+
+    @property
+    def best(self) -> TrialRecord | None:
+        scored = [
+            t
+            for t in self.trials
+            if t.state == COMPLETE and t.best_value(self.metric, self.mode) is not None
+        ]
+        if not scored:
+            return None
+        sign = 1.0 if self.mode == "max" else -1.0
+        return max(scored, key=lambda t: sign * (t.best_value(self.metric, self.mode) or 0.0))
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(t.state == s for t in self.trials) for s in STATES}
+
+    def epochs_spent(self) -> int:
+        return sum(t.epochs_run for t in self.trials)
+
+    def save(self, path: Path) -> None:
+        """Write atomically, so that a killed search never leaves a half-written file."""
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SearchResult:
+        raw = json.loads(Path(path).read_text())
+        trials = [TrialRecord(**t) for t in raw.pop("trials", [])]
+        return cls(**raw, trials=trials)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

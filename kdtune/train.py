@@ -1,0 +1,621 @@
+"""One trial: train a net at one level with one β schedule, evaluating validation AP as it goes.
+
+``fit(config, report, workdir=...)`` knows nothing of Ray, Optuna or MLflow. Every
+``eval_every`` epochs it writes a checkpoint directory and calls
+``report(epoch, metrics, checkpoint_dir)``; ``resume_from=<checkpoint dir>`` continues from it.
+
+Teachers are either a given checkpoint or one kdtune trained itself and cached under
+``<results>/cache/teachers``, keyed by everything that shaped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdtune.augment import AugmentParams, apply, normalize, sample_affine, warp_maps
+from kdtune.config import REFERENCE_ALPHA, STUDENT_OF, TEACHER_OF, TrainConfig
+from kdtune.data import PoseSet
+from kdtune.data.coco import data_fingerprint, resolve_data
+from kdtune.errors import KdtuneError
+from kdtune.losses import kd_loss
+from kdtune.models import build_model, count_parameters, load_checkpoint
+from kdtune.paths import cache_dir
+from kdtune.schedules import parse_schedule
+from kdtune.targets import make_targets
+
+Report = Callable[[int, dict[str, float], Path], None]
+CHECKPOINT_FILE = "state.pt"
+KEEP_CHECKPOINTS = 2
+MAX_STAGE_RESIZE = "bilinear"
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial cannot go on."""
+
+    diverged = True
+
+
+@dataclass
+class Batches:
+    """A split held as tensors on the training device, with the teacher's maps where needed."""
+
+    data: PoseSet
+    images: torch.Tensor
+    keypoints: torch.Tensor
+    masks: torch.Tensor
+    teacher_heat: torch.Tensor | None = None
+    teacher_paf: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def fit(
+    config: TrainConfig | Mapping[str, Any],
+    report: Report | None = None,
+    *,
+    workdir: Path,
+    resume_from: Path | None = None,
+    results: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train one run as ``config`` says; returns the summary also written to ``summary.json``."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    cfg.validate()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.level == "chain":
+        return _fit_chain(
+            cfg, report, workdir=workdir, resume_from=resume_from, results=results, log=log
+        )
+    return _Run(cfg, workdir, results, log or (lambda _msg: None)).fit(report, resume_from)
+
+
+def evaluate_model(
+    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
+) -> dict[str, float]:
+    """Validation loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``."""
+    from kdtune.evaluate import evaluate_predictions
+
+    device = device or next(model.parameters()).device
+    heat, paf, loss = _predict(model, data, cfg, device)
+    metrics = {
+        f"val/{k}": float(v) for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
+    }
+    metrics["val/loss"] = loss
+    return metrics
+
+
+def prepare_teacher(
+    cfg: TrainConfig, results: Path | None = None, log: Callable[[str], None] | None = None
+) -> nn.Module | None:
+    """The teacher of ``cfg.level``: a given checkpoint, or the cached/trained one; None if not needed."""
+    arch = TEACHER_OF.get(cfg.level)
+    if arch is None:
+        return None
+    if cfg.teacher_checkpoint:
+        return load_checkpoint(Path(cfg.teacher_checkpoint), arch)
+    path = _trained_teacher(cfg, results, log or (lambda _m: None))
+    return load_checkpoint(path, arch)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdtuneError("device: cuda was asked for but no CUDA device is present")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training run
+
+
+class _Run:
+    def __init__(
+        self, cfg: TrainConfig, workdir: Path, results: Path | None, log: Callable[[str], None]
+    ):
+        self.cfg, self.workdir, self.results, self.log = cfg, workdir, results, log
+        self.device = pick_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.schedule = parse_schedule(cfg.schedule)
+        self.arch = STUDENT_OF[cfg.level]
+        self.aug = AugmentParams(scale=cfg.aug_scale, rotate=cfg.aug_rotate, flip=cfg.aug_flip)
+
+    # -- setup -----------------------------------------------------------------------------
+    def _load(self) -> None:
+        cfg = self.cfg
+        _seed_everything(cfg.seed)
+        train = resolve_data(cfg.data, "train", cfg.input_size, self.results, cfg.max_train_images)
+        self.val = resolve_data(
+            cfg.data, cfg.val_split, cfg.input_size, self.results, cfg.max_val_images
+        )
+        if len(train) == 0:
+            raise KdtuneError(f"data: the train split of {cfg.data!r} holds no readable image")
+        self.train = self._to_device(train)
+        self.model = build_model(self.arch).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        needs_teacher = self.cfg.level != "teacher" and not (
+            self.schedule.shape == "fixed" and self.schedule.beta_start == 0.0
+        )
+        if needs_teacher:
+            teacher = prepare_teacher(cfg, self.results, self.log)
+            assert teacher is not None
+            heat, paf = teacher_maps(teacher, train, cfg, self.device, self.results)
+            self.train.teacher_heat, self.train.teacher_paf = heat, paf
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = self.steps_per_epoch * cfg.epochs
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) * 0.95 + 0.05,
+        )
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    def _to_device(self, data: PoseSet) -> Batches:
+        return Batches(
+            data=data,
+            images=data.images.to(self.device),
+            keypoints=data.keypoints.to(self.device),
+            masks=data.masks.to(self.device),
+        )
+
+    # -- loop ------------------------------------------------------------------------------
+    def fit(self, report: Report | None, resume_from: Path | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        self._load()
+        history: list[dict[str, float]] = []
+        first_epoch = 1
+        if resume_from is not None:
+            history, first_epoch = self._restore(Path(resume_from))
+            self.log(f"resumed from {resume_from} at epoch {first_epoch}")
+        n_params = count_parameters(self.model)
+        weighting = "ground truth only" if self.cfg.level == "teacher" else self.schedule.describe()
+        self.log(f"{self.cfg.level} level, {self.arch}: {n_params:,} parameters; {weighting}")
+        for epoch in range(first_epoch, self.cfg.epochs + 1):
+            train_metrics = self._train_epoch(epoch)
+            if epoch % self.cfg.eval_every and epoch != self.cfg.epochs:
+                continue
+            metrics = {
+                "epoch": float(epoch),
+                **train_metrics,
+                **evaluate_model(self.model, self.val, self.cfg, self.device),
+            }
+            history.append(metrics)
+            ckpt = self._checkpoint(epoch, history)
+            self._write_json("metrics.json", history)
+            self.log(_format_metrics(epoch, metrics))
+            if report is not None:
+                report(epoch, metrics, ckpt)
+        final_path = self.workdir / "model.pt"
+        torch.save(self._state(self.cfg.epochs, history), final_path)
+        summary = self._summary(history, n_params, time.perf_counter() - started, final_path)
+        self._write_json("summary.json", summary)
+        return summary
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, model, data = self.cfg, self.model, self.train
+        model.train()
+        n = data.images.shape[0]
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        sums = {"student": 0.0, "distill": 0.0, "total": 0.0}
+        beta_sum, seen = 0.0, 0
+        t0 = time.perf_counter()
+        for step, idx in enumerate(order.split(cfg.batch_size)):
+            progress = ((epoch - 1) * self.steps_per_epoch + step) / (
+                self.steps_per_epoch * cfg.epochs
+            )
+            beta = 0.0 if cfg.level == "teacher" else self.schedule(progress)
+            x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(idx, with_teacher=beta > 0)
+            with self._autocast():
+                outputs = model(x)
+            outputs = [(h.float(), p.float()) for h, p in outputs]
+            losses = kd_loss(
+                outputs,
+                gt_heat,
+                gt_paf,
+                keep,
+                alpha=1.0 - beta,
+                teacher_heat=t_heat,
+                teacher_paf=t_paf,
+            )
+            total = losses["total"]
+            if not torch.isfinite(total):
+                raise TrialDiverged(f"loss became {total.item()} at epoch {epoch}, step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            self.lr_schedule.step()
+            b = int(idx.numel())
+            for key in sums:
+                sums[key] += float(losses[key].detach()) * b
+            beta_sum += beta * b
+            seen += b
+        elapsed = time.perf_counter() - t0
+        return {
+            "train/student_loss": sums["student"] / seen,
+            "train/distill_loss": sums["distill"] / seen,
+            "train/loss": sums["total"] / seen,
+            "train/beta": beta_sum / seen,
+            "train/lr": float(self.optimizer.param_groups[0]["lr"]),
+            "perf/images_per_s": seen / elapsed,
+        }
+
+    def _batch(self, idx: torch.Tensor, *, with_teacher: bool) -> tuple[torch.Tensor, ...]:
+        cfg, data = self.cfg, self.train
+        affine = sample_affine(idx.numel(), self.aug, self.generator, self.device)
+        x, kps, ignore = apply(data.images[idx], data.keypoints[idx], data.masks[idx], affine)
+        gt_heat, gt_paf = make_targets(
+            kps, cfg.input_size, cfg.stride, cfg.sigma, cfg.paf_thickness
+        )
+        keep = keep_mask(ignore, cfg.stride)
+        t_heat = t_paf = None
+        if with_teacher and data.teacher_heat is not None and data.teacher_paf is not None:
+            t_heat, t_paf = warp_maps(
+                data.teacher_heat[idx].float(),
+                data.teacher_paf[idx].float(),
+                affine,
+                cfg.input_size,
+            )
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, gt_heat, gt_paf, keep, t_heat, t_paf  # type: ignore[return-value]
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _state(self, epoch: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "config": self.cfg.to_dict(),
+            "rng": {
+                "generator": self.generator.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
+
+    def _checkpoint(self, epoch: int, history: list[dict[str, float]]) -> Path:
+        root = self.workdir / "checkpoints"
+        ckpt = root / f"epoch_{epoch:04d}"
+        tmp = root / f".epoch_{epoch:04d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(self._state(epoch, history), tmp / CHECKPOINT_FILE)
+        (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(history, indent=2))
+        if epoch == self.cfg.epochs or epoch + self.cfg.eval_every > self.cfg.epochs:
+            self._draw_predictions(tmp / "val_keypoints.png")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        os.replace(tmp, ckpt)
+        for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return ckpt
+
+    def _restore(self, path: Path) -> tuple[list[dict[str, float]], int]:
+        file = path / CHECKPOINT_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise KdtuneError(f"resume: no checkpoint at {file}")
+        try:
+            state = torch.load(file, map_location=self.device, weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise KdtuneError(
+                f"resume: {file} is not a kdtune checkpoint ({type(exc).__name__})"
+            ) from None
+        if state.get("arch") != self.arch:
+            raise KdtuneError(
+                f"resume: {file} holds a {state.get('arch')!r} net, this run trains {self.arch!r}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        rng = state["rng"]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        return list(state["history"]), int(state["epoch"]) + 1
+
+    def _draw_predictions(self, path: Path, count: int = 8) -> None:
+        from kdtune.decode import decode_batch
+        from kdtune.draw import draw_persons, save_grid
+
+        subset = self.val.subset(slice(0, min(count, len(self.val))))
+        if len(subset) == 0:
+            return
+        heat, paf, _ = _predict(self.model, subset, self.cfg, self.device)
+        people = decode_batch(heat, paf, stride=self.cfg.stride)
+        tiles = []
+        for img, persons in zip(subset.images, people, strict=True):
+            rgb = img.permute(1, 2, 0).cpu().numpy()
+            tiles.append(draw_persons(rgb, [p.keypoints for p in persons]))
+        save_grid(path, tiles)
+
+    def _summary(
+        self, history: list[dict[str, float]], n_params: int, wall: float, model_path: Path
+    ) -> dict[str, Any]:
+        final = history[-1] if history else {}
+        best = max(history, key=lambda h: h.get("val/ap", -1.0)) if history else {}
+        speeds = [h["perf/images_per_s"] for h in history if "perf/images_per_s" in h]
+        return {
+            "level": self.cfg.level,
+            "arch": self.arch,
+            "schedule": self.schedule.spec,
+            "alpha": self.cfg.alpha,
+            "parameters": n_params,
+            "epochs": self.cfg.epochs,
+            "final": {k: v for k, v in final.items() if k.startswith("val/")},
+            "best_epoch": int(best.get("epoch", 0)),
+            "best": {k: v for k, v in best.items() if k.startswith("val/")},
+            "wall_s": wall,
+            "images_per_s": float(np.median(speeds)) if speeds else 0.0,
+            "model": str(model_path),
+            "data": self.cfg.data,
+        }
+
+    def _write_json(self, name: str, payload: Any) -> None:
+        tmp = self.workdir / f".{name}.tmp"
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, self.workdir / name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chain: teacher -> med -> tiny in one trial
+
+
+def _fit_chain(
+    cfg: TrainConfig,
+    report: Report | None,
+    *,
+    workdir: Path,
+    resume_from: Path | None,
+    results: Path | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """First level (med, weighted by ``schedule``), then the second (tiny, ``schedule_second``)
+    taught by that med. Only the second level reports: its AP is the chain's objective."""
+    first_dir = workdir / "first"
+    first_summary = first_dir / "summary.json"
+    if first_summary.is_file():
+        first = json.loads(first_summary.read_text())
+    else:
+        first = fit(replace(cfg, level="first"), None, workdir=first_dir, results=results, log=log)
+    second_cfg = replace(
+        cfg, level="second", schedule=cfg.schedule_second, teacher_checkpoint=first["model"]
+    )
+    first_ap = float(first["final"].get("val/ap", 0.0))
+
+    def report_second(epoch: int, metrics: dict[str, float], ckpt: Path) -> None:
+        if report is not None:
+            report(epoch, {**metrics, "first/val/ap": first_ap}, ckpt)
+
+    summary = fit(
+        second_cfg,
+        report_second,
+        workdir=workdir / "second",
+        resume_from=resume_from,
+        results=results,
+        log=log,
+    )
+    summary = {**summary, "level": "chain", "first": first}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Teachers: trained once, cached by what shaped them
+
+
+def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
+    """A short hash of everything that determines the teacher kdtune would train for ``cfg``."""
+    parts = {
+        "arch": TEACHER_OF[cfg.level],
+        "recipe": cfg.teacher_recipe,
+        "data": data_fingerprint(cfg.data, results),
+        "epochs": cfg.teacher_epochs,
+        "input": cfg.input_size,
+        "stride": cfg.stride,
+        "sigma": cfg.sigma,
+        "paf": cfg.paf_thickness,
+        "batch": cfg.batch_size,
+        "max_train": cfg.max_train_images,
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str], None]) -> Path:
+    arch = TEACHER_OF[cfg.level]
+    root = cache_dir(results) / "teachers" / f"{arch}-{teacher_key(cfg, results)}"
+    model_path = root / "model.pt"
+    if model_path.is_file():
+        return model_path
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / ".lock"):
+        if model_path.is_file():  # another process trained it while we waited
+            return model_path
+        log(
+            f"training the {arch} teacher ({cfg.teacher_epochs} epochs, recipe {cfg.teacher_recipe}) into {root}"
+        )
+        if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
+            level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
+        else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
+            level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
+        teacher_cfg = replace(
+            cfg,
+            level=level,
+            schedule=schedule,
+            epochs=cfg.teacher_epochs,
+            teacher_checkpoint=None,
+            eval_every=cfg.teacher_epochs,
+        )
+        work = root / "run"
+        fit(teacher_cfg, None, workdir=work, results=results, log=log)
+        os.replace(work / "model.pt", model_path)
+    return model_path
+
+
+def teacher_maps(
+    teacher: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device, results: Path | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's final-stage maps for every image of ``data`` (un-augmented), at the student's
+    grid; computed once and cached on disk (float16) by teacher weights, data and sizes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    digest.update(
+        json.dumps(
+            [
+                data.ann_file,
+                data.split,
+                len(data),
+                cfg.input_size,
+                cfg.teacher_input_size,
+                cfg.stride,
+            ]
+        ).encode()
+    )
+    path = cache_dir(results) / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location=device, weights_only=True)
+        return cached["heat"], cached["paf"]
+    net = (
+        AtInputSize(teacher, cfg.teacher_input_size, cfg.input_size // cfg.stride).to(device).eval()
+    )
+    heats, pafs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(data), 64):
+            heat, paf = net(normalize(data.images[start : start + 64].to(device)))[-1]
+            heats.append(heat.half())
+            pafs.append(paf.half())
+    heat_all, paf_all = torch.cat(heats), torch.cat(pafs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    os.replace(tmp, path)
+    return heat_all, paf_all
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class AtInputSize(nn.Module):
+    """A net fed its input resized to ``size`` (the reference fed its teacher 368×368) whose
+    maps come back resized to the student's ``grid``."""
+
+    def __init__(self, net: nn.Module, size: int, grid: int):
+        super().__init__()
+        self.net, self.size, self.grid = net, size, grid
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        return [(self._grid(h), self._grid(p)) for h, p in self.net(x)]
+
+    def _grid(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.shape[-1] == self.grid:
+            return maps
+        return F.interpolate(
+            maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False
+        )
+
+
+def keep_mask(ignore: torch.Tensor, stride: int) -> torch.Tensor:
+    """Per-cell loss weight [B, 1, G, G]: 1 minus the ignored fraction of the cell's pixels."""
+    return 1.0 - F.avg_pool2d(ignore.unsqueeze(1).float(), stride)
+
+
+def _predict(
+    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Final-stage maps for every image of ``data`` (on the CPU) and the mean GT L2 per image."""
+    model.eval()
+    heats, pafs, loss_sum = [], [], 0.0
+    with torch.inference_mode():
+        for start in range(0, len(data), 64):
+            sl = slice(start, start + 64)
+            x = normalize(data.images[sl].to(device))
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ctx = (
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if cfg.amp
+                else contextlib.nullcontext()
+            )
+            with ctx:
+                heat, paf = model(x)[-1]
+            heat, paf = heat.float(), paf.float()
+            gt_heat, gt_paf = make_targets(
+                data.keypoints[sl].to(device),
+                cfg.input_size,
+                cfg.stride,
+                cfg.sigma,
+                cfg.paf_thickness,
+            )
+            keep = keep_mask(data.masks[sl].to(device), cfg.stride)
+            loss = kd_loss(
+                [(heat, paf)], gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
+            )
+            loss_sum += float(loss["student"]) * x.shape[0]
+            heats.append(heat.cpu())
+            pafs.append(paf.cpu())
+    model.train()
+    n = max(len(data), 1)
+    if not heats:
+        grid = cfg.input_size // cfg.stride
+        return torch.zeros(0, 19, grid, grid), torch.zeros(0, 38, grid, grid), 0.0
+    return torch.cat(heats), torch.cat(pafs), loss_sum / n
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _format_metrics(epoch: int, m: Mapping[str, float]) -> str:
+    return (
+        f"epoch {epoch:3d}  loss {m.get('train/loss', 0):.4f} (student {m.get('train/student_loss', 0):.4f}, "
+        f"distill {m.get('train/distill_loss', 0):.4f}, β {m.get('train/beta', 0):.2f})  "
+        f"val loss {m.get('val/loss', 0):.4f}  AP {m.get('val/ap', 0):.3f}  AP50 {m.get('val/ap50', 0):.3f}  "
+        f"{m.get('perf/images_per_s', 0):.0f} img/s"
+    )

@@ -1,0 +1,388 @@
+"""The COCO loader: real mini COCO set, hand-made tiny sets, errors, cache and corrupt images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kdtune.data import coco as coco_mod
+from kdtune.data.coco import data_fingerprint, letterbox, load_split, resolve_data
+from kdtune.errors import KdtuneError
+from kdtune.skeleton import op18_to_coco17
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _coco_doc(images: list[dict[str, Any]], anns: list[dict[str, Any]]) -> dict[str, Any]:
+    names = [f"k{i}" for i in range(17)]
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person", "keypoints": names, "skeleton": []}],
+    }
+
+
+def _write_root(root: Path, split: str, doc: dict[str, Any]) -> Path:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / f"{split}2017").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / f"person_keypoints_{split}2017.json").write_text(json.dumps(doc))
+    return root
+
+
+def _ann(i: int, image_id: int, **kw: Any) -> dict[str, Any]:
+    base = {"id": i, "image_id": image_id, "category_id": 1, "iscrowd": 0, "area": 100.0,
+            "keypoints": [0] * 51, "num_keypoints": 0, "bbox": [0, 0, 1, 1]}  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def _copy_minipose(src: Path, dst: Path, n: int) -> tuple[Path, dict[str, Any]]:
+    """A tmp COCO root holding the first ``n`` minipose train images and their annotations."""
+    doc = json.loads((src / "annotations" / "person_keypoints_train2017.json").read_text())
+    doc["images"] = sorted(doc["images"], key=lambda im: im["id"])[:n]
+    keep = {im["id"] for im in doc["images"]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+    _write_root(dst, "train", doc)
+    for im in doc["images"]:
+        shutil.copy(src / "train2017" / im["file_name"], dst / "train2017" / im["file_name"])
+    return dst, doc
+
+
+# ----------------------------------------------------------------------------- letterbox
+
+
+def test_letterbox_golden_values() -> None:
+    out = letterbox(np.full((101, 200, 3), 255, np.uint8), 128)
+    assert out.scale == pytest.approx(0.64)
+    assert out.resized == (128, 65) and out.offset == (0, 31)
+    assert out.pad == pytest.approx((0.0, 31 + (65 - 101 * 0.64) / 2))
+    assert out.image is not None
+    assert out.image[:31].max() == 0 and out.image[96:].max() == 0 and out.image[31:96].min() == 255
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 700), w=st.integers(1, 700), size=st.sampled_from([32, 128, 256]))
+def test_letterbox_maps_the_image_into_the_square(h: int, w: int, size: int) -> None:
+    out = letterbox(np.zeros((h, w, 3), np.uint8), size)
+    assert out.image is not None and out.image.shape == (size, size, 3)
+    assert out.scale == pytest.approx(size / max(h, w))
+    for pad, extent in zip(out.pad, (w, h), strict=True):
+        # original [0, extent] lands inside the square, centred to within half a pixel
+        assert pad >= -0.5 and pad + extent * out.scale <= size + 0.5
+        assert abs(pad - (size - pad - extent * out.scale)) <= 1.0 + 1e-9
+
+
+# ----------------------------------------------------------------------------- real mini COCO
+
+
+@pytest.fixture(scope="module")
+def mini_train(minipose: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load_split(minipose, "train", 128, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_minipose_shapes(minipose: Path, tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        ps = load_split(minipose, split, 96, cache_dir=tmp_path)
+        doc = json.loads(
+            (minipose / "annotations" / f"person_keypoints_{split}2017.json").read_text()
+        )
+        with_kps = [a for a in doc["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
+        assert len(ps) == 30 and ps.skipped == 0 and ps.split == split
+        assert ps.images.shape == (30, 3, 96, 96) and ps.images.dtype == torch.uint8
+        assert ps.keypoints.shape[0] == 30 and ps.keypoints.shape[2:] == (18, 3)
+        assert ps.masks.shape == (30, 96, 96) and ps.masks.dtype == torch.uint8
+        assert ps.image_ids.tolist() == sorted(im["id"] for im in doc["images"])
+        assert int((ps.keypoints[..., 2].amax(-1) > 0).sum()) == len(with_kps)
+        assert Path(ps.ann_file).name == f"person_keypoints_{split}2017.json"
+
+
+def test_minipose_keypoints_land_inside_the_letterbox(mini_train: Any) -> None:
+    ps = mini_train
+    doc = json.loads(Path(ps.ann_file).read_text())
+    size = {im["id"]: (im["width"], im["height"]) for im in doc["images"]}
+    for i in range(len(ps)):
+        w, h = size[int(ps.image_ids[i])]
+        kp = ps.keypoints[i][ps.keypoints[i][..., 2] > 0]
+        lo = ps.pads[i]
+        hi = lo + ps.scales[i] * torch.tensor([w, h], dtype=torch.float32)
+        assert (kp[:, :2] >= lo - 1e-3).all() and (kp[:, :2] <= hi + 1e-3).all()
+        assert (kp[:, :2] >= 0).all() and (kp[:, :2] <= ps.input_size).all()
+
+
+def test_minipose_to_original_recovers_coco_coordinates(mini_train: Any) -> None:
+    ps = mini_train
+    doc = json.loads(Path(ps.ann_file).read_text())
+    checked = 0
+    for i in range(len(ps)):
+        image_id = int(ps.image_ids[i])
+        anns = [a for a in doc["annotations"] if a["image_id"] == image_id]
+        people = [a for a in anns if not a["iscrowd"] and a["num_keypoints"] > 0]
+        back = ps.to_original(ps.keypoints[i : i + 1, :, :, :2], torch.tensor([i]))[0]
+        back17 = op18_to_coco17(back.numpy())
+        vis17 = op18_to_coco17(ps.keypoints[i].numpy())[..., 2]
+        for p, a in enumerate(people):
+            gt = np.array(a["keypoints"], dtype=np.float64).reshape(17, 3)
+            lab = gt[:, 2] > 0
+            np.testing.assert_array_equal(vis17[p], gt[:, 2])
+            np.testing.assert_allclose(back17[p][lab], gt[lab, :2], atol=1e-3)
+            checked += int(lab.sum())
+        assert not ps.keypoints[i, len(people) :].any()  # padding persons are all zero
+    assert checked > 500
+
+
+def test_minipose_ignore_masks(mini_train: Any) -> None:
+    ps = mini_train
+    doc = json.loads(Path(ps.ann_file).read_text())
+    ignored = {a["image_id"] for a in doc["annotations"] if a["iscrowd"] or a["num_keypoints"] == 0}
+    crowd = {a["image_id"] for a in doc["annotations"] if a["iscrowd"]}
+    annotated = {a["image_id"] for a in doc["annotations"]}
+    assert len(crowd) == 1
+    for i, image_id in enumerate(ps.image_ids.tolist()):
+        area = int(ps.masks[i].sum())
+        if image_id in ignored:
+            assert area > 0, image_id
+        else:
+            assert area == 0, image_id
+        if image_id not in annotated:
+            assert not ps.keypoints[i].any()
+    assert set(np.unique(ps.masks.numpy())) <= {0, 1}
+
+
+def test_minipose_ignore_mask_area_matches_the_annotations(mini_train: Any) -> None:
+    """Back in original pixels, the crowd image's mask covers about its regions' total area."""
+    ps = mini_train
+    doc = json.loads(Path(ps.ann_file).read_text())
+    crowd = next(a for a in doc["annotations"] if a["iscrowd"])
+    regions = [
+        a for a in doc["annotations"]
+        if a["image_id"] == crowd["image_id"] and (a["iscrowd"] or a["num_keypoints"] == 0)
+    ]  # fmt: skip
+    i = ps.image_ids.tolist().index(crowd["image_id"])
+    area = float(ps.masks[i].sum()) / float(ps.scales[i]) ** 2
+    assert 0.8 * max(a["area"] for a in regions) <= area <= 1.3 * sum(a["area"] for a in regions)
+
+
+def test_second_load_is_a_cache_hit_without_decoding(
+    minipose: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = load_split(minipose, "val", 64, cache_dir=tmp_path, max_images=5)
+    assert len(list(tmp_path.glob("val-64-*.pt"))) == 1
+
+    def no_decoding(*args: Any, **kw: Any) -> None:
+        raise AssertionError("a JPEG was decoded on a cache hit")
+
+    monkeypatch.setattr(coco_mod.cv2, "imread", no_decoding)
+    monkeypatch.setattr(coco_mod, "_read_coco", no_decoding)
+    second = load_split(minipose, "val", 64, cache_dir=tmp_path, max_images=5)
+    for name in ("images", "keypoints", "masks", "image_ids", "scales", "pads"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert (second.ann_file, second.split, second.skipped) == (first.ann_file, "val", 0)
+    assert len(second) == 5
+
+
+def test_other_sizes_and_limits_are_separate_cache_entries(minipose: Path, tmp_path: Path) -> None:
+    a = load_split(minipose, "val", 64, cache_dir=tmp_path, max_images=3)
+    b = load_split(minipose, "val", 32, cache_dir=tmp_path, max_images=4)
+    assert (len(a), a.input_size, len(b), b.input_size) == (3, 64, 4, 32)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_a_corrupt_cache_file_is_rebuilt(minipose: Path, tmp_path: Path) -> None:
+    load_split(minipose, "val", 32, cache_dir=tmp_path, max_images=2)
+    (cached,) = tmp_path.glob("*.pt")
+    cached.write_bytes(b"not a torch file")
+    assert len(load_split(minipose, "val", 32, cache_dir=tmp_path, max_images=2)) == 2
+
+
+def test_corrupt_jpeg_is_skipped_and_counted(minipose: Path, tmp_path: Path) -> None:
+    root, doc = _copy_minipose(minipose, tmp_path / "coco", 4)
+    bad = doc["images"][1]
+    (root / "train2017" / bad["file_name"]).write_bytes(b"\xff\xd8\xff garbage, not a JPEG")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache")
+    assert (len(ps), ps.skipped) == (3, 1)
+    assert bad["id"] not in ps.image_ids.tolist()
+    with pytest.warns(
+        UserWarning, match="1 unreadable image.* left out"
+    ):  # a cache hit says so too
+        assert load_split(root, "train", 64, cache_dir=tmp_path / "cache").skipped == 1
+
+
+def test_missing_image_file_is_skipped(minipose: Path, tmp_path: Path) -> None:
+    root, doc = _copy_minipose(minipose, tmp_path / "coco", 3)
+    (root / "train2017" / doc["images"][0]["file_name"]).unlink()
+    with pytest.warns(UserWarning):
+        ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache")
+    assert (len(ps), ps.skipped) == (2, 1)
+
+
+def test_all_images_unreadable_is_an_error(tmp_path: Path) -> None:
+    doc = _coco_doc([{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}], [])
+    root = _write_root(tmp_path / "coco", "train", doc)
+    (root / "train2017" / "a.jpg").write_bytes(b"broken")
+    with pytest.raises(KdtuneError, match="none of the 1 images"):
+        load_split(root, "train", 32, cache_dir=tmp_path / "cache")
+
+
+# ----------------------------------------------------------------------------- hand-made masks
+
+
+def test_each_segmentation_kind_is_masked_where_it_lies(tmp_path: Path) -> None:
+    """A 64x32 image at size 32 (scale 0.5, pad_y 8): polygon, RLE, compressed RLE, bbox."""
+    from pycocotools import mask as mask_utils
+
+    h, w = 32, 64
+    block = np.zeros((h, w), np.uint8, order="F")
+    block[0:8, 40:48] = 1
+    rle = mask_utils.encode(block)
+    counts: list[int] = []  # the same block as uncompressed RLE (column-major runs)
+    flat, cur, run = block.flatten(order="F"), 0, 0
+    for v in flat.tolist():
+        if v == cur:
+            run += 1
+        else:
+            counts.append(run)
+            cur, run = v, 1
+    counts.append(run)
+    kps = [0.0] * 51
+    kps[0:3] = [10.0, 20.0, 2.0]
+    anns = [
+        _ann(1, 7, segmentation=[[0, 0, 16, 0, 16, 16, 0, 16]]),  # polygon, no keypoints
+        _ann(2, 7, iscrowd=1, segmentation={"size": [h, w], "counts": counts}),
+        _ann(3, 7, iscrowd=1, segmentation={"size": [h, w], "counts": rle["counts"].decode()}),
+        _ann(4, 7, bbox=[56, 24, 8, 8]),  # no segmentation at all
+        _ann(5, 7, keypoints=kps, num_keypoints=1, segmentation=[[30, 16, 40, 16, 40, 30]]),
+    ]
+    root = _write_root(
+        tmp_path / "coco",
+        "train",
+        _coco_doc([{"id": 7, "file_name": "x.jpg", "height": h, "width": w}], anns),
+    )
+    cv2.imwrite(str(root / "train2017" / "x.jpg"), np.full((h, w, 3), 200, np.uint8))
+    ps = load_split(root, "train", 32, cache_dir=tmp_path / "cache")
+    assert ps.scales.tolist() == [0.5] and ps.pads.tolist() == [[0.0, 8.0]]
+    m = ps.masks[0].numpy()
+    assert m[8:16, 0:8].all()  # polygon [0,16]^2 -> [0,8] x [8,16]
+    assert m[8:12, 20:24].all()  # the RLE block (both encodings) -> x 20..24, y 8..12
+    assert m[20:24, 28:32].all()  # the bbox -> x 28..32, y 20..24
+    assert m.sum() == 64 + 16 + 16  # and nothing else: the person with keypoints is not ignored
+    np.testing.assert_allclose(ps.keypoints[0, 0, 0].numpy(), [5.0, 18.0, 2.0])
+    assert ps.keypoints.shape == (1, 1, 18, 3)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_root_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(KdtuneError, match=r"COCO root .* not found"):
+        load_split(tmp_path / "nowhere", "train")
+
+
+def test_missing_annotation_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "train2017").mkdir()
+    with pytest.raises(KdtuneError, match=r"person_keypoints_train2017.json not found"):
+        load_split(tmp_path, "train", cache_dir=tmp_path / "c")
+
+
+def test_missing_image_folder_is_an_error(tmp_path: Path) -> None:
+    root = _write_root(tmp_path / "coco", "val", _coco_doc([], []))
+    (root / "val2017").rmdir()
+    with pytest.raises(KdtuneError, match=r"image folder .*val2017 not found"):
+        load_split(root, "val", cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a COCO annotation file"),
+        ('{"images": [], "annotations": []}', "no categories list"),
+        (
+            '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}',
+            "no 'person' category with 17 keypoints",
+        ),
+        (
+            '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car", "keypoints": []}]}',
+            "no 'person' category",
+        ),
+        ('{"images": [], "annotations": [], "categories": [' + json.dumps(_coco_doc([], [])["categories"][0]) + "]}",
+         "lists no images"),
+    ],
+)  # fmt: skip
+def test_bad_annotation_files_are_errors(tmp_path: Path, content: str, message: str) -> None:
+    root = _write_root(tmp_path / "coco", "train", {})
+    (root / "annotations" / "person_keypoints_train2017.json").write_text(content)
+    with pytest.raises(KdtuneError, match=message) as info:
+        load_split(root, "train", cache_dir=tmp_path / "c")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"split": "../x"}, "split"),
+        ({"input_size": 4}, "input_size"),
+        ({"max_images": 0}, "max_images"),
+    ],
+)
+def test_bad_arguments_are_errors(tmp_path: Path, kw: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"split": "train", "input_size": 64, "max_images": None} | kw
+    with pytest.raises(KdtuneError, match=message):
+        load_split(
+            tmp_path,
+            args["split"],
+            args["input_size"],
+            cache_dir=tmp_path,
+            max_images=args["max_images"],
+        )
+
+
+# ----------------------------------------------------------------------------- data names
+
+
+def test_resolve_synthetic_generates_once_and_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdtune.data import synth
+
+    calls: list[Path] = []
+    real = synth.write_synthetic
+
+    def small(out: Path) -> Path:
+        calls.append(out)
+        return real(out, n_train=4, n_val=3, n_test=2)
+
+    monkeypatch.setattr(synth, "write_synthetic", small)
+    ps = resolve_data("synthetic", "val", 64, results=tmp_path)
+    assert len(ps) == 3 and ps.input_size == 64
+    root = tmp_path / "cache" / "synthetic-v1"
+    assert (root / "annotations" / "person_keypoints_test2017.json").is_file()
+    assert len(resolve_data("synthetic", "train", 64, results=tmp_path, max_images=2)) == 2
+    assert len(calls) == 1 and calls[0] != root  # written elsewhere, then renamed into place
+    assert set((tmp_path / "cache").iterdir()) == {root, tmp_path / "cache" / "data"}
+
+
+def test_resolve_coco_path(minipose: Path, tmp_path: Path) -> None:
+    ps = resolve_data(str(minipose), "val", 32, results=tmp_path, max_images=2)
+    assert len(ps) == 2
+    assert list((tmp_path / "cache" / "data").glob("val-32-*.pt"))
+
+
+def test_data_fingerprint(minipose: Path, synth_root: Path, tmp_path: Path) -> None:
+    a = data_fingerprint(str(minipose))
+    assert a == data_fingerprint(str(minipose)) and len(a) == 16
+    assert data_fingerprint(str(synth_root)) != a
+    assert data_fingerprint("synthetic") == data_fingerprint("synthetic", results=tmp_path)
+    assert data_fingerprint("synthetic") not in (a, data_fingerprint(str(synth_root)))
+    with pytest.raises(KdtuneError, match="not found"):
+        data_fingerprint(str(tmp_path / "nowhere"))
