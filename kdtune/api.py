@@ -4,6 +4,7 @@ plain data, so the CLI only parses flags and prints."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,4 +153,165 @@ def data_ceiling(
         "input_size": input_size,
         "stride": stride,
         **{f"val/{k}": v for k, v in figures.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# kdtune search
+
+
+def validate_space(space_file: Path) -> str:
+    """``kdtune search --dry-run`` / ``kdtune validate``: check a space file and describe it."""
+    from kdtune.space import describe, load_space
+
+    return describe(load_space(space_file))
+
+
+@dataclass
+class SearchOutcome:
+    result: Any  # kdtune.results.SearchResult
+    report: Any  # kdtune.diagnose.SearchReport
+    tracking_uri: str
+    next_space: Path | None  # the guidance's next points as a ready search-space file
+
+
+def search(
+    space_file: Path,
+    *,
+    results: Path | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> SearchOutcome:
+    """``kdtune search``: validate, prepare the teacher once, run the trials under Ray Tune with
+    Optuna sampling and pruning, log every trial to MLflow from the driver, report.
+
+    The guidance's next points are written as a ready search-space file beside the results.
+    """
+    from kdtune.paths import results_dir
+    from kdtune.space import check_paths, load_space
+    from kdtune.tracking import (
+        SearchTracker,
+        check_tracking,
+        diagnose_record,
+        log_search_result,
+        resolve_tracking_uri,
+    )
+
+    say = log or (lambda _m: None)
+    space = load_space(space_file)
+    check_paths(space)
+    root = results_dir(results)
+    uri = resolve_tracking_uri(tracking_uri, root)
+    check_tracking(uri)  # before any work: an unreachable server is refused at once
+    _check_search_folder(root / space.name, resume)
+
+    base = TrainConfig.from_dict(space.trial_config(), where=str(space_file))
+    say(f"preparing data and the {base.level} level's teacher (cached under {root / 'cache'})")
+    _prepare(base, root, say)
+
+    tracker = SearchTracker(uri, root, space.name)
+    tracker.start(Path(space_file), _space_settings(space))
+    best_ap: list[float] = []
+
+    def on_trial_end(record: Any) -> None:
+        value = record.best_value(space.metric, space.mode)
+        if value is not None and record.state == "complete":
+            best_ap.append(value)
+        try:
+            tracker.log_trial(record, diagnose_record(record, max(best_ap, default=None)))
+        except KdtuneError:
+            raise
+        except Exception as exc:  # tracking must never take the search down
+            say(f"warning: could not log trial {record.trial_id} to MLflow: {exc}")
+
+    from kdtune.tune import run_search
+
+    result = run_search(
+        space,
+        results=root,
+        address=address,
+        resume=resume,
+        on_trial_end=on_trial_end,
+        progress=progress,
+    )
+    # diagnose every trial against the search's best, log any trial not logged live, finish
+    _, report = log_search_result(
+        result, uri, root, space_file=Path(space_file), settings=_space_settings(space)
+    )
+    next_space = write_guided_space(
+        space_file, space, report.next_points, root / space.name / "next_points.yaml"
+    )
+    return SearchOutcome(result, report, uri, next_space)
+
+
+def guided_space(outcome: SearchOutcome) -> Path | None:
+    """``--follow-guidance``: the space file of the points the guidance recommends, if any."""
+    return outcome.next_space
+
+
+def write_guided_space(space_file: Path, space: Any, points: list[str], out: Path) -> Path | None:
+    """A grid search over ``points`` (β schedule specs) with the settings of ``space_file``;
+    None where there is nothing to try (or for a chain, whose guidance is per level)."""
+    if not points or space.level == "chain":
+        return None
+    raw = load_yaml_mapping(Path(space_file), "space")
+    raw["name"] = f"{space.name}-guided"
+    raw["data"] = space.data  # resolved: the new file lives elsewhere
+    if isinstance(raw.get("teacher"), dict) and raw["teacher"].get("checkpoint"):
+        raw["teacher"]["checkpoint"] = space.teacher.checkpoint
+    raw["sampler"] = {"type": "grid", "seed": 0}
+    budget = dict(raw.get("budget") or {})
+    budget.pop("num_samples", None)
+    raw["budget"] = budget
+    raw["search"] = {"grid": [{"schedule": p} for p in points]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# The tuning guidance's next points after search {space.name!r}, as a grid.\n"
+    out.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def _check_search_folder(folder: Path, resume: bool) -> None:
+    if resume and not folder.is_dir():
+        raise KdtuneError(f"--resume: no search to resume at {folder}")
+    if not resume and (folder / "search.json").exists():
+        raise KdtuneError(
+            f"search folder {folder} already holds a search; pass --resume to continue it or use another --results"
+        )
+
+
+def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> None:
+    """Decode the data and train (or find) the teacher on the driver, once, before any trial."""
+    from kdtune.data.coco import resolve_data
+    from kdtune.train import prepare_teacher
+
+    for split in ("train", base.val_split):
+        limit = base.max_train_images if split == "train" else base.max_val_images
+        resolve_data(base.data, split, base.input_size, root, limit)
+    levels = ["first", "second"] if base.level == "chain" else [base.level]
+    for level in levels:
+        if level == "second" and base.level == "chain":
+            continue  # a chain's second-level teacher is the med its own first level trains
+        from dataclasses import replace
+
+        prepare_teacher(replace(base, level=level), root, say)
+
+
+def _space_settings(space: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    def plain(value: Any) -> Any:
+        return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+    return {
+        "level": space.level,
+        "data": space.data,
+        "metric": space.metric,
+        "mode": space.mode,
+        "sampler": plain(space.sampler),
+        "pruner": plain(space.pruner),
+        "budget": plain(space.budget),
+        "resources": plain(space.resources),
     }

@@ -198,6 +198,222 @@ def ceiling(
 
 
 # ---------------------------------------------------------------------------------------------
+TRACKING_OPTION = click.option(
+    "--tracking-uri",
+    default=None,
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking store or server (default sqlite:///<results>/mlflow.db; env MLFLOW_TRACKING_URI).",
+)
+
+
+@cli.command()
+@click.argument("space_file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the file and print the space; run nothing.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search of the same name.")
+@click.option(
+    "--address",
+    default=None,
+    envvar="RAY_ADDRESS",
+    help="Join a running Ray cluster (env RAY_ADDRESS); default: start Ray locally.",
+)
+@click.option(
+    "--follow-guidance",
+    is_flag=True,
+    help="Afterwards, run the points the tuning guidance recommends as a second search.",
+)
+@click.option("--no-progress", is_flag=True, help="No live view (for logs and CI).")
+@RESULTS_OPTION
+@TRACKING_OPTION
+def search(
+    space_file: Path,
+    dry_run: bool,
+    resume: bool,
+    address: str | None,
+    follow_guidance: bool,
+    no_progress: bool,
+    results: Path | None,
+    tracking_uri: str | None,
+) -> None:
+    """Search fixed ratios and β schedules: Ray Tune runs, Optuna samples and prunes on val AP."""
+    from kdtune import api
+
+    if dry_run:
+        click.echo(api.validate_space(space_file))
+        return
+    outcome = api.search(
+        space_file,
+        results=results,
+        address=address,
+        resume=resume,
+        tracking_uri=tracking_uri,
+        progress=not no_progress,
+        log=click.echo,
+    )
+    _print_search(outcome)
+    if follow_guidance:
+        follow = api.guided_space(outcome)
+        if follow is None:
+            click.echo("the guidance recommends no new point: nothing to follow")
+            return
+        click.echo(f"following the guidance: {follow}")
+        _print_search(
+            api.search(
+                follow,
+                results=results,
+                address=address,
+                tracking_uri=tracking_uri,
+                progress=not no_progress,
+                log=click.echo,
+            )
+        )
+
+
+def _print_search(outcome: Any) -> None:
+    from rich.console import Console
+
+    from kdtune.report import format_best, summary_table
+
+    result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
+    console = Console()
+    console.print(summary_table(result))
+    console.print(format_best(result))
+    console.print(report.to_text())
+    folder = Path(result.results_dir)
+    console.print(f"results: {folder}  (search.json, optuna.db, ray/)")
+    if outcome.next_space is not None:
+        console.print(f"guidance points as a ready search: kdtune search {outcome.next_space}")
+    console.print(f"tracking: {uri}  (kdtune compare {result.name}; kdtune ui)")
+
+
+@cli.command()
+@click.argument("space_file", type=click.Path(path_type=Path))
+def validate(space_file: Path) -> None:
+    """Check a search-space file and print the space (same as search --dry-run)."""
+    from kdtune import api
+
+    click.echo(api.validate_space(space_file))
+
+
+@cli.command()
+@click.argument("searches", nargs=-1)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--sort", "sort_by", default="best_ap", show_default=True, help="Column to sort by.")
+@click.option("--ascending", is_flag=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save AP against α and against the schedule's parameters.",
+)
+@RESULTS_OPTION
+@TRACKING_OPTION
+def compare(
+    searches: tuple[str, ...],
+    fmt: str,
+    sort_by: str,
+    ascending: bool,
+    plot: Path | None,
+    results: Path | None,
+    tracking_uri: str | None,
+) -> None:
+    """Compare the trials of one or more searches, read back from MLflow."""
+    from kdtune.compare import compare_frame, plot_comparison, render
+    from kdtune.paths import results_dir
+    from kdtune.tracking import check_tracking, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
+    check_tracking(uri)
+    frame = compare_frame(uri, list(searches) or None, sort_by=sort_by, ascending=ascending)
+    click.echo(render(frame, fmt))
+    if plot is not None:
+        click.echo(f"wrote {plot_comparison(frame, plot)}", err=fmt != "table")
+
+
+@cli.command()
+@click.argument("search_name", required=False)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=Path("best.yaml"), show_default=True
+)
+@click.option(
+    "--holdout-split",
+    default="test",
+    show_default=True,
+    help="Split for the held-out check (never used for selection).",
+)
+@click.option(
+    "--no-holdout", is_flag=True, help="Only write the configuration; skip the held-out training."
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(10),
+    default=200,
+    show_default=True,
+    help="Bootstrap samples for the 95% interval.",
+)
+@RESULTS_OPTION
+@TRACKING_OPTION
+def export(
+    search_name: str | None,
+    output: Path,
+    holdout_split: str,
+    no_holdout: bool,
+    bootstrap: int,
+    results: Path | None,
+    tracking_uri: str | None,
+) -> None:
+    """Write the best configuration of a search for `kdtune train --config`, checked on held-out data."""
+    from kdtune.export import export_best
+    from kdtune.paths import results_dir
+
+    payload = export_best(
+        search_name,
+        output,
+        results=results_dir(results),
+        tracking_uri=tracking_uri,
+        holdout_split=None if no_holdout else holdout_split,
+        samples=bootstrap,
+        log=click.echo,
+    )
+    click.echo(
+        f"wrote {output}: {payload['train']['level']} level, schedule {payload['train']['schedule']}, validation {payload['validation']}"
+    )
+    for name, figures in payload.get("holdout", {}).items():
+        low, high = figures["ap_ci95"]
+        click.echo(
+            f"held-out {figures['split']} AP, {name:<9} {figures['ap']:.3f}  95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']})"
+        )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@RESULTS_OPTION
+@TRACKING_OPTION
+def ui(host: str, port: int, results: Path | None, tracking_uri: str | None) -> None:
+    """Start the MLflow UI on the results store (one worker) and print its address."""
+    from kdtune.paths import results_dir
+    from kdtune.tracking import resolve_tracking_uri, start_ui, stop_ui, ui_url, wait_until_up
+
+    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
+    process = start_ui(uri, host=host, port=port, workers=1)
+    url = ui_url(host, port)
+    try:
+        wait_until_up(url, 120, process)
+        click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)")
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_ui(process)
+
+
+# ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into one line and exit code 2."""
     try:

@@ -37,8 +37,8 @@ class TrainConfig:
     schedule_second: str = "fixed:0.75"
     data: str = "synthetic"
     epochs: int = 10
-    batch_size: int = 32
-    lr: float = 2e-3
+    batch_size: int = 16
+    lr: float = 4e-3
     weight_decay: float = 0.0
     eval_every: int = 1
     seed: int = 0

@@ -149,6 +149,55 @@ def evaluate_predictions(
     )
 
 
+def bootstrap_ap(
+    coco_gt: COCO,
+    detections: Sequence[dict],
+    image_ids: Sequence[int],
+    *,
+    samples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of keypoint AP over images.
+
+    Each replicate draws ``len(image_ids)`` images with replacement; a drawn image keeps its own
+    ground truth and detections under a fresh id, so that an image drawn twice counts twice.
+    """
+    import numpy as np
+
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return 0.0, 0.0
+    gt_by_image = {i: coco_gt.imgToAnns.get(i, []) for i in ids}
+    dt_by_image: dict[int, list[dict]] = {}
+    for det in detections:
+        dt_by_image.setdefault(int(det["image_id"]), []).append(det)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        images, anns, dets = [], [], []
+        for new_id, j in enumerate(rng.integers(0, len(ids), len(ids)), start=1):
+            old = ids[int(j)]
+            images.append({**coco_gt.imgs[old], "id": new_id})
+            anns += [
+                {**a, "id": len(anns) + k + 1, "image_id": new_id}
+                for k, a in enumerate(gt_by_image[old])
+            ]
+            dets += [{**d, "image_id": new_id} for d in dt_by_image.get(old, [])]
+        with _quiet():
+            replicate = COCO()
+            replicate.dataset = {
+                "images": images,
+                "annotations": anns,
+                "categories": coco_gt.dataset["categories"],
+            }
+            replicate.createIndex()
+        values.append(coco_keypoint_ap(replicate, dets, range(1, len(ids) + 1))["ap"])
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 def ceiling(
     poseset: PoseSet,
     stride: int,

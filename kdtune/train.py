@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,18 @@ def evaluate_model(
     return metrics
 
 
+def predict_detections(
+    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
+) -> list[dict[str, Any]]:
+    """COCO keypoint results of ``model`` on every image of ``data``, in original coordinates."""
+    from kdtune.decode import decode_batch
+    from kdtune.evaluate import detections_for
+
+    device = device or next(model.parameters()).device
+    heat, paf, _ = _predict(model, data, cfg, device)
+    return detections_for(decode_batch(heat, paf, stride=cfg.stride), data)
+
+
 def prepare_teacher(
     cfg: TrainConfig, results: Path | None = None, log: Callable[[str], None] | None = None
 ) -> nn.Module | None:
@@ -169,8 +182,7 @@ class _Run:
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = self.steps_per_epoch * cfg.epochs
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) * 0.95 + 0.05,
+            self.optimizer, partial(lr_factor, total=total)
         )
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
@@ -526,6 +538,17 @@ def teacher_maps(
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+WARMUP_STEPS = 50
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up over the first steps, then a cosine to 5 %."""
+    warm = min(WARMUP_STEPS, max(total // 10, 1))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(step - warm, total - warm) / max(total - warm, 1)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class AtInputSize(nn.Module):

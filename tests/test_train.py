@@ -1,0 +1,150 @@
+"""The trial: reporting, checkpoints, resume, teachers, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kdtune.config import TrainConfig
+from kdtune.errors import KdtuneError
+from kdtune.train import TrialDiverged, fit, lr_factor, teacher_key
+
+
+def small(synth_root: Path, **over: Any) -> TrainConfig:
+    base = dict(
+        level="second",
+        data=str(synth_root),
+        epochs=2,
+        batch_size=8,
+        max_train_images=16,
+        max_val_images=8,
+        teacher_epochs=1,
+        teacher_recipe="ground_truth",
+        num_threads=1,
+    )
+    base.update(over)
+    return TrainConfig.from_dict(base)
+
+
+def test_fit_reports_each_evaluation_and_writes_records(synth_root: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, dict[str, float], Path]] = []
+    cfg = small(synth_root, schedule="linear:0.9:0.5", epochs=3, eval_every=2)
+    summary = fit(
+        cfg, lambda e, m, c: seen.append((e, m, c)), workdir=tmp_path / "run", results=tmp_path
+    )
+    assert [e for e, _, _ in seen] == [2, 3]  # every eval_every epochs, and the last
+    for _, metrics, ckpt in seen:
+        for key in (
+            "train/student_loss",
+            "train/distill_loss",
+            "train/loss",
+            "train/beta",
+            "val/loss",
+            "val/ap",
+            "val/ap50",
+            "perf/images_per_s",
+        ):
+            assert math.isfinite(metrics[key]), key
+        assert (ckpt / "state.pt").is_file()
+    # the linear schedule moves beta from 0.9 towards 0.5
+    assert 0.5 < seen[-1][1]["train/beta"] < seen[0][1]["train/beta"] < 0.9
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [2, 3]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["parameters"] == summary["parameters"] == 111_769
+    assert on_disk["schedule"] == "linear:0.9:0.5"
+    assert (seen[-1][2] / "val_keypoints.png").is_file()
+
+
+def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1)
+    whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
+    stopped: list[Path] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int, metrics: dict[str, float], ckpt: Path) -> None:
+        stopped.append(ckpt)
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, stop_after_first, workdir=tmp_path / "parts", results=tmp_path)
+    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=stopped[0], results=tmp_path)
+    assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
+    history = json.loads((tmp_path / "parts" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_alpha_one_needs_no_teacher(synth_root: Path, tmp_path: Path) -> None:
+    fit(small(synth_root, alpha=1.0, epochs=1), None, workdir=tmp_path / "run", results=tmp_path)
+    assert not (tmp_path / "cache" / "teachers").exists()
+
+
+def test_teacher_is_trained_once_and_cached(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, alpha=0.25, epochs=1)
+    fit(cfg, None, workdir=tmp_path / "a", results=tmp_path)
+    teachers = list((tmp_path / "cache" / "teachers").glob("med-*/model.pt"))
+    assert len(teachers) == 1
+    stamp = teachers[0].stat().st_mtime_ns
+    fit(small(synth_root, alpha=0.5, epochs=1), None, workdir=tmp_path / "b", results=tmp_path)
+    assert teachers[0].stat().st_mtime_ns == stamp  # reused, not retrained
+    assert teacher_key(cfg, tmp_path) != teacher_key(small(synth_root, teacher_epochs=2), tmp_path)
+
+
+def test_given_teacher_of_the_wrong_architecture_is_refused(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    run = fit(
+        small(synth_root, alpha=1.0, epochs=1), None, workdir=tmp_path / "tiny", results=tmp_path
+    )
+    cfg = small(
+        synth_root, alpha=0.25, teacher_checkpoint=run["model"]
+    )  # a tiny where a med belongs
+    with pytest.raises(KdtuneError, match="med"):
+        fit(cfg, None, workdir=tmp_path / "run", results=tmp_path)
+
+
+def test_nan_loss_raises_trial_diverged(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kdtune.train as train
+
+    real = train.kd_loss
+
+    def poisoned(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = real(*args, **kwargs)
+        return {**out, "total": out["total"] * float("nan")}
+
+    monkeypatch.setattr(train, "kd_loss", poisoned)
+    with pytest.raises(TrialDiverged):
+        fit(
+            small(synth_root, alpha=1.0, epochs=1), None, workdir=tmp_path / "run", results=tmp_path
+        )
+
+
+def test_chain_runs_both_levels(synth_root: Path, tmp_path: Path) -> None:
+    seen: list[dict[str, float]] = []
+    cfg = small(synth_root, level="chain", alpha=0.3, alpha_second=0.25, epochs=1)
+    summary = fit(cfg, lambda e, m, c: seen.append(m), workdir=tmp_path / "chain", results=tmp_path)
+    assert summary["level"] == "chain" and summary["arch"] == "tiny"
+    assert summary["first"]["arch"] == "med"
+    assert "first/val/ap" in seen[-1]
+    assert list(
+        (tmp_path / "cache" / "teachers").glob("teacher-*/model.pt")
+    )  # the level-one teacher
+
+
+def test_lr_factor_warms_up_then_decays() -> None:
+    total = 1000
+    assert lr_factor(0, total) == pytest.approx(1 / 50)
+    assert lr_factor(49, total) == pytest.approx(1.0)
+    assert lr_factor(50, total) == pytest.approx(1.0)
+    assert lr_factor(total, total) == pytest.approx(0.05)
+    values = [lr_factor(s, total) for s in range(50, total)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
