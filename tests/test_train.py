@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -147,4 +148,4 @@ def test_lr_factor_warms_up_then_decays() -> None:
     assert lr_factor(50, total) == pytest.approx(1.0)
     assert lr_factor(total, total) == pytest.approx(0.05)
     values = [lr_factor(s, total) for s in range(50, total)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
