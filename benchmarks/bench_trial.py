@@ -1,0 +1,107 @@
+"""Speed of a second-level trial (med → tiny) against a reference-style loop, side by side.
+
+Both train the tiny student with α = 0.25 on the same decoded synthetic training images:
+
+- kdtune: ``train.fit`` as a search trial runs it: batched targets and augmentation in torch,
+  the teacher's maps computed once per data set (cached) and warped with each batch's
+  augmentation, channels_last, batch 16 (and, with ``--amp``, bf16 autocast);
+- reference: targets built per sample with Python loops inside a DataLoader, batch 8, the med
+  teacher run live in fp32 on every batch.
+
+Runs alternate (kdtune, reference, kdtune, ...) so that the machine's noise hits both; the
+figures are medians over ``--repeats``. Training images per second only (no evaluation).
+
+    python benchmarks/bench_trial.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_loop import run_reference  # noqa: E402
+
+from kdtune.config import TrainConfig  # noqa: E402
+from kdtune.data.coco import resolve_data  # noqa: E402
+from kdtune.models import build_model  # noqa: E402
+from kdtune.train import fit  # noqa: E402
+
+
+def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
+    """Median training images/s over the epochs of one fit (evaluation excluded)."""
+    summary = fit(cfg, None, workdir=work, results=results)
+    return float(summary["images_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="kdtune epochs per repeat")
+    parser.add_argument("--images", type=int, default=256, help="training images")
+    parser.add_argument("--reference-steps", type=int, default=40, help="reference batches (of 8) per repeat")
+    parser.add_argument("--amp", action="store_true", help="kdtune with bf16 autocast")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = args.results.resolve()
+
+    data = resolve_data("synthetic", "train", 128, results, args.images)
+    teacher_path = results / "bench_med_teacher.pt"
+    if not teacher_path.is_file():
+        teacher_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"arch": "med", "model": build_model("med").state_dict()}, teacher_path)
+    cfg = TrainConfig(
+        level="second",
+        schedule="fixed:0.75",
+        epochs=args.epochs,
+        eval_every=args.epochs,
+        max_train_images=args.images,
+        max_val_images=8,
+        teacher_checkpoint=str(teacher_path),
+        amp=args.amp,
+        num_threads=args.threads,
+    ).validate()
+    # warm-up: decode the data, compute and cache the teacher's maps, let oneDNN pick kernels
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(cfg, None, workdir=Path(tmp), results=results)
+    warmup_s = time.perf_counter() - started
+
+    ours, theirs = [], []
+    for r in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours.append(kdtune_speed(cfg, Path(tmp), results))
+        teacher = build_model("med")
+        teacher.load_state_dict(torch.load(teacher_path, weights_only=True)["model"])
+        theirs.append(run_reference(build_model("tiny"), teacher, data, steps=args.reference_steps))
+        print(f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s", flush=True)
+    figures = {
+        "kdtune_images_per_s": statistics.median(ours),
+        "reference_images_per_s": statistics.median(theirs),
+        "ratio": statistics.median(ours) / statistics.median(theirs),
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "amp": args.amp,
+        "images": args.images,
+        "first_fit_with_teacher_maps_s": warmup_s,
+        "kdtune_all": ours,
+        "reference_all": theirs,
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

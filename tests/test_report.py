@@ -1,0 +1,111 @@
+"""The terminal presentation of a search: progress, summary table, best configuration."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from kdtune.report import (
+    Progress,
+    estimate_eta,
+    format_best,
+    format_params,
+    format_seconds,
+    progress_table,
+    summary_table,
+)
+from kdtune.results import COMPLETE, FAILED, PRUNED, RUNNING, SearchResult, TrialRecord
+
+
+def render(renderable: object) -> str:
+    console = Console(width=160, record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def record(
+    trial_id: str, state: str, aps: list[float], number: int, alpha: float = 0.3, **kw: object
+) -> TrialRecord:
+    history = [{"epoch": float(i + 1), "val/ap": ap} for i, ap in enumerate(aps)]
+    config = {"level": "second", "schedule": f"fixed:{1 - alpha:g}"}
+    rec = TrialRecord(trial_id, state, config, {"alpha": alpha}, number, history)
+    for key, value in kw.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def result() -> SearchResult:
+    return SearchResult(
+        name="demo",
+        space_file="demo.yaml",
+        results_dir="/r/demo",
+        trials=[
+            record("aaa", COMPLETE, [0.2, 0.5], 0, checkpoint_dir="/r/demo/ckpt"),
+            record("bbb", COMPLETE, [0.3, 0.61, 0.6], 1, alpha=0.25),
+            record("ccc", PRUNED, [0.1], 2),
+            record("ddd", FAILED, [], 3, error="ValueError: x", diverged=True),
+        ],
+    )
+
+
+def test_format_seconds_golden() -> None:
+    assert [format_seconds(s) for s in (None, 0, 42.4, 185, 3720, float("nan"))] == [
+        "?",
+        "0s",
+        "42s",
+        "3m05s",
+        "1h02m",
+        "?",
+    ]
+
+
+def test_estimate_eta_from_the_pace_so_far() -> None:
+    assert estimate_eta(60.0, 10, 5) == 30.0
+    assert estimate_eta(60.0, 0, 5) is None
+    assert estimate_eta(60.0, 10, -3) == 0.0
+
+
+def test_format_params() -> None:
+    assert format_params({"alpha": 0.123456, "shape": "cosine", "batch_size": 32}) == (
+        "alpha=0.1235, shape=cosine, batch_size=32"
+    )
+
+
+def test_summary_table_puts_the_best_first_and_marks_it() -> None:
+    text = render(summary_table(result()))
+    lines = [line for line in text.splitlines() if any(t in line for t in ("aaa", "bbb", "ccc"))]
+    assert "bbb *" in lines[0] and "0.6100" in lines[0]
+    assert "aaa" in lines[1] and "ccc" in lines[2]
+    assert "failed (diverged)" in text
+    assert "2 complete, 1 pruned, 1 failed" in text
+
+
+def test_format_best_names_trial_value_and_schedule() -> None:
+    text = format_best(result())
+    assert text.splitlines()[0] == ("best trial bbb (optuna #1): val/ap = 0.6100 after 3 epochs")
+    assert "schedule    fixed:0.75" in text
+
+
+def test_format_best_without_a_complete_trial() -> None:
+    r = result()
+    r.trials = [t for t in r.trials if t.state != COMPLETE]
+    assert format_best(r) == "no trial completed with a val/ap value (1 pruned, 1 failed)"
+
+
+def test_progress_table_shows_counts_best_and_time() -> None:
+    p = Progress(
+        name="demo",
+        metric="val/ap",
+        counts={RUNNING: 2, COMPLETE: 3, PRUNED: 1, FAILED: 0},
+        num_samples=10,
+        best_value=0.61,
+        best_trial="bbb",
+        elapsed_s=125.0,
+        eta_s=60.0,
+        epochs_done=31,
+        epochs_budget=100,
+    )
+    text = render(progress_table(p))
+    assert "2 running, 3 complete, 1 pruned, 0 failed, 4 waiting (of 10)" in text
+    assert "0.6100 (trial bbb)" in text
+    assert "2m05s elapsed, about 1m00s left" in text
+    assert "31 run (budget at most 100)" in text

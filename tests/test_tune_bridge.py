@@ -1,0 +1,490 @@
+"""The Optuna pruning bridge, without running Ray: the contract with ray/optuna's private parts,
+and the searcher/scheduler logic driven by hand."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from kdtune import tune as kt
+from kdtune.errors import KdtuneError
+from kdtune.results import COMPLETE, FAILED, SearchResult
+from kdtune.space import parse_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = """
+name: bridge
+level: second
+sampler: {type: random, seed: 0}
+pruner: {type: threshold, options: {lower: 0.3, n_warmup_steps: 2}}
+budget: {num_samples: 4, max_epochs: 5}
+search:
+  weighting:
+    fixed: {alpha: {low: 0.0, high: 1.0}}
+"""
+
+
+def changed(what: str) -> str:
+    return f"ray/optuna changed: {what}; kdtune.tune.PruningOptunaSearch relies on it (pins: ray==2.60.0, optuna==5.0.0)"
+
+
+@pytest.fixture
+def space() -> Any:
+    return parse_space(SPACE, file="bridge.yaml")
+
+
+def make_searcher(
+    space: Any, storage: optuna.storages.BaseStorage | None = None
+) -> kt.PruningOptunaSearch:
+    return kt.PruningOptunaSearch(
+        kt._DefineByRun(space),
+        metric="val/ap",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.ThresholdPruner(lower=0.3, n_warmup_steps=2),
+        storage=storage or optuna.storages.InMemoryStorage(),
+        study_name="bridge",
+    )
+
+
+def suggest(searcher: kt.PruningOptunaSearch, trial_id: str) -> dict[str, Any]:
+    config = searcher.suggest(trial_id)
+    assert isinstance(config, dict)
+    return config
+
+
+def states(study: optuna.Study) -> dict[int, str]:
+    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract: the private parts of OptunaSearch the bridge relies on
+
+
+def test_pinned_versions() -> None:
+    assert ray.__version__ == "2.60.0", changed(f"ray is {ray.__version__}, not the pinned 2.60.0")
+    assert optuna.__version__ == "5.0.0", changed(f"optuna is {optuna.__version__}, not 5.0.0")
+
+
+def test_contract_optuna_search_private_state(space: Any) -> None:
+    searcher = OptunaSearch(
+        space=kt._DefineByRun(space), metric="val/ap", mode="max", study_name="contract"
+    )
+    for name, kind in (
+        ("_ot_trials", dict),
+        ("_ot_study", optuna.Study),
+        ("_completed_trials", set),
+    ):
+        assert hasattr(searcher, name), changed(f"OptunaSearch no longer has {name}")
+        assert isinstance(getattr(searcher, name), kind), changed(
+            f"OptunaSearch.{name} is no longer a {kind.__name__}"
+        )
+    config = searcher.suggest("ray-trial-1")
+    assert config is not None
+    assert isinstance(searcher._ot_trials.get("ray-trial-1"), optuna.Trial), changed(
+        "OptunaSearch._ot_trials no longer maps Ray trial ids to optuna.Trial"
+    )
+    # the define-by-run wrapper still forwards number and params of the optuna trial
+    assert config[kt.CONFIG_KEY]["number"] == 0, changed("the define-by-run trial lost .number")
+    assert set(config[kt.CONFIG_KEY]["params"]) == {"alpha"}, changed(
+        "the define-by-run trial lost .params"
+    )
+    study: Any = searcher._ot_study
+    assert isinstance(study.pruner, optuna.pruners.NopPruner), changed(
+        "OptunaSearch no longer fixes NopPruner: the bridge may now be redundant or clash"
+    )
+
+
+def test_contract_save_restore_keeps_the_whole_dict(space: Any, tmp_path: Path) -> None:
+    def plain() -> OptunaSearch:
+        return OptunaSearch(space=kt._DefineByRun(space), metric="val/ap", mode="max")
+
+    searcher = plain()
+    searcher.suggest("a")
+    searcher._kd_marker = {"a": {1, 2}}  # type: ignore[attr-defined]  # what PruningOptunaSearch keeps beside Ray's state
+    searcher.save(str(tmp_path / "s.pkl"))
+    fresh = plain()
+    fresh.restore(str(tmp_path / "s.pkl"))
+    assert getattr(fresh, "_kd_marker", None) == {"a": {1, 2}}, changed(
+        "OptunaSearch.save/restore no longer pickle the searcher's whole __dict__"
+    )
+    assert "a" in fresh._ot_trials, changed("OptunaSearch.restore no longer restores _ot_trials")
+
+
+def test_contract_scheduler_api() -> None:
+    assert (TrialScheduler.CONTINUE, TrialScheduler.STOP) == ("CONTINUE", "STOP")
+    assert hasattr(FIFOScheduler, "_supports_buffered_results"), changed(
+        "TrialScheduler._supports_buffered_results is gone"
+    )
+    assert (
+        kt.OptunaPruningScheduler(make_searcher_for_contract(), "val/ap").supports_buffered_results
+        is False
+    )
+
+
+def make_searcher_for_contract() -> kt.PruningOptunaSearch:
+    return make_searcher(parse_space(SPACE, file="bridge.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The searcher's bookkeeping
+
+
+def test_pruned_trial_is_pruned_in_the_study_and_not_completed_later(space: Any) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    assert s.report_epoch("t", 1, 0.01, may_prune=True) is False  # warm-up
+    assert s.report_epoch("t", 2, 0.02, may_prune=True) is True  # below 0.3 after warm-up
+    assert s.final_state("t") == "PRUNED"
+    s.on_trial_complete(
+        "t", {"val/ap": 0.02, "epoch": 2, "done": True}
+    )  # Ray's later call: no re-tell
+    frozen = s.study.get_trials(deepcopy=False)[0]
+    assert frozen.state == TrialState.PRUNED
+    assert frozen.intermediate_values == {1: 0.01, 2: 0.02}
+    assert s.report_epoch("t", 3, 0.5, may_prune=True) is True  # already pruned: stop again
+
+
+def test_same_step_is_reported_once_without_warning(space: Any) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert s.report_epoch("t", 3, 0.6, may_prune=True) is False
+        assert s.report_epoch("t", 3, 0.1, may_prune=True) is False  # the final duplicate
+    assert s.study.get_trials(deepcopy=False)[0].intermediate_values == {3: 0.6}
+
+
+def test_last_epoch_is_never_pruned(space: Any) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    assert s.report_epoch("t", 5, 0.0, may_prune=False) is False
+    assert s.final_state("t") is None
+
+
+@pytest.mark.parametrize(
+    ("result", "error", "steps", "expected", "reason"),
+    [
+        ({"val/ap": 0.7, "epoch": 5, "done": True}, False, [1], "COMPLETE", None),
+        (None, True, [1], "FAIL", None),
+        (
+            {"val/ap": 0.4, "epoch": 3, "done": True},
+            False,
+            [1],
+            "PRUNED",
+            "stopped by the search's time limit",
+        ),
+        ({"val/ap": 0.4, "done": True}, False, [], "FAIL", "never ran"),
+        (None, False, [], "FAIL", "never ran"),
+        (
+            {"val/ap": float("nan"), "epoch": 5, "done": True},
+            False,
+            [1],
+            "FAIL",
+            "ended without a finite val/ap",
+        ),
+    ],
+)
+def test_how_a_trial_ends_in_the_study(
+    space: Any,
+    result: dict | None,
+    error: bool,
+    steps: list[int],
+    expected: str,
+    reason: str | None,
+) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    for step in steps:
+        s.report_epoch("t", step, 0.5, may_prune=False)
+    s.on_trial_complete("t", result, error=error)
+    s.on_trial_complete("t", result, error=error)  # twice: ignored
+    frozen = s.study.get_trials(deepcopy=False)[0]
+    assert frozen.state.name == expected
+    assert frozen.user_attrs.get(kt.STOP_REASON_ATTR) == reason
+    if expected == "COMPLETE":
+        assert frozen.value == 0.7
+
+
+def test_searcher_does_not_report_ray_iterations(space: Any) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    s.on_trial_result("t", {"val/ap": 0.5, "training_iteration": 1, "epoch": 4})
+    assert s.study.get_trials(deepcopy=False)[0].intermediate_values == {}
+
+
+def test_restore_catches_up_with_a_study_that_ran_ahead(space: Any, tmp_path: Path) -> None:
+    """A killed search: the snapshot lags the SQLite study (ends, extra trials)."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = make_searcher(space, optuna.storages.RDBStorage(url))
+    s.suggest("done-later")
+    s.suggest("pruned-later")
+    s.suggest("running")
+    s.report_epoch("running", 1, 0.5, may_prune=True)
+    s.save(str(tmp_path / "snap.pkl"))
+    # after the snapshot: two trials end, one more is created, then the process dies
+    s.report_epoch("done-later", 1, 0.8, may_prune=True)
+    s.on_trial_complete("done-later", {"val/ap": 0.8, "epoch": 5, "done": True})
+    s.report_epoch("pruned-later", 1, 0.1, may_prune=True)
+    s.report_epoch("pruned-later", 2, 0.1, may_prune=True)
+    s.suggest("orphan")
+
+    restored = make_searcher(space, optuna.storages.RDBStorage(url))
+    restored.restore(str(tmp_path / "snap.pkl"))
+    assert restored.final_state("done-later") == "COMPLETE"
+    assert restored.final_state("pruned-later") == "PRUNED"
+    assert restored.final_state("running") is None
+    assert restored.report_epoch("pruned-later", 1, 0.9, may_prune=True) is True  # stop it
+    assert restored.report_epoch("running", 1, 0.5, may_prune=True) is False  # replayed step
+    restored.on_trial_complete(
+        "done-later", {"val/ap": 0.8, "epoch": 5, "done": True}
+    )  # no second tell
+    study = optuna.load_study(study_name="bridge", storage=url)
+    assert states(study) == {0: "COMPLETE", 1: "PRUNED", 2: "RUNNING", 3: "FAIL"}
+    assert study.trials[2].intermediate_values == {1: 0.5}
+    # the sampler goes on in the same study: new trials take the next numbers
+    config = suggest(restored, "next")
+    assert config[kt.CONFIG_KEY]["number"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler
+
+
+def test_scheduler_stops_what_the_pruner_prunes(space: Any) -> None:
+    s = make_searcher(space)
+    config = suggest(s, "t")
+    sched = kt.OptunaPruningScheduler(s, "val/ap")
+    trial = SimpleNamespace(trial_id="t", config=config)
+    decide = lambda epoch, ap: sched.on_trial_result(None, trial, {"epoch": epoch, "val/ap": ap})  # noqa: E731
+    assert decide(1, 0.1) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trial, {"training_iteration": 1}) == TrialScheduler.CONTINUE
+    assert decide(2, 0.1) == TrialScheduler.STOP
+
+
+def test_scheduler_never_prunes_the_last_epoch(space: Any) -> None:
+    s = make_searcher(space)
+    config = suggest(s, "t")
+    sched = kt.OptunaPruningScheduler(s, "val/ap")
+    trial = SimpleNamespace(trial_id="t", config=config)
+    assert config[kt.CONFIG_KEY]["train"]["epochs"] == 5
+    assert (
+        sched.on_trial_result(None, trial, {"epoch": 5, "val/ap": 0.0}) == TrialScheduler.CONTINUE
+    )
+
+
+def test_searcher_survives_pickling(space: Any) -> None:
+    s = make_searcher(space)
+    s.suggest("t")
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone.optuna_trial("t") is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers
+
+
+def test_ray_temp_dir_fits_the_socket_path_limit(tmp_path: Path) -> None:
+    short = Path("/r/q")
+    assert kt._ray_temp_dir(short) == short / ".ray"
+    long = tmp_path / ("x" * 80) / "search"
+    temp = kt._ray_temp_dir(long)
+    assert str(temp).startswith("/tmp/kdtune-ray-")
+    assert temp == kt._ray_temp_dir(long)  # stable: the same search gets the same folder
+    assert len(str(temp)) + kt._SOCKET_SUFFIX <= kt._SOCKET_PATH_MAX
+
+
+def test_check_start_never_overwrites_and_only_resumes_what_exists(
+    space: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bridge"
+    with pytest.raises(KdtuneError, match="no search named 'bridge' to resume"):
+        kt._check_start(folder, space, resume=True)
+    kt._check_start(folder, space, resume=False)  # nothing there: fine
+    folder.mkdir()
+    (folder / kt.SEARCH_JSON).write_text("{}")
+    with pytest.raises(KdtuneError, match="already exists; pass --resume"):
+        kt._check_start(folder, space, resume=False)
+    with pytest.raises(KdtuneError, match="stopped before its first snapshot"):
+        kt._check_start(folder, space, resume=True)
+
+
+def test_history_entry_keeps_the_vocabulary_and_the_epoch() -> None:
+    result = {
+        "val/ap": 0.5,
+        "train/loss": 1.5,
+        "epoch": 3,
+        "training_iteration": 3,
+        "time_total_s": 2.0,
+        kt.NODE_KEY: "host/abc",
+        "config": {"kdtune": {}},
+        "done": False,
+    }
+    assert kt._history_entry(result) == {"val/ap": 0.5, "train/loss": 1.5, "epoch": 3.0}
+
+
+def test_error_of_reads_the_last_line_and_spots_divergence(tmp_path: Path) -> None:
+    error = tmp_path / "error.txt"
+    error.write_text(
+        "Failure # 1\nTraceback (most recent call last):\n  File x\n"
+        "kdtune.tune.TrialDivergedError: TrialDiverged: loss became nan at epoch 2\n"
+    )
+    message, diverged = kt._error_of(SimpleNamespace(error_file=str(error)))
+    assert message == "kdtune.tune.TrialDivergedError: TrialDiverged: loss became nan at epoch 2"
+    assert diverged
+    error.write_text("Traceback\nValueError: toy failure at epoch 2\n")
+    assert kt._error_of(SimpleNamespace(error_file=str(error))) == (
+        "ValueError: toy failure at epoch 2",
+        False,
+    )
+
+
+def test_run_search_refuses_to_resume_what_does_not_exist(space: Any, tmp_path: Path) -> None:
+    with pytest.raises(KdtuneError, match="no search named 'bridge' to resume"):
+        kt.run_search(space, results=tmp_path, resume=True, trial_fn=print, progress=False)
+    assert not (tmp_path / "bridge").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The time limit
+
+
+class FakeController:
+    """The two TuneController methods the scheduler uses past the time limit."""
+
+    def __init__(self, trials: list[Any]) -> None:
+        self.trials, self.stopped = trials, list[str]()
+
+    def get_trials(self) -> list[Any]:
+        return self.trials
+
+    def stop_trial(self, trial: Any) -> None:
+        self.stopped.append(trial.trial_id)
+
+
+def test_past_the_time_limit_trials_stop_and_nothing_new_starts(
+    space: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = make_searcher(space)
+    config = suggest(s, "running")
+    sched = kt.OptunaPruningScheduler(s, "val/ap", key="k")
+    trial = SimpleNamespace(trial_id="running", config=config)
+    result = {"epoch": 1, "val/ap": 0.9}
+    assert sched.on_trial_result(None, trial, result) == TrialScheduler.CONTINUE  # no limit set
+    monkeypatch.setitem(kt._DEADLINES, "k", time.monotonic() - 1.0)
+    assert sched.on_trial_result(None, trial, {"epoch": 2, "val/ap": 0.9}) == TrialScheduler.STOP
+    s.on_trial_complete("running", {"epoch": 2, "val/ap": 0.9, "done": True})  # Ray sets done
+    frozen = s.study.get_trials(deepcopy=False)[0]
+    assert frozen.state == TrialState.PRUNED
+    assert frozen.user_attrs[kt.STOP_REASON_ATTR] == "stopped by the search's time limit"
+    assert frozen.intermediate_values == {1: 0.9, 2: 0.9}  # the last evaluation still counts
+    assert s.suggest("new") == Searcher.FINISHED
+    waiting = [
+        SimpleNamespace(trial_id="w", status="PENDING"),
+        SimpleNamespace(trial_id="r", status="RUNNING"),
+    ]
+    controller = FakeController(waiting)
+    assert sched.choose_trial_to_run(controller) is None
+    assert controller.stopped == ["w"]
+
+
+def test_a_restored_searcher_suggests_again(space: Any, tmp_path: Path) -> None:
+    s = make_searcher(space)
+    s.close()
+    s.save(str(tmp_path / "snap.pkl"))
+    restored = make_searcher(space)
+    restored.restore(str(tmp_path / "snap.pkl"))
+    assert restored.suggest("next") not in (None, Searcher.FINISHED)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver's records
+
+
+def fake_trial(trial_id: str, config: dict, **extra: Any) -> Any:
+    return SimpleNamespace(
+        trial_id=trial_id, config=config, checkpoint=None, error_file=None, **extra
+    )
+
+
+def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = make_searcher(space, optuna.storages.RDBStorage(url))
+    ended: list[Any] = []
+    monitor = kt._Monitor(
+        kt._empty_result(tmp_path, space, url),
+        path=tmp_path / kt.SEARCH_JSON,
+        storage_url=url,
+        budget=space.budget,
+        on_trial_end=ended.append,
+        progress=False,
+    )
+    good, bad = fake_trial("good", suggest(s, "good")), fake_trial("bad", suggest(s, "bad"))
+    for epoch in (1, 2, 2):  # the final result arrives twice
+        monitor.trial_result(good, {"epoch": epoch, "val/ap": 0.1 * epoch, kt.NODE_KEY: "h/1"})
+        s.report_epoch("good", epoch, 0.1 * epoch, may_prune=False)
+    s.on_trial_complete("good", {"val/ap": 0.2, "epoch": 5, "done": True})
+    monitor.trial_end(good, errored=False)
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback\nValueError: boom\n")
+    bad.error_file = str(error)
+    s.on_trial_complete("bad", None, error=True)
+    monitor.trial_end(bad, errored=True)
+    never = fake_trial("never", suggest(s, "never"))
+    s.on_trial_complete("never")
+    monitor.trial_end(never, errored=False)  # removed by the time limit before it ran
+
+    result = monitor.finish()
+    assert [(t.trial_id, t.state) for t in result.trials] == [("good", COMPLETE), ("bad", FAILED)]
+    good_rec = result.trials[0]
+    assert [h["epoch"] for h in good_rec.history] == [1.0, 2.0]
+    ot_good = s.optuna_trial("good")
+    assert ot_good is not None
+    assert good_rec.node == "h/1" and good_rec.params == ot_good.params
+    assert good_rec.config["epochs"] == 5 and good_rec.number == 0
+    assert result.trials[1].error == "ValueError: boom"
+    assert [r.trial_id for r in ended] == ["good", "bad"]
+    assert SearchResult.load(tmp_path / kt.SEARCH_JSON).counts()[COMPLETE] == 1
+    assert monitor.epochs_now == 2
+
+
+def test_resume_refuses_a_changed_space_file(
+    space: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "bridge"
+    folder.mkdir()
+    monkeypatch.setattr(kt.tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    (folder / kt.SPACE_COPY).write_text(SPACE)
+    kt._check_start(folder, space, resume=True)  # same file: fine
+    (folder / kt.SPACE_COPY).write_text(SPACE.replace("max_epochs: 5", "max_epochs: 6"))
+    with pytest.raises(KdtuneError, match="search-space file differs"):
+        kt._check_start(folder, space, resume=True)
+
+
+def test_torch_threads_follow_the_trial_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        kt._set_torch_threads(2.0)
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+        assert torch.get_num_threads() == 2
+        kt._set_torch_threads(0.5)  # a fraction of a CPU still gets one thread
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

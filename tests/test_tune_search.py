@@ -1,0 +1,240 @@
+"""Searches run by Ray Tune with the toy trial (tests/toy_trial.py): pruning, failures,
+records, and resuming after SIGKILL. Each starts Ray, so all are slow."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray.cloudpickle
+import toy_trial
+
+from kdtune.errors import KdtuneError
+from kdtune.report import format_best, summary_table
+from kdtune.results import COMPLETE, FAILED, PRUNED, SearchResult, TrialRecord
+from kdtune.space import parse_space
+from kdtune.tune import SEARCH_JSON, run_search
+
+pytestmark = pytest.mark.slow
+
+# The toy trial travels to Ray's workers by value: they cannot import tests/.
+ray.cloudpickle.register_pickle_by_value(toy_trial)
+
+GRID = """
+name: grid
+level: second
+sampler: {type: grid, seed: 0}
+pruner: {type: threshold, options: {lower: 0.3, n_warmup_steps: 2}}
+budget: {num_samples: 6, max_epochs: 5, eval_every: 1, max_concurrent: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.05, fail_alpha: [0.5], nan_alpha: [0.7]}}
+search:
+  grid: [{alpha: 0.3}, {alpha: 0.2}, {alpha: 1.0}, {alpha: 0.95}, {alpha: 0.5}, {alpha: 0.7}]
+"""
+
+KILL = """
+name: killed
+level: second
+sampler: {type: tpe, seed: 3, options: {n_startup_trials: 3}}
+pruner: {type: median, options: {n_startup_trials: 2, n_warmup_steps: 5}}
+budget: {num_samples: 6, max_epochs: 10, eval_every: 1, max_concurrent: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.5}}
+search:
+  weighting:
+    fixed: {alpha: {low: 0.0, high: 1.0}}
+"""
+
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray.cloudpickle, toy_trial
+ray.cloudpickle.register_pickle_by_value(toy_trial)
+from pathlib import Path
+from kdtune.space import parse_space
+from kdtune.tune import run_search
+space = parse_space(Path({space!r}).read_text(), file={space!r})
+run_search(space, results=Path({results!r}), trial_fn=toy_trial.toy_fit, progress=False)
+"""
+
+
+def study_trials(result: SearchResult) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=result.study_name, storage=str(result.study_storage))
+    return study.get_trials(deepcopy=False)
+
+
+def alpha(record: TrialRecord) -> float:
+    return toy_trial.alpha_of(record.config)
+
+
+def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
+    ended: list[TrialRecord] = []
+    space = parse_space(GRID, file="grid.yaml")
+    result = run_search(
+        space,
+        results=tmp_path,
+        trial_fn=toy_trial.toy_fit,
+        on_trial_end=ended.append,
+        progress=False,
+    )
+    by_alpha = {alpha(t): t for t in result.trials}
+    assert sorted(by_alpha) == [0.2, 0.3, 0.5, 0.7, 0.95, 1.0]
+    assert {a: t.state for a, t in by_alpha.items()} == {
+        0.3: COMPLETE,
+        0.2: COMPLETE,
+        1.0: PRUNED,
+        0.95: PRUNED,
+        0.5: FAILED,
+        0.7: FAILED,
+    }
+    # pruned at the first epoch after the warm-up: no epoch spent after the decision
+    assert by_alpha[1.0].epochs_run == by_alpha[0.95].epochs_run == 2
+    assert by_alpha[0.5].error == "ValueError: toy failure at epoch 2"
+    assert not by_alpha[0.5].diverged
+    assert by_alpha[0.7].diverged and "loss became nan" in (by_alpha[0.7].error or "")
+    assert by_alpha[0.3].epochs_run == 5 and result.best is by_alpha[0.3]
+    assert by_alpha[0.3].history[-1]["val/ap"] == pytest.approx(toy_trial.toy_ap(0.3, 5))
+    assert by_alpha[0.3].checkpoint_dir and Path(by_alpha[0.3].checkpoint_dir).is_dir()
+    assert all(t.node for t in result.trials if t.history)
+
+    # the study: PRUNED/FAIL/COMPLETE as Ray saw them, one value per epoch, epochs as steps
+    frozen: dict[int | None, optuna.trial.FrozenTrial] = {t.number: t for t in study_trials(result)}
+    assert len(frozen) == 6
+    expected = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL"}
+    for record in result.trials:
+        ot = frozen[record.number]
+        assert ot.state.name == expected[record.state], record
+        assert ot.params == record.params
+        epochs = [int(h["epoch"]) for h in record.history]
+        assert sorted(ot.intermediate_values) == epochs == list(range(1, len(epochs) + 1))
+    assert frozen[by_alpha[0.3].number].value == pytest.approx(toy_trial.toy_ap(0.3, 5))
+
+    # the driver heard of every end once, with its final state; search.json holds the same
+    assert sorted(r.trial_id for r in ended) == sorted(t.trial_id for t in result.trials)
+    assert {r.trial_id: r.state for r in ended} == {t.trial_id: t.state for t in result.trials}
+    saved = SearchResult.load(tmp_path / "grid" / SEARCH_JSON)
+    assert (
+        saved.counts()
+        == result.counts()
+        == {
+            COMPLETE: 2,
+            PRUNED: 2,
+            FAILED: 2,
+            "running": 0,
+        }
+    )
+    assert (tmp_path / "grid" / "space.yaml").read_text() == GRID
+    best = format_best(result)
+    assert by_alpha[0.3].trial_id in best and "fixed:0.7" in best
+    assert summary_table(result).row_count == 6
+
+    # a second start of the same search is refused; resuming it needs --resume
+    with pytest.raises(KdtuneError, match="already exists; pass --resume"):
+        run_search(space, results=tmp_path, trial_fn=toy_trial.toy_fit, progress=False)
+
+
+def _running_mid_trial(path: Path) -> tuple[dict, set[str]]:
+    """search.json, and the trials running between epochs 2 and 5 (checkpointed, unfinished)."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        mid = {
+            t["trial_id"]
+            for t in data["trials"]
+            if t["state"] == "running" and 2 <= len(t["history"]) <= 5
+        }
+        return data, mid
+    return {"trials": []}, set()
+
+
+def _wait_for_kill_point(path: Path, child: subprocess.Popen, timeout: float = 300.0) -> dict:
+    """Until a trial has ended and another, mid-way, has had its checkpoint in a snapshot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "the search ended before it could be killed"
+        data, mid = _running_mid_trial(path)
+        if mid and any(t["state"] in (COMPLETE, PRUNED) for t in data["trials"]):
+            time.sleep(1.5)  # snapshots come every second (TUNE_GLOBAL_CHECKPOINT_S=1)
+            data, _ = _running_mid_trial(path)
+            running = {t["trial_id"] for t in data["trials"] if t["state"] == "running"}
+            if mid & running:
+                return data
+        time.sleep(0.2)
+    raise AssertionError("no kill point (a trial ended, another mid-way) came in time")
+
+
+def _kill_session(child: subprocess.Popen) -> None:
+    """SIGKILL the search and every process of its session (Ray's workers set their own
+    process groups, so killing the group alone can leave them behind)."""
+    sid = child.pid
+    os.killpg(sid, signal.SIGKILL)
+    child.wait()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: the session id
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    space_file = tmp_path / "killed.yaml"
+    space_file.write_text(KILL)
+    results = tmp_path / "results"
+    script = CHILD.format(
+        tests=str(Path(__file__).parent), space=str(space_file), results=str(results)
+    )
+    # frequent experiment snapshots, so that the running trial's checkpoint is in the last one
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        before = _wait_for_kill_point(results / "killed" / SEARCH_JSON, child)
+    finally:
+        _kill_session(child)
+    done_before = {t["trial_id"]: t for t in before["trials"] if t["state"] == COMPLETE}
+    numbers_before = {t["number"] for t in before["trials"]}
+
+    space = parse_space(KILL, file=str(space_file))
+    result = run_search(
+        space, results=results, resume=True, trial_fn=toy_trial.toy_fit, progress=False
+    )
+
+    records = {t.trial_id: t for t in result.trials}
+    for trial_id, old in done_before.items():  # nothing completed was lost or redone
+        assert records[trial_id].state == COMPLETE
+        assert records[trial_id].number == old["number"]
+        assert len(records[trial_id].history) == len(old["history"])
+    frozen = study_trials(result)
+    numbers = [t.number for t in frozen]
+    assert numbers == list(range(len(frozen)))  # one study, numbers continue
+    assert numbers_before <= set(numbers)
+    assert not [t for t in frozen if t.state.name == "RUNNING"]
+    ended = [t for t in frozen if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(ended) == space.budget.num_samples
+    ran = [t for t in result.trials if t.state in (COMPLETE, PRUNED)]
+    assert len(ran) == space.budget.num_samples
+    assert len({t.number for t in ran}) == len(ran)
+    # every trial's parameters came from the stored study (not a fallback searcher)
+    by_number: dict[int | None, optuna.trial.FrozenTrial] = {t.number: t for t in frozen}
+    for record in ran:
+        assert record.params == by_number[record.number].params
+        epochs = [h["epoch"] for h in record.history]
+        assert epochs == sorted(set(epochs))
+    # an interrupted trial went on from its last checkpoint rather than from epoch 1
+    starts = {t.number: [h.get("toy/start_epoch", 1.0) for h in t.history] for t in ran}
+    assert any(s > 1 for row in starts.values() for s in row), starts
