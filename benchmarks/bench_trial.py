@@ -43,11 +43,15 @@ def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2, help="kdtune epochs per repeat")
     parser.add_argument("--images", type=int, default=256, help="training images")
-    parser.add_argument("--reference-steps", type=int, default=40, help="reference batches (of 8) per repeat")
+    parser.add_argument(
+        "--reference-steps", type=int, default=40, help="reference batches (of 8) per repeat"
+    )
     parser.add_argument("--amp", action="store_true", help="kdtune with bf16 autocast")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
@@ -85,7 +89,10 @@ def main() -> None:
         teacher = build_model("med")
         teacher.load_state_dict(torch.load(teacher_path, weights_only=True)["model"])
         theirs.append(run_reference(build_model("tiny"), teacher, data, steps=args.reference_steps))
-        print(f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s", flush=True)
+        print(
+            f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s",
+            flush=True,
+        )
     figures = {
         "kdtune_images_per_s": statistics.median(ours),
         "reference_images_per_s": statistics.median(theirs),

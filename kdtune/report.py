@@ -90,7 +90,7 @@ def summary_table(result: SearchResult) -> Table:
         ("#", "right"),
         ("trial", "left"),
         ("state", "left"),
-        ("parameters", "left"),
+        ("weighting (β)", "left"),
         (f"best {result.metric}", "right"),
         ("epochs", "right"),
         ("node", "left"),
@@ -105,7 +105,7 @@ def summary_table(result: SearchResult) -> Table:
             "" if t.number is None else str(t.number),
             t.trial_id + mark,
             f"[{_STATE_STYLE.get(t.state, 'white')}]{state}[/]",
-            format_params(t.params),
+            _weighting(t.config),
             "-" if value is None else f"{value:.4f}",
             str(t.epochs_run),
             t.node or "-",
@@ -131,6 +131,13 @@ def format_best(result: SearchResult) -> str:
     if best.checkpoint_dir:
         lines.append(f"  checkpoint  {best.checkpoint_dir}")
     return "\n".join(lines)
+
+
+def _weighting(config: dict[str, Any]) -> str:
+    """The trial's β schedule(s): ``fixed:0.75``, or ``first → second`` for a chain."""
+    if config.get("level") == "chain":
+        return f"{config.get('schedule', '?')} → {config.get('schedule_second', '?')}"
+    return str(config.get("schedule", "?"))
 
 
 def _count_line(result: SearchResult) -> str:

@@ -182,6 +182,8 @@ def _client(uri: str, results: Path | None = None) -> MlflowClient:
     if results is not None and not is_server_uri(uri):
         Path(results).mkdir(parents=True, exist_ok=True)
     _quiet_mlflow_logs()
+    # kdtune prints its own summary; MLflow's "View run ... at" lines would break --format json
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
