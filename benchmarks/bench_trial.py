@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_loop import run_reference  # noqa: E402
+from reference_loop import run_reference
 
-from kdtune.config import TrainConfig  # noqa: E402
-from kdtune.data.coco import resolve_data  # noqa: E402
-from kdtune.models import build_model  # noqa: E402
-from kdtune.train import fit  # noqa: E402
+from kdtune.config import TrainConfig
+from kdtune.data.coco import resolve_data
+from kdtune.models import build_model
+from kdtune.train import fit
 
 
 def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
