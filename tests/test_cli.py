@@ -9,18 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from kdtune.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli as run
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:

@@ -4,30 +4,23 @@ server, compare, export with a held-out check, and ``train --config`` reproducin
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import free_port, run_cli
 
 from kdtune import api, tracking
-from kdtune.cli import main
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = tmp_path_factory.mktemp("mlflow")
     uri = tracking.resolve_tracking_uri(None, store)
-    port = _free_port()
+    port = free_port()
     process = tracking.start_ui(uri, port=port, workers=1, log_file=store / "server.log")
     try:
         url = tracking.ui_url("127.0.0.1", port)
@@ -35,16 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         tracking.stop_ui(process)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_search_compare_export_reproduce(

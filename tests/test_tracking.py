@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -578,17 +579,11 @@ def test_start_ui_refuses_a_server_uri_and_a_busy_port(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` (one worker, SQLite in a temporary folder) on 127.0.0.1."""
     uri, results = new_store(tmp_path_factory, "server")
-    port = _free_port()
+    port = free_port()
     process = tracking.start_ui(uri, port=port, workers=1, log_file=results / "server.log")
     try:
         url = tracking.ui_url("127.0.0.1", port)
