@@ -474,7 +474,7 @@ def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str]
         if model_path.is_file():  # another process trained it while we waited
             return model_path
         log(
-            f"training the {arch} teacher ({cfg.teacher_epochs} epochs, recipe {cfg.teacher_recipe}) into {root}"
+            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, recipe {cfg.teacher_recipe}) into {root}"
         )
         if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
             level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
