@@ -13,9 +13,6 @@ import yaml
 from kdtune.config import TrainConfig, alpha_to_schedule
 from kdtune.errors import KdtuneError
 
-# CLI flag name -> TrainConfig key, for flags whose names differ.
-_FLAG_KEYS = {"teacher_checkpoint": "teacher_checkpoint"}
-
 
 def load_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
@@ -59,7 +56,7 @@ def build_train_config(config_file: Path | None, flags: Mapping[str, Any]) -> Tr
         raw["schedule_second"] = alpha_to_schedule(
             given.pop("alpha_second"), where="--alpha-second"
         )
-    raw.update({_FLAG_KEYS.get(k, k): v for k, v in given.items()})
+    raw.update(given)  # the CLI's flag names are the TrainConfig keys
     return TrainConfig.from_dict(raw, where=where)
 
 

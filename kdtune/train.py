@@ -44,7 +44,6 @@ from kdtune.targets import make_targets
 Report = Callable[[int, dict[str, float], Path], None]
 CHECKPOINT_FILE = "state.pt"
 KEEP_CHECKPOINTS = 2
-MAX_STAGE_RESIZE = "bilinear"
 
 
 class TrialDiverged(RuntimeError):
