@@ -21,8 +21,9 @@ def draw_persons(
         colour = _colour(p)
         pts = [(int(x * scale), int(y * scale)) if s > 0 else None for x, y, s in kps]
         for a, b in LIMBS:
-            if pts[a] is not None and pts[b] is not None:
-                cv2.line(img, pts[a], pts[b], colour, 2, cv2.LINE_AA)
+            start, end = pts[a], pts[b]
+            if start is not None and end is not None:
+                cv2.line(img, start, end, colour, 2, cv2.LINE_AA)
         for pt in pts:
             if pt is not None:
                 cv2.circle(img, pt, 3, (255, 255, 255), -1, cv2.LINE_AA)

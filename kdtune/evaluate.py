@@ -173,9 +173,11 @@ def bootstrap_ap(
     for det in detections:
         dt_by_image.setdefault(int(det["image_id"]), []).append(det)
     rng = np.random.default_rng(seed)
-    values = []
+    values: list[float] = []
     for _ in range(samples):
-        images, anns, dets = [], [], []
+        images: list[dict] = []
+        anns: list[dict] = []
+        dets: list[dict] = []
         for new_id, j in enumerate(rng.integers(0, len(ids), len(ids)), start=1):
             old = ids[int(j)]
             images.append({**coco_gt.imgs[old], "id": new_id})

@@ -166,7 +166,7 @@ class _Run:
         self.train = self._to_device(train)
         self.model = build_model(self.arch).to(self.device)
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         needs_teacher = self.cfg.level != "teacher" and not (
             self.schedule.shape == "fixed" and self.schedule.beta_start == 0.0
         )
