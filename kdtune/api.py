@@ -4,7 +4,7 @@ plain data, so the CLI only parses flags and prints."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +287,9 @@ def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> None:
     for split in ("train", base.val_split):
         limit = base.max_train_images if split == "train" else base.max_val_images
         resolve_data(base.data, split, base.input_size, root, limit)
-    levels = ["first", "second"] if base.level == "chain" else [base.level]
-    for level in levels:
-        if level == "second" and base.level == "chain":
-            continue  # a chain's second-level teacher is the med its own first level trains
-        from dataclasses import replace
-
-        prepare_teacher(replace(base, level=level), root, say)
+    # a chain's only outside teacher is its first level's: its med teaches the second level
+    level = "first" if base.level == "chain" else base.level
+    prepare_teacher(replace(base, level=level), root, say)
 
 
 def _space_settings(space: Any) -> dict[str, Any]:

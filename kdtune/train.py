@@ -56,7 +56,6 @@ class TrialDiverged(RuntimeError):
 class Batches:
     """A split held as tensors on the training device, with the teacher's maps where needed."""
 
-    data: PoseSet
     images: torch.Tensor
     keypoints: torch.Tensor
     masks: torch.Tensor
@@ -187,7 +186,6 @@ class _Run:
 
     def _to_device(self, data: PoseSet) -> Batches:
         return Batches(
-            data=data,
             images=data.images.to(self.device),
             keypoints=data.keypoints.to(self.device),
             masks=data.masks.to(self.device),
