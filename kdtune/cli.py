@@ -163,7 +163,7 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--n-train", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--n-train", type=click.IntRange(1), default=4096, show_default=True)
 @click.option("--n-val", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--n-test", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

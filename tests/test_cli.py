@@ -43,6 +43,15 @@ def test_models_lists_real_parameter_counts(capsys: pytest.CaptureFixture[str]) 
     assert "4,091,698" in out and "657,817" in out and "111,769" in out
 
 
+def test_synth_defaults_are_the_embedded_default_sizes() -> None:
+    from kdtune.cli import cli
+    from kdtune.data.synth import DEFAULT_SIZES
+
+    synth = cli.commands["data"].commands["synth"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in synth.params}
+    assert {split: defaults[f"n_{split}"] for split in DEFAULT_SIZES} == DEFAULT_SIZES
+
+
 def test_synth_then_ceiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "set"
     code, out, _ = run(

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdtune.data import coco as coco_mod
-from kdtune.data.coco import data_fingerprint, letterbox, load_split, resolve_data
+from kdtune.data.coco import SYNTHETIC_DIR, data_fingerprint, letterbox, load_split, resolve_data
 from kdtune.errors import KdtuneError
 from kdtune.skeleton import op18_to_coco17
 
@@ -365,7 +365,7 @@ def test_resolve_synthetic_generates_once_and_loads(
     monkeypatch.setattr(synth, "write_synthetic", small)
     ps = resolve_data("synthetic", "val", 64, results=tmp_path)
     assert len(ps) == 3 and ps.input_size == 64
-    root = tmp_path / "cache" / "synthetic-v1"
+    root = tmp_path / "cache" / SYNTHETIC_DIR
     assert (root / "annotations" / "person_keypoints_test2017.json").is_file()
     assert len(resolve_data("synthetic", "train", 64, results=tmp_path, max_images=2)) == 2
     assert len(calls) == 1 and calls[0] != root  # written elsewhere, then renamed into place
