@@ -8,8 +8,14 @@ Both train the tiny student with α = 0.25 on the same decoded synthetic trainin
 - reference: targets built per sample with Python loops inside a DataLoader, batch 8, the med
   teacher run live in fp32 on every batch.
 
-Runs alternate (kdtune, reference, kdtune, ...) so that the machine's noise hits both; the
-figures are medians over ``--repeats``. Training images per second only (no evaluation).
+Runs alternate (kdtune, reference, model only, kdtune, ...) so that the machine's noise hits
+all three; the figures are medians over ``--repeats``. Training images per second only (no
+evaluation).
+
+"Model only" trains the same tiny student, with kdtune's batch size, precision and memory
+format, on one fixed batch with fixed targets: no augmentation, no targets, no teacher. No loop
+at that batch size and precision can beat it, so ``model_only / reference`` bounds the ratio any
+data pipeline could reach on this machine.
 
     python benchmarks/bench_trial.py --repeats 3
 """
@@ -42,6 +48,41 @@ def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
     return float(summary["images_per_s"])
 
 
+def model_only_speed(cfg: TrainConfig, steps: int) -> float:
+    """Images/s of the tiny student's forward, loss, backward and Adam step alone."""
+    from kdtune.losses import kd_loss
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        x = x.contiguous(memory_format=torch.channels_last)
+    grid = cfg.input_size // cfg.stride
+    heat = torch.rand(cfg.batch_size, 19, grid, grid)
+    paf = torch.rand(cfg.batch_size, 38, grid, grid) * 2 - 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        if cfg.amp:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                outputs = model(x)
+        else:
+            outputs = model(x)
+        outputs = [(h.float(), p.float()) for h, p in outputs]
+        loss = kd_loss(outputs, heat, paf, None, alpha=1.0)["total"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,6 +93,8 @@ def main() -> None:
     parser.add_argument(
         "--reference-steps", type=int, default=40, help="reference batches (of 8) per repeat"
     )
+    parser.add_argument("--model-steps", type=int, default=30, help="model-only batches per repeat")
+    parser.add_argument("--batch-size", type=int, default=16, help="kdtune's batch size")
     parser.add_argument("--amp", action="store_true", help="kdtune with bf16 autocast")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
@@ -74,6 +117,7 @@ def main() -> None:
         max_val_images=8,
         teacher_checkpoint=str(teacher_path),
         amp=args.amp,
+        batch_size=args.batch_size,
         num_threads=args.threads,
     ).validate()
     # warm-up: decode the data, compute and cache the teacher's maps, let oneDNN pick kernels
@@ -82,21 +126,27 @@ def main() -> None:
         fit(cfg, None, workdir=Path(tmp), results=results)
     warmup_s = time.perf_counter() - started
 
-    ours, theirs = [], []
+    ours, theirs, bound = [], [], []
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             ours.append(kdtune_speed(cfg, Path(tmp), results))
         teacher = build_model("med")
         teacher.load_state_dict(torch.load(teacher_path, weights_only=True)["model"])
         theirs.append(run_reference(build_model("tiny"), teacher, data, steps=args.reference_steps))
+        bound.append(model_only_speed(cfg, steps=args.model_steps))
         print(
-            f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s",
+            f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s, "
+            f"model only {bound[-1]:.1f} img/s",
             flush=True,
         )
     figures = {
         "kdtune_images_per_s": statistics.median(ours),
         "reference_images_per_s": statistics.median(theirs),
         "ratio": statistics.median(ours) / statistics.median(theirs),
+        "model_only_images_per_s": statistics.median(bound),
+        "model_only_ratio": statistics.median(bound) / statistics.median(theirs),
+        "kdtune_share_of_model_only": statistics.median(ours) / statistics.median(bound),
+        "batch_size": cfg.batch_size,
         "repeats": args.repeats,
         "threads": args.threads,
         "amp": args.amp,
@@ -104,6 +154,7 @@ def main() -> None:
         "first_fit_with_teacher_maps_s": warmup_s,
         "kdtune_all": ours,
         "reference_all": theirs,
+        "model_only_all": bound,
     }
     print(json.dumps(figures, indent=2))
     if args.json:
