@@ -117,6 +117,8 @@ def evaluate_checkpoint(
         model = AtInputSize(model, net_input_size, cfg.input_size // cfg.stride)
     with torch.inference_mode():
         metrics = evaluate_model(model, poseset, cfg, device)
+    # evaluate_model names its figures "val/..."; here they are named by the split evaluated
+    metrics = {f"{split}/{key.partition('/')[2]}": value for key, value in metrics.items()}
     return {
         "checkpoint": str(checkpoint),
         "arch": arch,

@@ -373,11 +373,12 @@ class _Run:
         final = history[-1] if history else {}
         best = max(history, key=lambda h: h.get("val/ap", -1.0)) if history else {}
         speeds = [h["perf/images_per_s"] for h in history if "perf/images_per_s" in h]
+        teacher_level = self.cfg.level == "teacher"  # trained on the ground truth alone
         return {
             "level": self.cfg.level,
             "arch": self.arch,
-            "schedule": self.schedule.spec,
-            "alpha": self.cfg.alpha,
+            "schedule": "fixed:0" if teacher_level else self.schedule.spec,
+            "alpha": 1.0 if teacher_level else self.cfg.alpha,
             "parameters": n_params,
             "epochs": self.cfg.epochs,
             "final": {k: v for k, v in final.items() if k.startswith("val/")},

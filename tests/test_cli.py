@@ -104,6 +104,16 @@ def test_train_then_eval(
     assert code == 0, err
     figures = json.loads(out)
     assert figures["images"] == 24 and 0.0 <= figures["val/ap"] <= 1.0
+    # another split: its figures are named by it
+    code, out, err = run(
+        ["eval", str(out_dir / "model.pt"), "--arch", "tiny", "--data", str(synth_root),
+         "--split", "test", "--results", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["split"] == "test" and figures["images"] == 8
+    assert 0.0 <= figures["test/ap"] <= 1.0 and not any(k.startswith("val/") for k in figures)
     # the same weights as the wrong architecture: the mismatch is named
     code, _, err = run(
         [

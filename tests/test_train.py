@@ -32,6 +32,13 @@ def small(synth_root: Path, **over: Any) -> TrainConfig:
     return TrainConfig.from_dict(base)
 
 
+def test_teacher_level_summary_says_ground_truth_only(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, level="teacher", epochs=1, max_train_images=8, max_val_images=4)
+    summary = fit(cfg, None, workdir=tmp_path / "run", results=tmp_path)
+    assert summary["arch"] == "teacher" and summary["parameters"] == 4_091_698
+    assert (summary["schedule"], summary["alpha"]) == ("fixed:0", 1.0)
+
+
 def test_fit_reports_each_evaluation_and_writes_records(synth_root: Path, tmp_path: Path) -> None:
     seen: list[tuple[int, dict[str, float], Path]] = []
     cfg = small(synth_root, schedule="linear:0.9:0.5", epochs=3, eval_every=2)
