@@ -116,9 +116,7 @@ def evaluate_checkpoint(
     if net_input_size and net_input_size != cfg.input_size:
         model = AtInputSize(model, net_input_size, cfg.input_size // cfg.stride)
     with torch.inference_mode():
-        metrics = evaluate_model(model, poseset, cfg, device)
-    # evaluate_model names its figures "val/..."; here they are named by the split evaluated
-    metrics = {f"{split}/{key.partition('/')[2]}": value for key, value in metrics.items()}
+        metrics = evaluate_model(model, poseset, cfg, device, prefix=split)
     return {
         "checkpoint": str(checkpoint),
         "arch": arch,

@@ -73,8 +73,7 @@ class TrainConfig:
         """The ground-truth weight when the schedule is fixed, else None."""
         from kdtune.schedules import parse_schedule
 
-        sched = parse_schedule(self.schedule)
-        return None if sched.shape != "fixed" else round(1.0 - sched.beta_start, 10)
+        return parse_schedule(self.schedule).alpha
 
     def validate(self) -> TrainConfig:
         from kdtune.schedules import parse_schedule

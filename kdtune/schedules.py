@@ -42,6 +42,11 @@ class BetaSchedule:
         return self.beta_start if q < self.at else self.beta_end  # step
 
     @property
+    def alpha(self) -> float | None:
+        """The ground-truth weight α = 1 − β of a fixed schedule, else None."""
+        return round(1.0 - self.beta_start, 10) if self.shape == "fixed" else None
+
+    @property
     def spec(self) -> str:
         if self.shape == "fixed":
             return f"fixed:{self.beta_start:g}"

@@ -89,17 +89,23 @@ def fit(
 
 
 def evaluate_model(
-    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
+    model: nn.Module,
+    data: PoseSet,
+    cfg: TrainConfig,
+    device: torch.device | None = None,
+    prefix: str = "val",
 ) -> dict[str, float]:
-    """Validation loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``."""
+    """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
+    ``<prefix>/loss``, ``<prefix>/ap`` ..."""
     from kdtune.evaluate import evaluate_predictions
 
     device = device or next(model.parameters()).device
     heat, paf, loss = _predict(model, data, cfg, device)
     metrics = {
-        f"val/{k}": float(v) for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
+        f"{prefix}/{k}": float(v)
+        for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
     }
-    metrics["val/loss"] = loss
+    metrics[f"{prefix}/loss"] = loss
     return metrics
 
 
@@ -148,7 +154,8 @@ class _Run:
         self.device = pick_device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.schedule = parse_schedule(cfg.schedule)
+        # a teacher learns from the ground truth alone, whatever schedule the config carries
+        self.schedule = parse_schedule("fixed:0" if cfg.level == "teacher" else cfg.schedule)
         self.arch = STUDENT_OF[cfg.level]
         self.aug = AugmentParams(scale=cfg.aug_scale, rotate=cfg.aug_rotate, flip=cfg.aug_flip)
 
@@ -166,10 +173,7 @@ class _Run:
         self.model = build_model(self.arch).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        needs_teacher = self.cfg.level != "teacher" and not (
-            self.schedule.shape == "fixed" and self.schedule.beta_start == 0.0
-        )
-        if needs_teacher:
+        if self.schedule.alpha != 1.0:  # the student learns from a teacher
             teacher = prepare_teacher(cfg, self.results, self.log)
             assert teacher is not None
             heat, paf = teacher_maps(teacher, train, cfg, self.device, self.results)
@@ -236,7 +240,7 @@ class _Run:
             progress = ((epoch - 1) * self.steps_per_epoch + step) / (
                 self.steps_per_epoch * cfg.epochs
             )
-            beta = 0.0 if cfg.level == "teacher" else self.schedule(progress)
+            beta = self.schedule(progress)
             x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(idx, with_teacher=beta > 0)
             with self._autocast():
                 outputs = model(x)
@@ -373,12 +377,11 @@ class _Run:
         final = history[-1] if history else {}
         best = max(history, key=lambda h: h.get("val/ap", -1.0)) if history else {}
         speeds = [h["perf/images_per_s"] for h in history if "perf/images_per_s" in h]
-        teacher_level = self.cfg.level == "teacher"  # trained on the ground truth alone
         return {
             "level": self.cfg.level,
             "arch": self.arch,
-            "schedule": "fixed:0" if teacher_level else self.schedule.spec,
-            "alpha": 1.0 if teacher_level else self.cfg.alpha,
+            "schedule": self.schedule.spec,
+            "alpha": self.schedule.alpha,
             "parameters": n_params,
             "epochs": self.cfg.epochs,
             "final": {k: v for k, v in final.items() if k.startswith("val/")},
