@@ -85,6 +85,10 @@ def train_run(
         )
     if cfg.teacher_checkpoint and not Path(cfg.teacher_checkpoint).is_file():
         raise KdtuneError(f"--teacher: no such file {cfg.teacher_checkpoint}")
+    if cfg.teacher_bank:
+        from kdtune.bank import TeacherBank
+
+        TeacherBank(Path(cfg.teacher_bank))  # a folder that is not a bank fails here, not later
     return fit(cfg, None, workdir=output, resume_from=resume_from, results=results, log=log)
 
 
@@ -105,8 +109,8 @@ def evaluate_checkpoint(
     import torch
 
     from kdtune.data.coco import resolve_data
-    from kdtune.models import count_parameters, load_checkpoint
-    from kdtune.train import AtInputSize, evaluate_model, pick_device
+    from kdtune.models import AtInputSize, count_parameters, load_checkpoint
+    from kdtune.train import evaluate_model, pick_device
 
     model = load_checkpoint(Path(checkpoint), arch)
     cfg = TrainConfig(data=data)
@@ -280,16 +284,23 @@ def _check_search_folder(folder: Path, resume: bool) -> None:
 
 
 def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> None:
-    """Decode the data and train (or find) the teacher on the driver, once, before any trial."""
+    """Decode the data, find (or train) the teacher and build its bank on the driver, once,
+    before any trial: every trial then reads the same memory-mapped bank."""
     from kdtune.data.coco import resolve_data
-    from kdtune.train import prepare_teacher
+    from kdtune.train import open_bank, pick_device, prepare_teacher, teacher_at_grid
 
+    splits = {}
     for split in ("train", base.val_split):
         limit = base.max_train_images if split == "train" else base.max_val_images
-        resolve_data(base.data, split, base.input_size, root, limit)
+        splits[split] = resolve_data(base.data, split, base.input_size, root, limit)
     # a chain's only outside teacher is its first level's: its med teaches the second level
     level = "first" if base.level == "chain" else base.level
-    prepare_teacher(replace(base, level=level), root, say)
+    cfg = replace(base, level=level)
+    teacher = prepare_teacher(cfg, root, say)
+    if teacher is not None and cfg.teacher_targets == "bank":
+        device = pick_device(cfg.device)
+        net = teacher_at_grid(teacher, cfg).to(device).eval()
+        open_bank(cfg, net, splits["train"], device, root, say)
 
 
 def _space_settings(space: Any) -> dict[str, Any]:
@@ -308,3 +319,87 @@ def _space_settings(space: Any) -> dict[str, Any]:
         "budget": plain(space.budget),
         "resources": plain(space.resources),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# kdtune teachers
+
+
+def list_teachers() -> list[dict[str, Any]]:
+    """``kdtune teachers list``: the shipped teachers and what was measured of them."""
+    from kdtune.config import ARCHS
+    from kdtune.teachers import manifest, weights_path
+
+    rows = []
+    for arch in ARCHS:
+        record = manifest(arch)
+        if record is None:
+            continue
+        rows.append(
+            {
+                "arch": arch,
+                "weights": str(weights_path(arch)),
+                "data": record["data"]["version"],
+                "val/ap": record["val"]["val/ap"],
+                "test/ap": record["test"]["test/ap"],
+                "produced_by": record["produced_by"],
+            }
+        )
+    return rows
+
+
+def pack_teacher(
+    run: Path, *, out: Path | None = None, results: Path | None = None
+) -> dict[str, Any]:
+    """``kdtune teachers pack RUN``: a run trained on the synthetic default (``kdtune train``)
+    becomes a shipped teacher: float16 weights plus a record of its config, data and AP."""
+    import json
+    import os
+
+    import torch
+
+    from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR, data_root
+    from kdtune.teachers import HERE, annotations_digest
+
+    model_file = Path(run) / "model.pt"
+    if not model_file.is_file():
+        raise KdtuneError(f"teachers pack: no model.pt in {run}")
+    try:
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        arch, config = state["arch"], TrainConfig.from_dict(state["config"])
+    except Exception as exc:
+        raise KdtuneError(f"teachers pack: {model_file} is not a kdtune run ({exc})") from None
+    if config.data != SYNTHETIC:
+        raise KdtuneError(
+            f"teachers pack: {run} was trained on {config.data!r}; kdtune ships teachers of the synthetic default only"
+        )
+    out = Path(out or HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{arch}.pt"
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    tmp = weights.with_suffix(".pt.tmp")
+    torch.save({"arch": arch, "model": half}, tmp)
+    figures = {
+        split: {
+            k: v
+            for k, v in evaluate_checkpoint(tmp, arch, SYNTHETIC, split, results=results).items()
+            if k.startswith(f"{split}/")
+        }
+        for split in ("val", "test")
+    }
+    record = {
+        "arch": arch,
+        "produced_by": f"kdtune train --config kdtune/teachers/{arch}.json --output RUN && kdtune teachers pack RUN",
+        "train": config.to_dict(),  # so that `kdtune train --config <this file>` reproduces it
+        "data": {
+            "name": SYNTHETIC,
+            "version": SYNTHETIC_DIR,
+            "train_annotations_sha256": annotations_digest(data_root(SYNTHETIC, results)),
+        },
+        "epochs_trained": int(state.get("epoch", config.epochs)),
+        "dtype": "float16",
+        **figures,
+    }
+    os.replace(tmp, weights)
+    (out / f"{arch}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return {"weights": str(weights), **record}

@@ -87,10 +87,23 @@ def models() -> None:
     "--teacher",
     "teacher_checkpoint",
     default=None,
-    help="Teacher checkpoint (else kdtune trains and caches one).",
+    help="Teacher checkpoint (else a shipped one where it fits, or one kdtune trains and caches).",
 )
 @click.option("--teacher-epochs", type=int, default=None)
-@click.option("--teacher-recipe", type=click.Choice(["reference", "ground_truth"]), default=None)
+@click.option(
+    "--teacher-recipe",
+    type=click.Choice(["auto", "shipped", "reference", "ground_truth"]),
+    default=None,
+    help="How a missing teacher is found: auto (shipped where it fits, else reference).",
+)
+@click.option(
+    "--teacher-targets",
+    type=click.Choice(["bank", "live", "warped"]),
+    default=None,
+    help="Teacher maps per augmented view: bank (cached, exact; default), live (exact), warped (approximate).",
+)
+@click.option("--teacher-views", type=int, default=None, help="K: views per image in the bank.")
+@click.option("--teacher-bank", default=None, help="A teacher bank folder to use (checked to fit).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast.")
 @click.option("--channels-last/--no-channels-last", default=None)
@@ -157,6 +170,38 @@ def eval_(
 
 # ---------------------------------------------------------------------------------------------
 @cli.group()
+def teachers() -> None:
+    """The teachers kdtune ships for its synthetic default."""
+
+
+@teachers.command("list")
+def teachers_list() -> None:
+    """Each shipped teacher, its data and its measured val and test AP."""
+    from kdtune.api import list_teachers
+
+    _echo_json(list_teachers())
+
+
+@teachers.command("pack")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write <arch>.pt and <arch>.json (default: the package's teachers folder).",
+)
+@RESULTS_OPTION
+def teachers_pack(run: Path, out: Path | None, results: Path | None) -> None:
+    """Make a run trained on the synthetic default a shipped teacher (float16, with its record)."""
+    from kdtune.api import pack_teacher
+
+    record = pack_teacher(run, out=out, results=results)
+    click.echo(f"wrote {record['weights']}")
+    _echo_json({"val": record["val"], "test": record["test"]})
+
+
+# ---------------------------------------------------------------------------------------------
+@cli.group()
 def data() -> None:
     """Data sets: synthesize the embedded default, measure the decoding ceiling."""
 
@@ -164,8 +209,8 @@ def data() -> None:
 @data.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--n-train", type=click.IntRange(1), default=4096, show_default=True)
-@click.option("--n-val", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--n-test", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--n-val", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--n-test", type=click.IntRange(1), default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
     """Write a synthetic COCO-format person-keypoints set (JPEGs + json), deterministic by seed."""

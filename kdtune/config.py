@@ -19,7 +19,13 @@ ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 # Which net a level trains, and which net teaches it.
 STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
 TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
-TEACHER_RECIPES: tuple[str, ...] = ("reference", "ground_truth")
+# How kdtune finds a teacher when none is given: "auto" takes a shipped one where it fits the
+# data (kdtune.teachers), else trains one by the reference recipe.
+TEACHER_RECIPES: tuple[str, ...] = ("auto", "shipped", "reference", "ground_truth")
+# Where a student's teacher targets come from (see kdtune.bank): "bank" (exact, cached per
+# augmented view), "live" (exact, the teacher run on every batch) or "warped" (approximate: maps
+# of the un-augmented image, warped; kept for comparison).
+TEACHER_TARGETS: tuple[str, ...] = ("bank", "live", "warped")
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
 
@@ -53,11 +59,15 @@ class TrainConfig:
     # teachers: a checkpoint path, or kdtune trains one (cached under results/cache/teachers)
     teacher_checkpoint: str | None = None
     teacher_epochs: int = 20  # when kdtune must train the teacher itself
-    # how kdtune trains a missing teacher: "reference" as the reference pipeline did (the med
-    # teacher distilled from a Lightweight-OpenPose teacher at alpha 0.3), or "ground_truth"
-    # (the teacher net trained on the ground truth alone: quicker, used by the quickstart)
-    teacher_recipe: str = "reference"
+    # how kdtune finds a missing teacher: "auto" (a shipped teacher where one fits the data, else
+    # "reference"), "shipped" (only a shipped one), "reference" as the reference pipeline did
+    # (the med teacher distilled from a Lightweight-OpenPose teacher at alpha 0.3), or
+    # "ground_truth" (the teacher net trained on the ground truth alone: quicker)
+    teacher_recipe: str = "auto"
     teacher_input_size: int = 128  # the reference fed its teacher 368x368
+    teacher_targets: str = "bank"  # bank | live | warped (see TEACHER_TARGETS)
+    teacher_views: int = 8  # K: augmented views per training image in the bank
+    teacher_bank: str | None = None  # a bank folder to use; else found or built in the cache
     # execution
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # bf16 autocast
@@ -92,6 +102,15 @@ class TrainConfig:
         _positive_int("input_size", self.input_size)
         _positive_int("stride", self.stride)
         _positive_int("teacher_input_size", self.teacher_input_size)
+        _positive_int("teacher_views", self.teacher_views)
+        if self.teacher_input_size % self.stride:
+            raise KdtuneError(
+                f"teacher_input_size: {self.teacher_input_size} must be a multiple of stride {self.stride}, or the teacher's maps do not fall on the student's grid"
+            )
+        if self.teacher_targets not in TEACHER_TARGETS:
+            raise KdtuneError(
+                f"teacher_targets: one of {', '.join(TEACHER_TARGETS)}, got {self.teacher_targets!r}"
+            )
         for name in ("num_threads", "max_train_images", "max_val_images"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -157,6 +176,9 @@ def alpha_to_schedule(alpha: Any, *, where: str = "alpha") -> str:
     return f"fixed:{round(1.0 - float(alpha), 10):g}"
 
 
+_OPTIONAL = ("teacher_checkpoint", "teacher_bank", "num_threads")
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise KdtuneError(f"{name}: must be a positive integer, got {value!r}")
@@ -165,7 +187,7 @@ def _positive_int(name: str, value: Any) -> None:
 def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     """Check a value against the type of its default; ints are accepted for floats."""
     if value is None:
-        if default is None or key in ("teacher_checkpoint", "num_threads"):
+        if default is None or key in _OPTIONAL:
             return None
         raise KdtuneError(f"{where}: {key}: must not be empty")
     if isinstance(default, bool):
@@ -195,7 +217,7 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
             return (float(value[0]), float(value[1]))
         except OverflowError:
             raise KdtuneError(f"{where}: {key}: {value!r} is out of range") from None
-    if isinstance(default, str) or key == "teacher_checkpoint":
+    if isinstance(default, str) or key in ("teacher_checkpoint", "teacher_bank"):
         if not isinstance(value, str):
             raise KdtuneError(f"{where}: {key}: must be a string, got {value!r}")
         return value

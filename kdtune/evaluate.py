@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +158,30 @@ def bootstrap_ap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """A percentile bootstrap interval of keypoint AP over images.
+    """A percentile bootstrap interval of keypoint AP over images."""
+    import numpy as np
+
+    if not image_ids:
+        return 0.0, 0.0
+    values = bootstrap_replicates(
+        coco_gt, {"ap": detections}, image_ids, samples=samples, seed=seed
+    )
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(values["ap"], [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_replicates(
+    coco_gt: COCO,
+    detections: Mapping[str, Sequence[dict]],
+    image_ids: Sequence[int],
+    *,
+    samples: int = 200,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Keypoint AP of each named set of detections on the same ``samples`` bootstrap replicates
+    of the images: paired, so that differences between the sets can be read replicate by
+    replicate.
 
     Each replicate draws ``len(image_ids)`` images with replacement; a drawn image keeps its own
     ground truth and detections under a fresh id, so that an image drawn twice counts twice.
@@ -166,26 +189,26 @@ def bootstrap_ap(
     import numpy as np
 
     ids = [int(i) for i in image_ids]
+    values: dict[str, list[float]] = {name: [] for name in detections}
     if not ids:
-        return 0.0, 0.0
+        return values
     gt_by_image = {i: coco_gt.imgToAnns.get(i, []) for i in ids}
-    dt_by_image: dict[int, list[dict]] = {}
-    for det in detections:
-        dt_by_image.setdefault(int(det["image_id"]), []).append(det)
+    dt_by_image: dict[str, dict[int, list[dict]]] = {}
+    for name, dets in detections.items():
+        by_image = dt_by_image.setdefault(name, {})
+        for det in dets:
+            by_image.setdefault(int(det["image_id"]), []).append(det)
     rng = np.random.default_rng(seed)
-    values: list[float] = []
     for _ in range(samples):
+        drawn = [ids[int(j)] for j in rng.integers(0, len(ids), len(ids))]
         images: list[dict] = []
         anns: list[dict] = []
-        dets: list[dict] = []
-        for new_id, j in enumerate(rng.integers(0, len(ids), len(ids)), start=1):
-            old = ids[int(j)]
+        for new_id, old in enumerate(drawn, start=1):
             images.append({**coco_gt.imgs[old], "id": new_id})
             anns += [
                 {**a, "id": len(anns) + k + 1, "image_id": new_id}
                 for k, a in enumerate(gt_by_image[old])
             ]
-            dets += [{**d, "image_id": new_id} for d in dt_by_image.get(old, [])]
         with _quiet():
             replicate = COCO()
             replicate.dataset = {
@@ -194,10 +217,15 @@ def bootstrap_ap(
                 "categories": coco_gt.dataset["categories"],
             }
             replicate.createIndex()
-        values.append(coco_keypoint_ap(replicate, dets, range(1, len(ids) + 1))["ap"])
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return float(low), float(high)
+        new_ids = range(1, len(ids) + 1)
+        for name, by_image in dt_by_image.items():
+            dets = [
+                {**d, "image_id": new_id}
+                for new_id, old in enumerate(drawn, start=1)
+                for d in by_image.get(old, [])
+            ]
+            values[name].append(coco_keypoint_ap(replicate, dets, new_ids)["ap"])
+    return values
 
 
 def ceiling(

@@ -13,12 +13,14 @@ refinements), the students a one-element list.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdtune.errors import KdtuneError
@@ -358,3 +360,36 @@ def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path,
         if items
     ]
     raise KdtuneError(f"checkpoint {str(path)!r} does not fit arch {arch!r}: {'; '.join(parts)}")
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+class AtInputSize(nn.Module):
+    """A net fed its input resized to ``size`` (the reference fed its teacher 368×368) whose
+    maps come back resized to the student's ``grid``."""
+
+    def __init__(self, net: nn.Module, size: int, grid: int):
+        super().__init__()
+        self.net, self.size, self.grid = net, size, grid
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        return [(self._grid(h), self._grid(p)) for h, p in self.net(x)]
+
+    def _grid(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.shape[-1] == self.grid:
+            return maps
+        return F.interpolate(
+            maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False
+        )
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of a net's weights (names and values): what names a teacher in cache keys."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

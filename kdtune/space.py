@@ -745,7 +745,7 @@ class TeacherSpec:
 
     checkpoint: str | None = None
     epochs: int = 20
-    recipe: str = "reference"
+    recipe: str = "auto"
 
 
 def _budget(w: _Where, raw: Any, grid_size: int | None, sampler: str) -> Budget:
@@ -1151,11 +1151,14 @@ def describe(space: SearchSpace) -> str:
     if p.type == "hyperband" and "max_resource" not in p.options:
         pruner += f", max_resource={b.max_epochs} (max_epochs)"
     limit = f", time limit {b.time_limit_s:g} s" if b.time_limit_s else ""
-    teacher = (
-        f"checkpoint {space.teacher.checkpoint}"
-        if space.teacher.checkpoint
-        else f"trained by kdtune ({space.teacher.recipe} recipe, {space.teacher.epochs} epochs, cached)"
-    )
+    t = space.teacher
+    trained = f"trained by kdtune ({t.recipe} recipe, {t.epochs} epochs, cached)"
+    teacher = {
+        "auto": f"kdtune's shipped teacher where it fits, else trained ({t.epochs} epochs, cached)",
+        "shipped": "kdtune's shipped teacher",
+    }.get(t.recipe, trained)
+    if t.checkpoint:
+        teacher = f"checkpoint {t.checkpoint}"
     lines = [
         f"search space {space.name!r}  ({space.file})",
         f"  level      {LEVEL_TEXT[space.level]}",

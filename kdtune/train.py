@@ -11,7 +11,6 @@ Teachers are either a given checkpoint or one kdtune trained itself and cached u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -19,7 +18,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,14 +29,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdtune.augment import AugmentParams, apply, normalize, sample_affine, warp_maps
+from kdtune.augment import Affine, AugmentParams, apply, normalize, sample_affine, warp_maps
+from kdtune.bank import BankSpec, TeacherBank, open_or_build, run_teacher, view_affines
 from kdtune.config import REFERENCE_ALPHA, STUDENT_OF, TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
 from kdtune.data.coco import data_fingerprint, resolve_data
 from kdtune.errors import KdtuneError
 from kdtune.losses import kd_loss
-from kdtune.models import build_model, count_parameters, load_checkpoint
-from kdtune.paths import cache_dir
+from kdtune.models import (
+    AtInputSize,
+    build_model,
+    count_parameters,
+    load_checkpoint,
+    weights_digest,
+)
+from kdtune.paths import cache_dir, file_lock
 from kdtune.schedules import parse_schedule
 from kdtune.targets import make_targets
 
@@ -124,14 +130,69 @@ def predict_detections(
 def prepare_teacher(
     cfg: TrainConfig, results: Path | None = None, log: Callable[[str], None] | None = None
 ) -> nn.Module | None:
-    """The teacher of ``cfg.level``: a given checkpoint, or the cached/trained one; None if not needed."""
+    """The teacher of ``cfg.level``: a given checkpoint, a shipped one where it fits (recipe
+    ``auto`` or ``shipped``), else one kdtune trains once and caches; None if not needed."""
+    from kdtune.teachers import manifest, shipped_teacher
+
     arch = TEACHER_OF.get(cfg.level)
     if arch is None:
         return None
     if cfg.teacher_checkpoint:
         return load_checkpoint(Path(cfg.teacher_checkpoint), arch)
-    path = _trained_teacher(cfg, results, log or (lambda _m: None))
+    say = log or (lambda _m: None)
+    if cfg.teacher_recipe in ("auto", "shipped"):
+        path, why = shipped_teacher(arch, cfg)
+        if path is not None:
+            record = manifest(arch) or {}
+            ap = record.get("val", {}).get("val/ap", float("nan"))
+            say(f"teacher: kdtune's shipped {arch} net (val AP {ap:.3f})")
+            return load_checkpoint(path, arch)
+        if cfg.teacher_recipe == "shipped":
+            raise KdtuneError(f"teacher_recipe: shipped: {why}")
+        say(f"teacher: no shipped one fits ({why}); training one by the reference recipe")
+    path = _trained_teacher(cfg, results, say)
     return load_checkpoint(path, arch)
+
+
+def teacher_at_grid(teacher: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """``teacher`` fed ``teacher_input_size`` images, its maps brought to the student's grid."""
+    return AtInputSize(teacher, cfg.teacher_input_size, cfg.input_size // cfg.stride)
+
+
+def bank_spec(cfg: TrainConfig, images: int, teacher: str = "", data: str = "") -> BankSpec:
+    """What a bank for ``cfg``'s training split of ``images`` images is built from: the
+    teacher's weights digest and the data's fingerprint (both left empty where only the views
+    are wanted: they do not depend on either)."""
+    return BankSpec(
+        teacher=teacher,
+        data=data,
+        split="train",
+        images=images,
+        views=cfg.teacher_views,
+        aug_scale=tuple(cfg.aug_scale),  # type: ignore[arg-type]
+        aug_rotate=cfg.aug_rotate,
+        aug_flip=cfg.aug_flip,
+        input_size=cfg.input_size,
+        teacher_input_size=cfg.teacher_input_size,
+        stride=cfg.stride,
+        amp=cfg.amp,
+    )
+
+
+def open_bank(
+    cfg: TrainConfig,
+    teacher: nn.Module,
+    train: PoseSet,
+    device: torch.device,
+    results: Path | None,
+    log: Callable[[str], None],
+) -> TeacherBank:
+    """The bank of ``teacher`` (already at the student's grid) for ``cfg``'s training images:
+    ``cfg.teacher_bank`` if given (checked to fit), else found or built in the cache."""
+    spec = bank_spec(cfg, len(train), weights_digest(teacher), data_fingerprint(cfg.data))
+    if cfg.teacher_bank:
+        return TeacherBank(Path(cfg.teacher_bank)).check(spec)
+    return open_or_build(teacher, train, spec, cache_dir(results), device=device, log=log)
 
 
 def pick_device(name: str) -> torch.device:
@@ -173,11 +234,10 @@ class _Run:
         self.model = build_model(self.arch).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if self.schedule.alpha != 1.0:  # the student learns from a teacher
-            teacher = prepare_teacher(cfg, self.results, self.log)
-            assert teacher is not None
-            heat, paf = teacher_maps(teacher, train, cfg, self.device, self.results)
-            self.train.teacher_heat, self.train.teacher_paf = heat, paf
+        self.teacher: nn.Module | None = None
+        self.bank: TeacherBank | None = None
+        self.view_table: Affine | None = None
+        self._prepare_targets(train)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -187,6 +247,33 @@ class _Run:
             self.optimizer, partial(lr_factor, total=total)
         )
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    def _prepare_targets(self, train: PoseSet) -> None:
+        """Where this run's augmented views and teacher targets come from (``teacher_targets``).
+
+        ``bank``: every image has K fixed views (the same for every trial of a search, α = 1
+        included, so that trials differ only in their weighting); the teacher's maps of each
+        view are read from the bank. ``live``: a fresh view per step, the teacher run on it.
+        ``warped`` (approximate): maps of the un-augmented image, warped with the view.
+        """
+        cfg = self.cfg
+        needs_teacher = self.schedule.alpha != 1.0
+        if cfg.level == "teacher":
+            return  # the teacher level learns from the ground truth, on fresh views
+        if not needs_teacher:
+            if cfg.teacher_targets == "bank":  # the bank's views, without its maps
+                self.view_table = view_affines(bank_spec(cfg, len(train)))
+            return
+        teacher = prepare_teacher(cfg, self.results, self.log)
+        assert teacher is not None
+        net = teacher_at_grid(teacher, cfg).to(self.device).eval()
+        if cfg.teacher_targets == "bank":
+            self.bank = open_bank(cfg, net, train, self.device, self.results, self.log)
+        elif cfg.teacher_targets == "live":
+            self.teacher = net
+        else:
+            heat, paf = teacher_maps(teacher, train, cfg, self.device, self.results)
+            self.train.teacher_heat, self.train.teacher_paf = heat, paf
 
     def _to_device(self, data: PoseSet) -> Batches:
         return Batches(
@@ -233,6 +320,7 @@ class _Run:
         model.train()
         n = data.images.shape[0]
         order = torch.randperm(n, generator=self.generator).to(self.device)
+        views = self._epoch_views(n)
         sums = {"student": 0.0, "distill": 0.0, "total": 0.0}
         beta_sum, seen = 0.0, 0
         t0 = time.perf_counter()
@@ -241,7 +329,7 @@ class _Run:
                 self.steps_per_epoch * cfg.epochs
             )
             beta = self.schedule(progress)
-            x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(idx, with_teacher=beta > 0)
+            x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(idx, views, with_teacher=beta > 0)
             with self._autocast():
                 outputs = model(x)
             outputs = [(h.float(), p.float()) for h, p in outputs]
@@ -276,16 +364,42 @@ class _Run:
             "perf/images_per_s": seen / elapsed,
         }
 
-    def _batch(self, idx: torch.Tensor, *, with_teacher: bool) -> tuple[torch.Tensor, ...]:
+    def _epoch_views(self, n: int) -> torch.Tensor | None:
+        """Which of its K fixed views each image is trained on this epoch (bank mode)."""
+        spec_views = self.cfg.teacher_views
+        if self.bank is None and self.view_table is None:
+            return None
+        return torch.randint(spec_views, (n,), generator=self.generator)
+
+    def _batch(
+        self, idx: torch.Tensor, views: torch.Tensor | None, *, with_teacher: bool
+    ) -> tuple[torch.Tensor, ...]:
         cfg, data = self.cfg, self.train
-        affine = sample_affine(idx.numel(), self.aug, self.generator, self.device)
+        t_heat = t_paf = None
+        if views is not None:  # one of each image's fixed views, as the bank holds them
+            rows, view = idx.cpu(), views[idx.cpu()]
+            if self.bank is not None:
+                affine = self.bank.views(rows, view)
+                if with_teacher:
+                    t_heat, t_paf = self.bank.maps(rows, view, self.device)
+            else:
+                assert self.view_table is not None
+                affine = self.view_table[rows * cfg.teacher_views + view]
+            affine = Affine(
+                affine.matrix.to(self.device), affine.flipped.to(self.device), affine.input_size
+            )
+        else:
+            affine = sample_affine(
+                idx.numel(), self.aug, self.generator, self.device, input_size=cfg.input_size
+            )
         x, kps, ignore = apply(data.images[idx], data.keypoints[idx], data.masks[idx], affine)
         gt_heat, gt_paf = make_targets(
             kps, cfg.input_size, cfg.stride, cfg.sigma, cfg.paf_thickness
         )
         keep = keep_mask(ignore, cfg.stride)
-        t_heat = t_paf = None
-        if with_teacher and data.teacher_heat is not None and data.teacher_paf is not None:
+        if with_teacher and self.teacher is not None:
+            t_heat, t_paf = run_teacher(self.teacher, x, cfg.input_size // cfg.stride, cfg.amp)
+        elif with_teacher and data.teacher_heat is not None and data.teacher_paf is not None:
             t_heat, t_paf = warp_maps(
                 data.teacher_heat[idx].float(),
                 data.teacher_paf[idx].float(),
@@ -446,21 +560,50 @@ def _fit_chain(
 # Teachers: trained once, cached by what shaped them
 
 
+# What does not shape a teacher's weights: where and how fast it runs, what it is evaluated on.
+_NOT_SHAPING = (
+    "device",
+    "num_threads",
+    "eval_every",
+    "max_val_images",
+    "val_split",
+    "extra",
+    "schedule_second",
+    "teacher_bank",
+)
+
+
+def teacher_training_config(cfg: TrainConfig) -> TrainConfig:
+    """The run kdtune trains as ``cfg``'s teacher when none is given or shipped."""
+    arch = TEACHER_OF[cfg.level]
+    if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
+        level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
+    else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
+        level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
+    return replace(
+        cfg,
+        level=level,
+        schedule=schedule,
+        epochs=cfg.teacher_epochs,
+        teacher_checkpoint=None,
+        teacher_bank=None,
+        eval_every=cfg.teacher_epochs,
+        # on the ground truth alone a teacher learns from fresh views at every step
+        teacher_targets="live" if schedule == "fixed:0" else cfg.teacher_targets,
+    )
+
+
 def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
-    """A short hash of everything that determines the teacher kdtune would train for ``cfg``."""
-    parts = {
-        "arch": TEACHER_OF[cfg.level],
-        "recipe": cfg.teacher_recipe,
-        "data": data_fingerprint(cfg.data, results),
-        "epochs": cfg.teacher_epochs,
-        "input": cfg.input_size,
-        "stride": cfg.stride,
-        "sigma": cfg.sigma,
-        "paf": cfg.paf_thickness,
-        "batch": cfg.batch_size,
-        "max_train": cfg.max_train_images,
-        "version": 1,
-    }
+    """A short hash of everything that shapes the teacher kdtune would train for ``cfg``: its
+    whole training config (lr, seed, weight decay, augmentation, amp, sizes, recipe, targets ...)
+    and the data's fingerprint."""
+    del results  # the data is named by its fingerprint, not by where it is cached
+
+    teacher_cfg = teacher_training_config(cfg)
+    parts = {k: v for k, v in teacher_cfg.to_dict().items() if k not in _NOT_SHAPING}
+    parts["arch"] = TEACHER_OF[cfg.level]
+    parts["data"] = data_fingerprint(cfg.data)
+    parts["version"] = 2
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -471,26 +614,15 @@ def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str]
     if model_path.is_file():
         return model_path
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         if model_path.is_file():  # another process trained it while we waited
             return model_path
+        recipe = "ground_truth" if cfg.teacher_recipe == "ground_truth" else "reference"
         log(
-            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, recipe {cfg.teacher_recipe}) into {root}"
-        )
-        if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
-            level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
-        else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
-            level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
-        teacher_cfg = replace(
-            cfg,
-            level=level,
-            schedule=schedule,
-            epochs=cfg.teacher_epochs,
-            teacher_checkpoint=None,
-            eval_every=cfg.teacher_epochs,
+            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, recipe {recipe}) into {root}"
         )
         work = root / "run"
-        fit(teacher_cfg, None, workdir=work, results=results, log=log)
+        fit(teacher_training_config(cfg), None, workdir=work, results=results, log=log)
         os.replace(work / "model.pt", model_path)
     return model_path
 
@@ -500,10 +632,7 @@ def teacher_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's final-stage maps for every image of ``data`` (un-augmented), at the student's
     grid; computed once and cached on disk (float16) by teacher weights, data and sizes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
+    digest = hashlib.sha256(weights_digest(teacher).encode())
     digest.update(
         json.dumps(
             [
@@ -520,9 +649,7 @@ def teacher_maps(
     if path.is_file():
         cached = torch.load(path, map_location=device, weights_only=True)
         return cached["heat"], cached["paf"]
-    net = (
-        AtInputSize(teacher, cfg.teacher_input_size, cfg.input_size // cfg.stride).to(device).eval()
-    )
+    net = teacher_at_grid(teacher, cfg).to(device).eval()
     heats, pafs = [], []
     with torch.inference_mode():
         for start in range(0, len(data), 64):
@@ -550,27 +677,6 @@ def lr_factor(step: int, total: int) -> float:
         return (step + 1) / warm
     progress = min(step - warm, total - warm) / max(total - warm, 1)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class AtInputSize(nn.Module):
-    """A net fed its input resized to ``size`` (the reference fed its teacher 368×368) whose
-    maps come back resized to the student's ``grid``."""
-
-    def __init__(self, net: nn.Module, size: int, grid: int):
-        super().__init__()
-        self.net, self.size, self.grid = net, size, grid
-
-    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        return [(self._grid(h), self._grid(p)) for h, p in self.net(x)]
-
-    def _grid(self, maps: torch.Tensor) -> torch.Tensor:
-        if maps.shape[-1] == self.grid:
-            return maps
-        return F.interpolate(
-            maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False
-        )
 
 
 def keep_mask(ignore: torch.Tensor, stride: int) -> torch.Tensor:
@@ -624,16 +730,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _format_metrics(epoch: int, m: Mapping[str, float]) -> str:
