@@ -3,8 +3,9 @@
 Both train the tiny student with α = 0.25 on the same decoded synthetic training images:
 
 - kdtune: ``train.fit`` as a search trial runs it: batched targets and augmentation in torch,
-  the teacher's maps computed once per data set (cached) and warped with each batch's
-  augmentation, channels_last, batch 16 (and, with ``--amp``, bf16 autocast);
+  the teacher's exact maps of each augmented view read from the bank (built once before the
+  first timed run, as a search does on its driver), channels_last, batch 16 (and, with
+  ``--amp``, bf16 autocast);
 - reference: targets built per sample with Python loops inside a DataLoader, batch 8, the med
   teacher run live in fp32 on every batch.
 

@@ -49,7 +49,7 @@ from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
 
 CACHE_FORMAT = 1  # bump when the cached layout or its meaning changes
 SYNTHETIC = "synthetic"
-SYNTHETIC_DIR = "synthetic-v2"  # bump with any change to the default synthetic set
+SYNTHETIC_DIR = "synthetic-v3"  # bump with any change to the default synthetic set
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TENSORS = ("images", "keypoints", "masks", "image_ids", "scales", "pads")
 

@@ -1,0 +1,97 @@
+"""The teachers kdtune ships for its synthetic default: when they are used, and what they score."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_cli
+
+from kdtune import train as train_module
+from kdtune.config import TrainConfig
+from kdtune.errors import KdtuneError
+from kdtune.teachers import annotations_digest, manifest, shipped_teacher, weights_path
+from kdtune.train import prepare_teacher
+
+SHIPPED = [arch for arch in ("med", "teacher") if manifest(arch) is not None]
+
+
+def test_kdtune_ships_the_med_teacher_of_the_second_level() -> None:
+    assert "med" in SHIPPED
+
+
+@pytest.mark.parametrize("arch", SHIPPED)
+def test_shipped_weights_are_float16_with_a_complete_record(arch: str) -> None:
+    state = torch.load(weights_path(arch), map_location="cpu", weights_only=True)
+    assert state["arch"] == arch
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    record = manifest(arch)
+    assert record is not None
+    assert record["produced_by"].startswith("kdtune train --config kdtune/teachers/")
+    assert TrainConfig.from_dict(record["train"]).data == "synthetic"
+    assert len(record["data"]["train_annotations_sha256"]) == 64
+    for split in ("val", "test"):
+        assert 0.0 < record[split][f"{split}/ap"] <= 1.0
+
+
+def test_auto_uses_the_shipped_teacher_without_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_training(*_args: object) -> Path:
+        raise AssertionError("a teacher was trained although one is shipped")
+
+    monkeypatch.setattr(train_module, "_trained_teacher", no_training)
+    lines: list[str] = []
+    teacher = prepare_teacher(TrainConfig(level="second"), None, lines.append)
+    assert teacher is not None and sum(p.numel() for p in teacher.parameters()) == 657_817
+    assert any("shipped med" in line for line in lines)
+
+
+def test_shipped_teacher_is_refused_where_it_does_not_fit(tmp_path: Path) -> None:
+    cfg = TrainConfig(level="second")
+    assert shipped_teacher("med", cfg)[0] is not None
+    for change, value, words in (
+        ("data", str(tmp_path), "trained on the synthetic default"),
+        ("sigma", 5.0, "sigma 7.0"),
+        ("stride", 4, "stride 8"),
+    ):
+        path, why = shipped_teacher("med", replace(cfg, **{change: value}))
+        assert path is None and words in why
+    with pytest.raises(KdtuneError, match=r"teacher_recipe: shipped: .*synthetic default"):
+        prepare_teacher(replace(cfg, data=str(tmp_path), teacher_recipe="shipped"))
+
+
+def test_teachers_list_names_each_shipped_teacher(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["teachers", "list"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and [r["arch"] for r in rows] == SHIPPED
+    assert all(r["val/ap"] > 0 for r in rows)
+
+
+def test_pack_refuses_a_folder_without_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["teachers", "pack", str(tmp_path), "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.strip() == f"error: teachers pack: no model.pt in {tmp_path}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SHIPPED)
+def test_shipped_teacher_scores_as_recorded_on_the_synthetic_default(
+    arch: str, tmp_path: Path
+) -> None:
+    """Fails if the synthetic generator (or the evaluation) has changed under the weights."""
+    from kdtune.api import evaluate_checkpoint
+    from kdtune.data.coco import SYNTHETIC, data_root
+
+    record = manifest(arch)
+    assert record is not None
+    root = data_root(SYNTHETIC, tmp_path)
+    assert annotations_digest(root) == record["data"]["train_annotations_sha256"]
+    got = evaluate_checkpoint(weights_path(arch), arch, SYNTHETIC, "val", results=tmp_path)
+    assert got["val/ap"] == pytest.approx(record["val"]["val/ap"], abs=0.005)
+    assert got["val/ap"] >= 0.5
+    if arch == "teacher":
+        med = manifest("med")
+        assert med is not None and got["val/ap"] >= med["val"]["val/ap"]
