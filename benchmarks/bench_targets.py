@@ -192,7 +192,7 @@ def main() -> None:
     for arch, label in (("med", "second level (med teacher)"), ("teacher", "first level")):
         net, origin = teacher_net(arch)
         if origin != "shipped":
-            print(f"{label}: no shipped {arch} teacher; error table skipped")
+            print(f"{label}: no shipped {arch!r} net; error table skipped")
             continue
         rows = warp_errors(AtInputSize(net, 128, 16).eval(), args.images, results)
         report[f"warp_error_{arch}"] = rows
@@ -219,7 +219,7 @@ def main() -> None:
             report[f"speed_{level}"] = {"teacher": origin, "teacher_input": size, **out}
             s = out["images_per_s"]
             print(
-                f"\n{level} level ({images} images, {arch} teacher at {size}, {origin}): "
+                f"\n{level} level ({images} images, {arch!r} teacher at {size}, {origin}): "
                 f"images/s warped {s['warped']:.1f}, bank {s['bank']:.1f}, live {s['live']:.1f}; "
                 f"bank of {out['views']} views built in {out['bank_build_s']:.1f} s, "
                 f"{out['bank_mb']:.1f} MB"

@@ -174,6 +174,19 @@ class SearchOutcome:
     report: Any  # kdtune.diagnose.SearchReport
     tracking_uri: str
     next_space: Path | None  # the guidance's next points as a ready search-space file
+    teacher_ap: float | None = None  # the level's teacher on the validation split
+
+    def teacher_warning(self) -> str | None:
+        """Why this search cannot speak to distillation, if its teacher is no better than its
+        best student; None otherwise."""
+        best = self.result.best
+        value = best.best_value(self.result.metric, self.result.mode) if best else None
+        if self.teacher_ap is None or value is None or self.teacher_ap > value:
+            return None
+        return (
+            f"the teacher (val AP {self.teacher_ap:.3f}) is no better than the best student "
+            f"({value:.3f}): this search cannot say how much a student should learn from it"
+        )
 
 
 def search(
@@ -211,10 +224,11 @@ def search(
 
     base = TrainConfig.from_dict(space.trial_config(), where=str(space_file))
     say(f"preparing data and the {base.level} level's teacher (cached under {root / 'cache'})")
-    _prepare(base, root, say)
+    teacher_ap = _prepare(base, root, say)
+    settings = {**_space_settings(space), "teacher_val_ap": teacher_ap}
 
     tracker = SearchTracker(uri, root, space.name)
-    tracker.start(Path(space_file), _space_settings(space))
+    tracker.start(Path(space_file), settings)
     best_ap: list[float] = []
 
     def on_trial_end(record: Any) -> None:
@@ -239,13 +253,11 @@ def search(
         progress=progress,
     )
     # diagnose every trial against the search's best, log any trial not logged live, finish
-    _, report = log_search_result(
-        result, uri, root, space_file=Path(space_file), settings=_space_settings(space)
-    )
+    _, report = log_search_result(result, uri, root, space_file=Path(space_file), settings=settings)
     next_space = write_guided_space(
         space_file, space, report.next_points, root / space.name / "next_points.yaml"
     )
-    return SearchOutcome(result, report, uri, next_space)
+    return SearchOutcome(result, report, uri, next_space, teacher_ap)
 
 
 def guided_space(outcome: SearchOutcome) -> Path | None:
@@ -283,11 +295,18 @@ def _check_search_folder(folder: Path, resume: bool) -> None:
         )
 
 
-def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> None:
+def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float | None:
     """Decode the data, find (or train) the teacher and build its bank on the driver, once,
-    before any trial: every trial then reads the same memory-mapped bank."""
+    before any trial: every trial then reads the same memory-mapped bank. Returns the
+    teacher's val AP (None for a level without an outside teacher's maps to compare)."""
     from kdtune.data.coco import resolve_data
-    from kdtune.train import open_bank, pick_device, prepare_teacher, teacher_at_grid
+    from kdtune.train import (
+        evaluate_model,
+        open_bank,
+        pick_device,
+        prepare_teacher,
+        teacher_at_grid,
+    )
 
     splits = {}
     for split in ("train", base.val_split):
@@ -297,10 +316,17 @@ def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> None:
     level = "first" if base.level == "chain" else base.level
     cfg = replace(base, level=level)
     teacher = prepare_teacher(cfg, root, say)
-    if teacher is not None and cfg.teacher_targets == "bank":
-        device = pick_device(cfg.device)
-        net = teacher_at_grid(teacher, cfg).to(device).eval()
+    if teacher is None:
+        return None
+    device = pick_device(cfg.device)
+    net = teacher_at_grid(teacher, cfg).to(device).eval()
+    if cfg.teacher_targets == "bank":
         open_bank(cfg, net, splits["train"], device, root, say)
+    if base.level == "chain":  # the chain's students are judged at the second level
+        return None
+    ap = evaluate_model(net, splits[base.val_split], cfg, device)["val/ap"]
+    say(f"teacher: val AP {ap:.3f} on {len(splits[base.val_split])} {base.val_split} images")
+    return ap
 
 
 def _space_settings(space: Any) -> dict[str, Any]:

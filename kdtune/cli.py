@@ -322,6 +322,11 @@ def _print_search(outcome: Any) -> None:
     console = Console()
     console.print(summary_table(result))
     console.print(format_best(result))
+    if outcome.teacher_ap is not None:
+        console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
+    warning = outcome.teacher_warning()
+    if warning:
+        console.print(f"[bold red]warning:[/] {warning}")
     console.print(report.to_text())
     folder = Path(result.results_dir)
     console.print(f"results: {folder}  (search.json, optuna.db, ray/)")

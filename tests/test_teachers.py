@@ -95,3 +95,20 @@ def test_shipped_teacher_scores_as_recorded_on_the_synthetic_default(
     if arch == "teacher":
         med = manifest("med")
         assert med is not None and got["val/ap"] >= med["val"]["val/ap"]
+
+
+@pytest.mark.parametrize(("teacher_ap", "warned"), [(0.58, False), (0.30, True), (0.31, True)])
+def test_a_search_whose_teacher_is_no_better_than_its_best_student_says_so(
+    teacher_ap: float, warned: bool
+) -> None:
+    from kdtune.api import SearchOutcome
+    from kdtune.results import COMPLETE, SearchResult, TrialRecord
+
+    trial = TrialRecord("t1", COMPLETE, {}, history=[{"epoch": 1, "val/ap": 0.31}])
+    result = SearchResult("s", "s.yaml", "/tmp/s", trials=[trial])
+    outcome = SearchOutcome(result, None, "sqlite://", None, teacher_ap)
+    warning = outcome.teacher_warning()
+    assert (warning is not None) == warned
+    if warned:
+        assert warning is not None and f"val AP {teacher_ap:.3f}" in warning and "0.310" in warning
+    assert SearchOutcome(result, None, "sqlite://", None, None).teacher_warning() is None
