@@ -198,7 +198,8 @@ def main() -> None:
         report[f"warp_error_{arch}"] = rows
         print(f"\n{label}: warped vs exact teacher maps ({args.images} images)")
         print(
-            f"{'augmentation':26s} {'heat err':>9s} {'paf err':>9s} {'peak exact':>11s} {'warped':>7s}"
+            f"{'augmentation':26s} {'heat err':>9s} {'paf err':>9s} "
+            f"{'peak exact':>11s} {'warped':>7s}"
         )
         for name, r in rows.items():
             print(

@@ -102,7 +102,8 @@ def main() -> None:
     base = by_label[next(iter(CONFIGS))]
     table = []
     print(
-        f"\ntiny from the shipped med, bank targets; {args.train_images} images × {args.epochs} epochs, "
+        "\ntiny from the shipped med, bank targets; "
+        f"{args.train_images} images × {args.epochs} epochs, "
         f"{args.seeds} seeds; final val AP"
     )
     for label, aps in by_label.items():

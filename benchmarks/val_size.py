@@ -104,7 +104,8 @@ def main() -> None:
         r = rows[-1]
         print(
             f"{n:5d} images: AP {r['ap_mean']:.3f} ± {r['ap_seed_sd']:.3f} (seed sd), "
-            f"bootstrap SE {r['bootstrap_se']:.3f}, paired-difference SE {r['paired_diff_se']:.3f}, "
+            f"bootstrap SE {r['bootstrap_se']:.3f}, "
+            f"paired-difference SE {r['paired_diff_se']:.3f}, "
             f"eval {r['eval_s']:.2f} s"
         )
     if args.json:

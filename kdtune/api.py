@@ -15,20 +15,11 @@ from kdtune.errors import KdtuneError
 
 
 def load_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
-    if not path.is_file():
-        raise KdtuneError(f"{what}: no such file {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise KdtuneError(f"{path}: not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise KdtuneError(f"{path}: not a text file") from None
-    if not isinstance(raw, dict):
-        raise KdtuneError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    return raw
+    """Read a YAML mapping: :func:`kdtune.yamlfile.load_yaml_mapping` (``yaml.safe_load``,
+    duplicate keys refused; errors name the file)."""
+    from kdtune.yamlfile import load_yaml_mapping as load
+
+    return load(path, what)
 
 
 def build_train_config(config_file: Path | None, flags: Mapping[str, Any]) -> TrainConfig:
@@ -131,6 +122,22 @@ def evaluate_checkpoint(
     }
 
 
+def list_models() -> list[dict[str, Any]]:
+    """``kdtune models``: the three architectures with their real parameter counts."""
+    from kdtune.models import describe_models
+
+    return describe_models()
+
+
+def synthesize(out: Path, *, n_train: int, n_val: int, n_test: int, seed: int) -> Path:
+    """``kdtune data synth``: a synthetic COCO-format set in a new (or empty) folder."""
+    from kdtune.data.synth import write_synthetic
+
+    if out.exists() and any(out.iterdir()):
+        raise KdtuneError(f"--out: {out} exists and is not empty; choose a new folder")
+    return write_synthetic(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+
+
 def data_ceiling(
     data: str,
     split: str = "val",
@@ -204,12 +211,13 @@ def search(
 
     The guidance's next points are written as a ready search-space file beside the results.
     """
+    from kdtune.diagnose import diagnose_trial
     from kdtune.paths import results_dir
+    from kdtune.results import NEXT_POINTS_FILE
     from kdtune.space import check_paths, load_space
     from kdtune.tracking import (
         SearchTracker,
         check_tracking,
-        diagnose_record,
         log_search_result,
         resolve_tracking_uri,
     )
@@ -220,7 +228,9 @@ def search(
     root = results_dir(results)
     uri = resolve_tracking_uri(tracking_uri, root)
     check_tracking(uri)  # before any work: an unreachable server is refused at once
-    _check_search_folder(root / space.name, resume)
+    from kdtune.tune import check_start
+
+    check_start(root / space.name, space, resume)  # before any work: refuse or resume early
 
     base = TrainConfig.from_dict(space.trial_config(), where=str(space_file))
     say(f"preparing data and the {base.level} level's teacher (cached under {root / 'cache'})")
@@ -236,7 +246,7 @@ def search(
         if value is not None and record.state == "complete":
             best_ap.append(value)
         try:
-            tracker.log_trial(record, diagnose_record(record, max(best_ap, default=None)))
+            tracker.log_trial(record, diagnose_trial(record, max(best_ap, default=None)))
         except KdtuneError:
             raise
         except Exception as exc:  # tracking must never take the search down
@@ -255,7 +265,7 @@ def search(
     # diagnose every trial against the search's best, log any trial not logged live, finish
     _, report = log_search_result(result, uri, root, space_file=Path(space_file), settings=settings)
     next_space = write_guided_space(
-        space_file, space, report.next_points, root / space.name / "next_points.yaml"
+        space_file, space, report.next_points, root / space.name / NEXT_POINTS_FILE
     )
     return SearchOutcome(result, report, uri, next_space, teacher_ap)
 
@@ -284,15 +294,6 @@ def write_guided_space(space_file: Path, space: Any, points: list[str], out: Pat
     header = f"# The tuning guidance's next points after search {space.name!r}, as a grid.\n"
     out.write_text(header + yaml.safe_dump(raw, sort_keys=False))
     return out
-
-
-def _check_search_folder(folder: Path, resume: bool) -> None:
-    if resume and not folder.is_dir():
-        raise KdtuneError(f"--resume: no search to resume at {folder}")
-    if not resume and (folder / "search.json").exists():
-        raise KdtuneError(
-            f"search folder {folder} already holds a search; pass --resume to continue it or use another --results"
-        )
 
 
 def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float | None:
@@ -353,7 +354,7 @@ def _space_settings(space: Any) -> dict[str, Any]:
 
 def list_teachers() -> list[dict[str, Any]]:
     """``kdtune teachers list``: the shipped teachers and what was measured of them."""
-    from kdtune.config import ARCHS
+    from kdtune.models import ARCHS
     from kdtune.teachers import manifest, weights_path
 
     rows = []
@@ -397,7 +398,8 @@ def pack_teacher(
         raise KdtuneError(f"teachers pack: {model_file} is not a kdtune run ({exc})") from None
     if config.data != SYNTHETIC:
         raise KdtuneError(
-            f"teachers pack: {run} was trained on {config.data!r}; kdtune ships teachers of the synthetic default only"
+            f"teachers pack: {run} was trained on {config.data!r}; "
+            "kdtune ships teachers of the synthetic default only"
         )
     out = Path(out or HERE)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +417,10 @@ def pack_teacher(
     }
     record = {
         "arch": arch,
-        "produced_by": f"kdtune train --config kdtune/teachers/{arch}.json --output RUN && kdtune teachers pack RUN",
+        "produced_by": (
+            f"kdtune train --config kdtune/teachers/{arch}.json --output RUN"
+            " && kdtune teachers pack RUN"
+        ),
         "train": config.to_dict(),  # so that `kdtune train --config <this file>` reproduces it
         "data": {
             "name": SYNTHETIC,
@@ -429,3 +434,114 @@ def pack_teacher(
     os.replace(tmp, weights)
     (out / f"{arch}.json").write_text(json.dumps(record, indent=2) + "\n")
     return {"weights": str(weights), **record}
+
+
+def follow_guidance(
+    outcome: SearchOutcome,
+    *,
+    results: Path | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> SearchOutcome | None:
+    """``kdtune search --follow-guidance``: run the points the guidance recommended after
+    ``outcome`` as a second search; None where it recommends none."""
+    say = log or (lambda _m: None)
+    follow = guided_space(outcome)
+    if follow is None:
+        say("the guidance recommends no new point: nothing to follow")
+        return None
+    say(f"following the guidance: {follow}")
+    return search(
+        follow,
+        results=results,
+        address=address,
+        tracking_uri=tracking_uri,
+        progress=progress,
+        log=log,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# kdtune compare, export, ui
+
+
+@dataclass
+class Comparison:
+    text: str  # the table in the asked format
+    plot: Path | None  # the plot written, if one was asked for
+
+
+def compare(
+    searches: list[str] | None,
+    *,
+    fmt: str = "table",
+    sort_by: str = "best_ap",
+    ascending: bool = False,
+    plot: Path | None = None,
+    results: Path | None = None,
+    tracking_uri: str | None = None,
+) -> Comparison:
+    """``kdtune compare``: the trials of one or more searches, read back from MLflow."""
+    from kdtune.compare import compare_frame, plot_comparison, render
+    from kdtune.paths import results_dir
+    from kdtune.tracking import check_tracking, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
+    check_tracking(uri)
+    frame = compare_frame(uri, searches or None, sort_by=sort_by, ascending=ascending)
+    written = plot_comparison(frame, plot) if plot is not None else None
+    return Comparison(render(frame, fmt), written)
+
+
+def export(
+    search_name: str | None,
+    output: Path,
+    *,
+    holdout_split: str | None = "test",
+    samples: int = 200,
+    results: Path | None = None,
+    tracking_uri: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``kdtune export``: the best configuration of a search, checked on a held-out split."""
+    from kdtune.export import export_best
+    from kdtune.paths import results_dir
+
+    return export_best(
+        search_name,
+        output,
+        results=results_dir(results),
+        tracking_uri=tracking_uri,
+        holdout_split=holdout_split,
+        samples=samples,
+        log=log,
+    )
+
+
+def ui(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    results: Path | None = None,
+    tracking_uri: str | None = None,
+    ready: Callable[[str, str], None] | None = None,
+) -> None:
+    """``kdtune ui``: serve the MLflow UI on the results store until interrupted; ``ready`` is
+    called with (store, address) once it answers."""
+    from kdtune.paths import results_dir
+    from kdtune.tracking import resolve_tracking_uri, start_ui, stop_ui, ui_url, wait_until_up
+
+    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
+    process = start_ui(uri, host=host, port=port, workers=1)
+    url = ui_url(host, port)
+    try:
+        wait_until_up(url, 120, process)
+        if ready is not None:
+            ready(uri, url)
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_ui(process)

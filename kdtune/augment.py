@@ -187,7 +187,8 @@ def warp_maps(
     grid = heatmaps.shape[-1]
     if heatmaps.shape[1:] != (NUM_HEATMAPS, grid, grid) or pafs.shape[1:] != (NUM_PAFS, grid, grid):
         raise KdtuneError(
-            f"maps must be [B, 19, G, G] and [B, 38, G, G], got {list(heatmaps.shape)} and {list(pafs.shape)}"
+            "maps must be [B, 19, G, G] and [B, 38, G, G], "
+            f"got {list(heatmaps.shape)} and {list(pafs.shape)}"
         )
     if heatmaps.shape[0] != len(affine) or pafs.shape[0] != len(affine):
         raise KdtuneError(f"{heatmaps.shape[0]} sets of maps for {len(affine)} transforms")
@@ -270,6 +271,7 @@ def _check_square(images: torch.Tensor, affine: Affine, name: str) -> int:
     size = int(images.shape[-1])
     if size != affine.input_size or images.shape[0] != len(affine):
         raise KdtuneError(
-            f"{name} {list(images.shape)} do not match the affine ({len(affine)} samples of {affine.input_size} px)"
+            f"{name} {list(images.shape)} do not match the affine "
+            f"({len(affine)} samples of {affine.input_size} px)"
         )
     return size

@@ -173,7 +173,8 @@ class TeacherBank:
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
                 raise KdtuneError(
-                    f"teacher bank: {name}.npy in {self.root} is {arrays[name].shape}, expected {shape}"
+                    f"teacher bank: {name}.npy in {self.root} is {arrays[name].shape}, "
+                    f"expected {shape}"
                 )
         self.matrix = torch.from_numpy(np.array(arrays["matrix"]))
         self.flipped = torch.from_numpy(np.array(arrays["flipped"]))

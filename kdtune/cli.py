@@ -22,7 +22,9 @@ DATA_OPTION = click.option(
     "--data",
     default="synthetic",
     show_default=True,
-    help="'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and <split>2017/.",
+    help=(
+        "'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and <split>2017/."
+    ),
 )
 RESULTS_OPTION = click.option(
     "--results",
@@ -47,9 +49,9 @@ def cli() -> None:
 @cli.command()
 def models() -> None:
     """List the three architectures with their parameter counts."""
-    from kdtune.models import describe_models
+    from kdtune.api import list_models
 
-    for row in describe_models():
+    for row in list_models():
         click.echo(f"{row['name']:<8} {row['params']:>10,}  {row['role']}: {row['description']}")
 
 
@@ -65,7 +67,10 @@ def models() -> None:
     "--level",
     type=click.Choice(["teacher", "first", "second", "chain"]),
     default=None,
-    help="teacher, first (teacher→med), second (med→tiny) or chain (teacher→med→tiny).  [default: second]",
+    help=(
+        "teacher, first (teacher→med), second (med→tiny) or chain (teacher→med→tiny)."
+        "  [default: second]"
+    ),
 )
 @click.option(
     "--alpha", type=float, default=None, help="Ground-truth weight α in [0, 1] (β = 1 − α)."
@@ -100,7 +105,10 @@ def models() -> None:
     "--teacher-targets",
     type=click.Choice(["bank", "live", "warped"]),
     default=None,
-    help="Teacher maps per augmented view: bank (cached, exact; default), live (exact), warped (approximate).",
+    help=(
+        "Teacher maps per augmented view: bank (cached, exact; default), live (exact), "
+        "warped (approximate)."
+    ),
 )
 @click.option("--teacher-views", type=int, default=None, help="K: views per image in the bank.")
 @click.option("--teacher-bank", default=None, help="A teacher bank folder to use (checked to fit).")
@@ -158,7 +166,8 @@ def eval_(
     teacher_input_size: int | None,
     results: Path | None,
 ) -> None:
-    """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO keypoint AP."""
+    """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO
+    keypoint AP."""
     from kdtune.api import evaluate_checkpoint
 
     _echo_json(
@@ -214,11 +223,9 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
     """Write a synthetic COCO-format person-keypoints set (JPEGs + json), deterministic by seed."""
-    from kdtune.data.synth import write_synthetic
+    from kdtune.api import synthesize
 
-    if out.exists() and any(out.iterdir()):
-        raise KdtuneError(f"--out: {out} exists and is not empty; choose a new folder")
-    write_synthetic(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    synthesize(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     click.echo(f"wrote {n_train}/{n_val}/{n_test} train/val/test images to {out}")
 
 
@@ -247,7 +254,10 @@ TRACKING_OPTION = click.option(
     "--tracking-uri",
     default=None,
     envvar="MLFLOW_TRACKING_URI",
-    help="MLflow tracking store or server (default sqlite:///<results>/mlflow.db; env MLFLOW_TRACKING_URI).",
+    help=(
+        "MLflow tracking store or server (default sqlite:///<results>/mlflow.db; "
+        "env MLFLOW_TRACKING_URI)."
+    ),
 )
 
 
@@ -296,21 +306,16 @@ def search(
     )
     _print_search(outcome)
     if follow_guidance:
-        follow = api.guided_space(outcome)
-        if follow is None:
-            click.echo("the guidance recommends no new point: nothing to follow")
-            return
-        click.echo(f"following the guidance: {follow}")
-        _print_search(
-            api.search(
-                follow,
-                results=results,
-                address=address,
-                tracking_uri=tracking_uri,
-                progress=not no_progress,
-                log=click.echo,
-            )
+        followed = api.follow_guidance(
+            outcome,
+            results=results,
+            address=address,
+            tracking_uri=tracking_uri,
+            progress=not no_progress,
+            log=click.echo,
         )
+        if followed is not None:
+            _print_search(followed)
 
 
 def _print_search(outcome: Any) -> None:
@@ -373,16 +378,20 @@ def compare(
     tracking_uri: str | None,
 ) -> None:
     """Compare the trials of one or more searches, read back from MLflow."""
-    from kdtune.compare import compare_frame, plot_comparison, render
-    from kdtune.paths import results_dir
-    from kdtune.tracking import check_tracking, resolve_tracking_uri
+    from kdtune import api
 
-    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
-    check_tracking(uri)
-    frame = compare_frame(uri, list(searches) or None, sort_by=sort_by, ascending=ascending)
-    click.echo(render(frame, fmt))
-    if plot is not None:
-        click.echo(f"wrote {plot_comparison(frame, plot)}", err=fmt != "table")
+    comparison = api.compare(
+        list(searches),
+        fmt=fmt,
+        sort_by=sort_by,
+        ascending=ascending,
+        plot=plot,
+        results=results,
+        tracking_uri=tracking_uri,
+    )
+    click.echo(comparison.text)
+    if comparison.plot is not None:
+        click.echo(f"wrote {comparison.plot}", err=fmt != "table")
 
 
 @cli.command()
@@ -417,26 +426,28 @@ def export(
     results: Path | None,
     tracking_uri: str | None,
 ) -> None:
-    """Write the best configuration of a search for `kdtune train --config`, checked on held-out data."""
-    from kdtune.export import export_best
-    from kdtune.paths import results_dir
+    """Write the best configuration of a search for `kdtune train --config`, checked on
+    held-out data."""
+    from kdtune import api
 
-    payload = export_best(
+    payload = api.export(
         search_name,
         output,
-        results=results_dir(results),
-        tracking_uri=tracking_uri,
         holdout_split=None if no_holdout else holdout_split,
         samples=bootstrap,
+        results=results,
+        tracking_uri=tracking_uri,
         log=click.echo,
     )
     click.echo(
-        f"wrote {output}: {payload['train']['level']} level, schedule {payload['train']['schedule']}, validation {payload['validation']}"
+        f"wrote {output}: {payload['train']['level']} level, "
+        f"schedule {payload['train']['schedule']}, validation {payload['validation']}"
     )
     for name, figures in payload.get("holdout", {}).items():
         low, high = figures["ap_ci95"]
         click.echo(
-            f"held-out {figures['split']} AP, {name:<9} {figures['ap']:.3f}  95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']})"
+            f"held-out {figures['split']} AP, {name:<9} {figures['ap']:.3f}  "
+            f"95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']})"
         )
 
 
@@ -447,20 +458,15 @@ def export(
 @TRACKING_OPTION
 def ui(host: str, port: int, results: Path | None, tracking_uri: str | None) -> None:
     """Start the MLflow UI on the results store (one worker) and print its address."""
-    from kdtune.paths import results_dir
-    from kdtune.tracking import resolve_tracking_uri, start_ui, stop_ui, ui_url, wait_until_up
+    from kdtune import api
 
-    uri = resolve_tracking_uri(tracking_uri, results_dir(results))
-    process = start_ui(uri, host=host, port=port, workers=1)
-    url = ui_url(host, port)
-    try:
-        wait_until_up(url, 120, process)
-        click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)")
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_ui(process)
+    api.ui(
+        host=host,
+        port=port,
+        results=results,
+        tracking_uri=tracking_uri,
+        ready=lambda uri, url: click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

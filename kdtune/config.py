@@ -9,13 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kdtune.errors import KdtuneError
 
-Level = Literal["teacher", "first", "second", "chain"]
 LEVELS: tuple[str, ...] = ("teacher", "first", "second", "chain")
-ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 # Which net a level trains, and which net teaches it.
 STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
 TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
@@ -105,11 +103,13 @@ class TrainConfig:
         _positive_int("teacher_views", self.teacher_views)
         if self.teacher_input_size % self.stride:
             raise KdtuneError(
-                f"teacher_input_size: {self.teacher_input_size} must be a multiple of stride {self.stride}, or the teacher's maps do not fall on the student's grid"
+                f"teacher_input_size: {self.teacher_input_size} must be a multiple of stride "
+                f"{self.stride}, or the teacher's maps do not fall on the student's grid"
             )
         if self.teacher_targets not in TEACHER_TARGETS:
             raise KdtuneError(
-                f"teacher_targets: one of {', '.join(TEACHER_TARGETS)}, got {self.teacher_targets!r}"
+                f"teacher_targets: one of {', '.join(TEACHER_TARGETS)}, "
+                f"got {self.teacher_targets!r}"
             )
         for name in ("num_threads", "max_train_images", "max_val_images"):
             if getattr(self, name) is not None:
@@ -118,7 +118,8 @@ class TrainConfig:
             raise KdtuneError(f"lr: must be a positive number, got {self.lr!r}")
         if self.input_size % self.stride or self.input_size < 4 * self.stride:
             raise KdtuneError(
-                f"input_size: {self.input_size} must be a multiple of stride {self.stride} and at least {4 * self.stride}"
+                f"input_size: {self.input_size} must be a multiple of stride {self.stride} "
+                f"and at least {4 * self.stride}"
             )
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise KdtuneError(f"sigma: must be positive, got {self.sigma!r}")

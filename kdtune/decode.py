@@ -202,7 +202,8 @@ def _parabola_offset(
 
 
 def _thin_peaks(peaks: Peaks, min_distance: float, max_peaks: int) -> Peaks:
-    """Sort by (image, joint, -score); drop peaks near a stronger one; keep the best ``max_peaks``."""
+    """Sort by (image, joint, -score); drop peaks near a stronger one; keep the best
+    ``max_peaks``."""
     order = np.lexsort((-peaks.score, peaks.joint, peaks.image))
     image, joint = peaks.image[order], peaks.joint[order]
     xy, score = peaks.xy[order], peaks.score[order]

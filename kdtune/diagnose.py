@@ -8,13 +8,16 @@ label              what it looks like                            next β schedul
 =================  ============================================  ===================================
 diverged           a loss is NaN/inf, or rose ×10 over its        none: lower the learning rate
                    earlier minimum
-overfitting        low training loss, and validation loss        more distillation: α − 0.05, α − 0.10
-                   rising from its minimum or far above train    (0.25/0.75 → 0.2/0.8, 0.15/0.85)
-underfitting       high training loss and poor AP                more ground truth: α + 0.05, α + 0.15
+overfitting        low training loss, and validation loss        more distillation:
+                   rising from its minimum or far above train    α − 0.05, α − 0.10
+                                                                 (0.25/0.75 → 0.2/0.8, 0.15/0.85)
+underfitting       high training loss and poor AP                more ground truth:
+                                                                 α + 0.05, α + 0.15
                                                                  (0.25/0.75 → 0.3/0.7, 0.4/0.6)
 slow_convergence   training loss still falling steeply at the    high distillation early:
                    last evaluation                               ``linear:0.9:β``, ``cosine:0.9:β``
-plateau            AP flat over the last evaluations             ``linear:0.9:0.5``, ``cosine:0.9:0.5``
+plateau            AP flat over the last evaluations             ``linear:0.9:0.5``,
+                                                                 ``cosine:0.9:0.5``
 healthy            none of the above (or too few evaluations)    none
 =================  ============================================  ===================================
 
@@ -22,6 +25,10 @@ The first label whose test passes, in that order, wins: a diverged run's other c
 nothing; overfitting is tested before underfitting because its "low training loss" excludes
 underfitting's "high training loss" anyway, and a named symptom outranks the milder slow
 convergence and plateau. "healthy" means no symptom was found, not that the trial is good.
+
+In code the table is :data:`GUIDANCE`: one :class:`DiagnosisKind` per row, in that order, with
+the row's test, recommendation, moves and the direction the search report counts it toward.
+A new diagnosis is one more row there, with its test function beside the others.
 
 For an adaptive schedule the "current" α is 1 − (the schedule's mean β over training). Next
 ratios are clamped to [0, 1], rounded to 0.05, deduplicated, and never the current schedule.
@@ -38,23 +45,14 @@ import functools
 import math
 import numbers
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kdtune.errors import KdtuneError
+from kdtune.results import COMPLETE, STATES, TrialRecord
 from kdtune.schedules import BetaSchedule, parse_schedule
 
-# Labels in priority order: the first whose test passes wins.
-LABELS: tuple[str, ...] = (
-    "diverged",
-    "overfitting",
-    "underfitting",
-    "slow_convergence",
-    "plateau",
-    "healthy",
-)
-STATES: tuple[str, ...] = ("complete", "pruned", "failed", "running")
 LOSS_KEYS: tuple[str, ...] = ("train/loss", "train/student_loss", "train/distill_loss", "val/loss")
 
 # The guidance's moves, in α (ground-truth weight).
@@ -63,6 +61,12 @@ OVERFIT_ALPHA_MOVES: tuple[float, ...] = (-0.05, -0.10)
 EARLY_BETA = 0.9  # "start with distillation weight 0.9"
 PLATEAU_SCHEDULES: tuple[str, ...] = ("linear:0.9:0.5", "cosine:0.9:0.5")
 GRID = 0.05  # next ratios are rounded to this step
+
+# Which way a diagnosis's moves push the search, and when the best trial agrees with it.
+MORE_DISTILLATION = "more_distillation"  # its mean β is above the median trial's
+MORE_GROUND_TRUTH = "more_ground_truth"  # its mean β is below the median trial's
+ADAPTIVE = "adaptive"  # its schedule starts with more distillation than it ends with
+DIRECTIONS: tuple[str, ...] = (MORE_DISTILLATION, MORE_GROUND_TRUTH, ADAPTIVE)
 
 
 # ---------------------------------------------------------------------------- thresholds
@@ -233,7 +237,7 @@ def diagnose(
     *,
     level: str,
     max_epochs: int | None = None,
-    state: str = "complete",
+    state: str = COMPLETE,
     best_ap_in_search: float | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> Diagnosis:
@@ -250,18 +254,18 @@ def diagnose(
     rows = _rows(history)
     m = _measure(rows, sched, thresholds)
     ap_ref = _ap_reference(best_ap_in_search)
-    label, reason = _classify(m, thresholds, ap_ref)
+    kind, reason = _classify(m, thresholds, ap_ref)
     reason += _budget_note(m, max_epochs, state)
+    rec = kind.recommend(sched)
     if level == "teacher":
         moves: list[str] = []
-        rec = "no distillation weighting at the teacher level; " + _RECOMMEND[label](sched, m)
+        rec = "no distillation weighting at the teacher level; " + rec
     else:
-        moves = next_schedules(label, sched)
-        rec = _RECOMMEND[label](sched, m)
-        if label in ("overfitting", "underfitting", "slow_convergence") and not moves:
+        moves = next_schedules(kind.label, sched)
+        if kind.moves is not None and not moves:
             rec += " (already at the end of the range: no ratio move left)"
     evidence = _evidence(m, sched, max_epochs, best_ap_in_search)
-    return Diagnosis(label, reason, rec, moves, evidence)
+    return Diagnosis(kind.label, reason, rec, moves, evidence)
 
 
 def _check_args(level: Any, max_epochs: Any, state: Any) -> None:
@@ -348,7 +352,10 @@ def _find_explosion(
         low = math.inf
         for i, v in _finite(rows, key):
             if 0 < low < math.inf and v > factor * low:
-                return f"{key} rose to {v:.4g} at {_where(rows, i)}, {v / low:.3g}× its earlier minimum {low:.4g}"
+                return (
+                    f"{key} rose to {v:.4g} at {_where(rows, i)}, "
+                    f"{v / low:.3g}× its earlier minimum {low:.4g}"
+                )
             low = min(low, v)
     return None
 
@@ -409,15 +416,58 @@ def _where(rows: list[dict[str, float | None]], i: int) -> str:
     return f"evaluation {i + 1}"
 
 
-# ---------------------------------------------------------------------------- classifying
+# ---------------------------------------------------------------------------- the guidance table
+
+# A row's test: the curves' measures, the thresholds and the search's best AP (None when
+# unknown) → why the label applies, citing numbers, or None when it does not.
+Test = Callable[[_Measures, Thresholds, float | None], str | None]
+# A row's moves: the trial's current α → the β schedule specs to try next.
+Moves = Callable[[float], list[str]]
 
 
-def _classify(m: _Measures, th: Thresholds, ap_ref: float | None) -> tuple[str, str]:
-    for label, test in _TESTS:
-        reason = test(m, th, ap_ref)
-        if reason:
-            return label, reason
-    return "healthy", _healthy_reason(m)
+@dataclass(frozen=True)
+class DiagnosisKind:
+    """One row of the guidance table: a label and everything the guidance says about it.
+
+    - ``label``: the name a :class:`Diagnosis` carries.
+    - ``test``: what it looks like (see :data:`Test`).
+    - ``recommendation``: what to do, in words; ``{ratio}`` stands for the trial's α/β.
+    - ``moves``: the next β schedules from the trial's current α, before they are clamped,
+      rounded and deduplicated; None where the guidance has no ratio move.
+    - ``direction``: which of :data:`DIRECTIONS` the moves push the search, the one the
+      search report counts the label toward; None exactly when ``moves`` is None.
+    - ``symptom``: the label in the search report's words.
+
+    A row that misses one of them fails here, when the module is imported.
+    """
+
+    label: str
+    test: Test
+    recommendation: str
+    moves: Moves | None
+    direction: str | None
+    symptom: str
+
+    def __post_init__(self) -> None:
+        where = f"diagnosis {self.label!r}"
+        if not self.label.isidentifier() or self.label != self.label.lower():
+            raise ValueError(f"{where}: the label must be a lower_case name")
+        if not self.recommendation or not self.symptom:
+            raise ValueError(f"{where}: needs a recommendation and a symptom")
+        if self.direction is not None and self.direction not in DIRECTIONS:
+            raise ValueError(f"{where}: direction {self.direction!r} is none of {DIRECTIONS}")
+        if (self.moves is None) != (self.direction is None):
+            raise ValueError(f"{where}: moves and a direction go together (both or neither)")
+        try:
+            self.recommendation.format(ratio="")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"{where}: the recommendation's only placeholder is {{ratio}}"
+            ) from None
+
+    def recommend(self, sched: BetaSchedule) -> str:
+        """The recommendation for a trial run at ``sched``."""
+        return self.recommendation.format(ratio=_ratio(sched))
 
 
 def _test_diverged(m: _Measures, th: Thresholds, ap_ref: float | None) -> str | None:
@@ -431,7 +481,10 @@ def _loss_is_low(m: _Measures, th: Thresholds) -> bool:
 def _test_overfitting(m: _Measures, th: Thresholds, ap_ref: float | None) -> str | None:
     if not _loss_is_low(m, th):
         return None
-    low = f"{m.trend_key} fell to {m.loss_ratio:.0%} of its start ({m.loss_first:.4g} → {m.loss_last:.4g})"
+    low = (
+        f"{m.trend_key} fell to {m.loss_ratio:.0%} of its start "
+        f"({m.loss_first:.4g} → {m.loss_last:.4g})"
+    )
     rising = m.val_rise is not None and m.val_rise > th.overfit_rise and m.train_fell_after_val_min
     if rising:
         return (
@@ -450,14 +503,18 @@ def _test_underfitting(m: _Measures, th: Thresholds, ap_ref: float | None) -> st
     if m.loss_ratio is None or m.loss_ratio <= th.underfit_loss_ratio:
         return None
     high = (
-        f"{m.trend_key} still {m.loss_ratio:.0%} of its start ({m.loss_first:.4g} → {m.loss_last:.4g}; "
+        f"{m.trend_key} still {m.loss_ratio:.0%} of its start "
+        f"({m.loss_first:.4g} → {m.loss_last:.4g}; "
         f"high: above {th.underfit_loss_ratio:.0%})"
     )
     if m.ap_best is None:
         return f"{high}; no val/ap reported"
     if ap_ref is not None:
         if m.ap_best < th.underfit_ap * ap_ref:
-            return f"{high}, and best val/ap {m.ap_best:.3f} < {th.underfit_ap:g} × the search's best {ap_ref:.3f}"
+            return (
+                f"{high}, and best val/ap {m.ap_best:.3f} < "
+                f"{th.underfit_ap:g} × the search's best {ap_ref:.3f}"
+            )
         return None
     if m.ap_best < th.underfit_ap_abs:
         return f"{high}, and best val/ap {m.ap_best:.3f} < {th.underfit_ap_abs:g}"
@@ -482,7 +539,8 @@ def _test_plateau(m: _Measures, th: Thresholds, ap_ref: float | None) -> str | N
     )
 
 
-def _healthy_reason(m: _Measures) -> str:
+def _test_healthy(m: _Measures, th: Thresholds, ap_ref: float | None) -> str:
+    """Always passes: the table's last row."""
     if m.loss_ratio is None and m.ap_best is None:
         return f"too few evaluations to judge ({m.n}); no symptom found"
     parts = []
@@ -493,17 +551,114 @@ def _healthy_reason(m: _Measures) -> str:
     return "no symptom: " + ", ".join(parts)
 
 
-_TESTS = (
-    ("diverged", _test_diverged),
-    ("overfitting", _test_overfitting),
-    ("underfitting", _test_underfitting),
-    ("slow_convergence", _test_slow),
-    ("plateau", _test_plateau),
+def _alpha_moves(deltas: tuple[float, ...]) -> Moves:
+    """Fixed ratios at the current α plus each of ``deltas``."""
+
+    def moves(alpha: float) -> list[str]:
+        return [_fixed(alpha + d) for d in deltas]
+
+    return moves
+
+
+def _early_distillation(alpha: float) -> list[str]:
+    """β from EARLY_BETA (or 0.1 above the current β) down to the current β."""
+    end = _snap(1.0 - alpha)
+    start = max(EARLY_BETA, _snap(end + 0.1))
+    if start <= end:
+        return []
+    return [parse_schedule(f"{shape}:{start:g}:{end:g}").spec for shape in ("linear", "cosine")]
+
+
+def _schedules(specs: tuple[str, ...]) -> Moves:
+    """The same schedules whatever the current α."""
+    return lambda alpha: list(specs)
+
+
+# The guidance table, in priority order: the first row whose test passes wins; the last row,
+# healthy, always passes.
+GUIDANCE: tuple[DiagnosisKind, ...] = (
+    DiagnosisKind(
+        label="diverged",
+        test=_test_diverged,
+        recommendation=(
+            "lower the learning rate (÷3) or add warm-up/gradient clipping and rerun this "
+            "weighting; the guidance has no ratio move for a diverged run"
+        ),
+        moves=None,
+        direction=None,
+        symptom="divergence",
+    ),
+    DiagnosisKind(
+        label="overfitting",
+        test=_test_overfitting,
+        recommendation="raise the distillation weight from {ratio}",
+        moves=_alpha_moves(OVERFIT_ALPHA_MOVES),
+        direction=MORE_DISTILLATION,
+        symptom="overfitting",
+    ),
+    DiagnosisKind(
+        label="underfitting",
+        test=_test_underfitting,
+        recommendation="raise the student (ground-truth) weight from {ratio}",
+        moves=_alpha_moves(UNDERFIT_ALPHA_MOVES),
+        direction=MORE_GROUND_TRUTH,
+        symptom="underfitting",
+    ),
+    DiagnosisKind(
+        label="slow_convergence",
+        test=_test_slow,
+        recommendation=(
+            "more distillation early (adaptive β from 0.9 to the current β) with a "
+            "learning-rate schedule, or a longer budget"
+        ),
+        moves=_early_distillation,
+        direction=ADAPTIVE,
+        symptom="slow convergence",
+    ),
+    DiagnosisKind(
+        label="plateau",
+        test=_test_plateau,
+        recommendation=(
+            "an adaptive ratio: start with high distillation (β 0.9), end balanced (β 0.5)"
+        ),
+        moves=_schedules(PLATEAU_SCHEDULES),
+        direction=ADAPTIVE,
+        symptom="plateau",
+    ),
+    DiagnosisKind(
+        label="healthy",
+        test=_test_healthy,
+        recommendation="no move indicated by the guidance",
+        moves=None,
+        direction=None,
+        symptom="no symptom",
+    ),
 )
 
 
+def _labels(kinds: Sequence[DiagnosisKind]) -> tuple[str, ...]:
+    labels = tuple(kind.label for kind in kinds)
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ValueError(f"diagnosis {label!r} is in the guidance table twice")
+    return labels
+
+
+# Labels in priority order: the first whose test passes wins.
+LABELS: tuple[str, ...] = _labels(GUIDANCE)
+_BY_LABEL: dict[str, DiagnosisKind] = {kind.label: kind for kind in GUIDANCE}
+
+
+def _classify(m: _Measures, th: Thresholds, ap_ref: float | None) -> tuple[DiagnosisKind, str]:
+    for kind in GUIDANCE:
+        reason = kind.test(m, th, ap_ref)
+        if reason:
+            return kind, reason
+    raise AssertionError("the guidance table's last row must always pass")
+
+
 def _budget_note(m: _Measures, max_epochs: int | None, state: str) -> str:
-    if state == "complete":
+    if state == COMPLETE:
         return ""
     at = f" at epoch {m.last_epoch:g}" if m.last_epoch is not None else ""
     of = f" of {max_epochs}" if max_epochs is not None and at else ""
@@ -530,18 +685,11 @@ def next_schedules(label: str, schedule: str | BetaSchedule) -> list[str]:
     if label not in LABELS:
         raise KdtuneError(f"label: unknown diagnosis {label!r} (choose from {', '.join(LABELS)})")
     sched = parse_schedule(schedule) if isinstance(schedule, str) else schedule
+    moves = _BY_LABEL[label].moves
+    if moves is None:
+        return []
     alpha = 1.0 - mean_beta(sched)
-    if label == "underfitting":
-        specs = [_fixed(alpha + d) for d in UNDERFIT_ALPHA_MOVES]
-    elif label == "overfitting":
-        specs = [_fixed(alpha + d) for d in OVERFIT_ALPHA_MOVES]
-    elif label == "slow_convergence":
-        specs = _early_distillation(1.0 - alpha)
-    elif label == "plateau":
-        specs = list(PLATEAU_SCHEDULES)
-    else:
-        specs = []
-    return _distinct(specs, exclude=sched.spec)
+    return _distinct(moves(alpha), exclude=sched.spec)
 
 
 def _snap(x: float) -> float:
@@ -551,14 +699,6 @@ def _snap(x: float) -> float:
 
 def _fixed(alpha: float) -> str:
     return parse_schedule(f"fixed:{_snap(1.0 - _snap(alpha)):g}").spec
-
-
-def _early_distillation(beta: float) -> list[str]:
-    end = _snap(beta)
-    start = max(EARLY_BETA, _snap(end + 0.1))
-    if start <= end:
-        return []
-    return [parse_schedule(f"{shape}:{start:g}:{end:g}").spec for shape in ("linear", "cosine")]
 
 
 def _distinct(specs: Sequence[str], exclude: str | Sequence[str] = ()) -> list[str]:
@@ -581,24 +721,6 @@ def _ratio(sched: BetaSchedule) -> str:
     beta = mean_beta(sched)
     where = "" if sched.shape == "fixed" else f"mean of {sched.spec}, "
     return f"α/β {1 - beta:.3g}/{beta:.3g} ({where}α = ground-truth weight)"
-
-
-_RECOMMEND = {
-    "diverged": lambda s, m: (
-        "lower the learning rate (÷3) or add warm-up/gradient clipping and rerun this weighting; "
-        "the guidance has no ratio move for a diverged run"
-    ),
-    "overfitting": lambda s, m: f"raise the distillation weight from {_ratio(s)}",
-    "underfitting": lambda s, m: f"raise the student (ground-truth) weight from {_ratio(s)}",
-    "slow_convergence": lambda s, m: (
-        "more distillation early (adaptive β from 0.9 to the current β) with a learning-rate "
-        "schedule, or a longer budget"
-    ),
-    "plateau": lambda s, m: (
-        "an adaptive ratio: start with high distillation (β 0.9), end balanced (β 0.5)"
-    ),
-    "healthy": lambda s, m: "no move indicated by the guidance",
-}
 
 
 def _evidence(
@@ -628,14 +750,6 @@ def _evidence(
 
 
 # ---------------------------------------------------------------------------- search report
-
-# Which way each label moves β: the guidance's direction for the search as a whole.
-_DIRECTION = {
-    "overfitting": "more_distillation",
-    "underfitting": "more_ground_truth",
-    "slow_convergence": "adaptive",
-    "plateau": "adaptive",
-}
 
 
 @dataclass
@@ -675,7 +789,8 @@ class SearchReport:
             label = self.best.diagnosis.label if self.best.diagnosis else "not diagnosed"
             lines.append(
                 f"best: trial {self.best.trial_id}, {self.best.schedule} "
-                f"(mean β {mean_beta(self.best.schedule):.3g}), val/ap {self.best.best_ap:.3f}, {label}"
+                f"(mean β {mean_beta(self.best.schedule):.3g}), "
+                f"val/ap {self.best.best_ap:.3f}, {label}"
             )
         else:
             lines.append("best: no completed trial with a validation AP")
@@ -696,13 +811,12 @@ def _summary_dict(t: TrialSummary) -> dict[str, Any]:
 def search_report(trials: Sequence[TrialSummary], *, dominance: float = 0.5) -> SearchReport:
     """Summarise a search's diagnoses.
 
-    A direction of the guidance (``more_distillation`` from overfitting, ``more_ground_truth``
-    from underfitting, ``adaptive`` from slow convergence and plateau) *dominates* when its
-    trials make up at least ``dominance`` of the diagnosed trials and outnumber each other
-    direction's. Then the best completed trial agrees if its mean β is above the median
-    trial's (more distillation), below it (more ground truth), or its schedule starts with
-    more distillation than it ends with (adaptive). ``next_points`` leaves out schedules the
-    search already ran.
+    A direction of the guidance (one of :data:`DIRECTIONS`; a trial counts toward its
+    diagnosis's ``direction`` in :data:`GUIDANCE`) *dominates* when its trials make up at least
+    ``dominance`` of the diagnosed trials and outnumber each other direction's. Then the best
+    completed trial agrees if its mean β is above the median trial's (more distillation), below
+    it (more ground truth), or its schedule starts with more distillation than it ends with
+    (adaptive). ``next_points`` leaves out schedules the search already ran.
     """
     if not 0 < dominance <= 1:
         raise KdtuneError(f"dominance: must be in (0, 1], got {dominance!r}")
@@ -732,14 +846,15 @@ def _ap(t: TrialSummary) -> float:
 
 
 def _best(trials: Sequence[TrialSummary]) -> TrialSummary | None:
-    done = [t for t in trials if t.state == "complete" and _ap(t) > -math.inf]
+    done = [t for t in trials if t.state == COMPLETE and _ap(t) > -math.inf]
     return max(done, key=_ap) if done else None
 
 
 def _dominant(counts: dict[str, int], n: int, dominance: float) -> str | None:
-    votes: dict[str, int] = {}
-    for label, direction in _DIRECTION.items():
-        votes[direction] = votes.get(direction, 0) + counts[label]
+    votes = dict.fromkeys(DIRECTIONS, 0)
+    for kind in GUIDANCE:
+        if kind.direction is not None:
+            votes[kind.direction] += counts[kind.label]
     ranked = sorted(votes.items(), key=lambda kv: -kv[1])
     top, n_top = ranked[0]
     if n == 0 or n_top < dominance * n or n_top == ranked[1][1]:
@@ -755,29 +870,23 @@ def _agreement(
 ) -> tuple[bool | None, str]:
     if direction is None:
         return None, "no single direction of the guidance dominates the diagnoses"
-    symptom = {
-        "more_distillation": "overfitting",
-        "more_ground_truth": "underfitting",
-        "adaptive": "slow convergence or plateau",
-    }[direction]
-    n = (
-        counts["slow_convergence"] + counts["plateau"]
-        if direction == "adaptive"
-        else counts[symptom]
-    )
+    kinds = [kind for kind in GUIDANCE if kind.direction == direction]
+    n = sum(counts[kind.label] for kind in kinds)
+    symptom = " or ".join(kind.symptom for kind in kinds)
     head = f"{n} trials show {symptom}, so the guidance says {direction.replace('_', ' ')}"
     if best is None:
         return None, f"{head}; no completed trial to compare"
     sched = parse_schedule(best.schedule)
-    if direction == "adaptive":
+    if direction == ADAPTIVE:
         ok = sched.beta_start > sched.beta_end
         return (
             ok,
-            f"{head}; the best trial's {sched.spec} {'is' if ok else 'is not'} high-distillation-first",
+            f"{head}; the best trial's {sched.spec} "
+            f"{'is' if ok else 'is not'} high-distillation-first",
         )
     beta = mean_beta(sched)
     median = statistics.median(mean_beta(t.schedule) for t in trials)
-    ok = beta > median if direction == "more_distillation" else beta < median
+    ok = beta > median if direction == MORE_DISTILLATION else beta < median
     side = "above" if beta > median else "below" if beta < median else "at"
     return (
         ok,
@@ -789,3 +898,23 @@ def _next_points(trials: Sequence[TrialSummary]) -> list[str]:
     ranked = sorted(trials, key=_ap, reverse=True)
     moves = [s for t in ranked if t.diagnosis for s in t.diagnosis.next_schedules]
     return _distinct(moves, exclude=[t.schedule for t in trials])
+
+
+def diagnose_trial(
+    record: TrialRecord,
+    best_ap_in_search: float | None = None,
+    thresholds: Thresholds | None = None,
+) -> Diagnosis:
+    """Diagnose a search's trial from its record (a chain is judged by its second level, the
+    one that reports)."""
+    cfg = record.config
+    epochs = cfg.get("epochs")
+    return diagnose(
+        record.history,
+        record.reported_schedule,
+        level=str(cfg.get("level", "second")),
+        max_epochs=epochs if isinstance(epochs, int) and epochs > 0 else None,
+        state=record.state,
+        best_ap_in_search=best_ap_in_search,
+        thresholds=thresholds or DEFAULT_THRESHOLDS,
+    )

@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class KdtuneError(Exception):
     """Bad input from the user: a missing path, a malformed file, an out-of-range value."""
+
+
+class TrialDiverged(RuntimeError):
+    """A trial's loss became NaN or infinite: it cannot go on. Raised by the trial
+    (``kdtune.train``), caught by its type where trials run (``kdtune.tune``)."""

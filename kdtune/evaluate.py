@@ -136,7 +136,8 @@ def evaluate_predictions(
     stride: int,
     **decode_options: Any,
 ) -> dict[str, float]:
-    """Decode maps of every image of ``poseset`` (in order) and evaluate them against its COCO file."""
+    """Decode maps of every image of ``poseset`` (in order) and evaluate them against its
+    COCO file."""
     from kdtune.decode import decode_batch
 
     if heatmaps.shape[0] != len(poseset) or pafs.shape[0] != len(poseset):
@@ -236,7 +237,8 @@ def ceiling(
     batch_size: int = 256,
     **decode_options: Any,
 ) -> dict[str, float]:
-    """AP of the decoded ground-truth targets: the best any net can reach at this size and stride."""
+    """AP of the decoded ground-truth targets: the best any net can reach at this size and
+    stride."""
     from kdtune.decode import decode_batch
     from kdtune.targets import make_targets
 

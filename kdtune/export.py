@@ -20,15 +20,13 @@ import yaml
 
 from kdtune.config import REFERENCE_ALPHA, TrainConfig, alpha_to_schedule
 from kdtune.errors import KdtuneError
-from kdtune.results import SearchResult, TrialRecord
-
-SEARCH_JSON = "search.json"
+from kdtune.results import SEARCH_FILE, SearchResult, TrialRecord
 
 
 def load_search(results: Path, name: str | None) -> SearchResult:
     """The search ``name`` under ``results`` (the only one there when ``name`` is None)."""
     known = (
-        sorted(p.parent.name for p in results.glob(f"*/{SEARCH_JSON}")) if results.is_dir() else []
+        sorted(p.parent.name for p in results.glob(f"*/{SEARCH_FILE}")) if results.is_dir() else []
     )
     if name is None:
         if len(known) != 1:
@@ -37,7 +35,7 @@ def load_search(results: Path, name: str | None) -> SearchResult:
                 f"search: name one of the searches under {results} (found: {listing})"
             )
         name = known[0]
-    path = results / name / SEARCH_JSON
+    path = results / name / SEARCH_FILE
     if not path.is_file():
         listing = ", ".join(known) or "none"
         raise KdtuneError(f"search: unknown search {name!r} under {results} (known: {listing})")
@@ -63,7 +61,8 @@ def best_trial(result: SearchResult) -> TrialRecord:
     if best is None:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
         raise KdtuneError(
-            f"search {result.name!r} has no completed trial with a {result.metric} value ({counts or 'no trials'}); nothing to export"
+            f"search {result.name!r} has no completed trial with a {result.metric} value "
+            f"({counts or 'no trials'}); nothing to export"
         )
     return best
 

@@ -66,9 +66,3 @@ def kd_loss(
     distill = _stages_l2(student, teacher_heat.detach(), teacher_paf.detach(), mask)
     total = distill if alpha == 0.0 else alpha * gt_term + (1.0 - alpha) * distill
     return {"student": gt_term, "distill": distill, "total": total}
-
-
-def describe_loss(alpha: float) -> str:
-    """The loss as one line, e.g. ``'L = 0.25*student + 0.75*distill'``."""
-    beta = round(1.0 - alpha, 10)
-    return f"L = {alpha:g}*student + {beta:g}*distill"

@@ -28,12 +28,13 @@ from kdtune.skeleton import NUM_HEATMAPS, NUM_PAFS
 
 Stage = tuple[torch.Tensor, torch.Tensor]
 
-STRIDE = 8
 ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 ARCH_INFO: dict[str, dict[str, str]] = {
     "teacher": {
         "role": "teacher of the first level",
-        "description": "Lightweight OpenPose: MobileNet-v1 backbone, CPM, initial + 1 refinement stage",
+        "description": (
+            "Lightweight OpenPose: MobileNet-v1 backbone, CPM, initial + 1 refinement stage"
+        ),
     },
     "med": {
         "role": "student of the first level, teacher of the second",
@@ -107,7 +108,8 @@ def _head(cin: int, hidden: int, cout: int, hidden_bias: bool = True) -> nn.Sequ
 
 
 class Cpm(nn.Module):
-    """Align to ``cout`` channels, a residual trunk of 3 depthwise-separable ELU convs, a 3x3 conv."""
+    """Align to ``cout`` channels, a residual trunk of 3 depthwise-separable ELU convs, a
+    3x3 conv."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -279,7 +281,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe_models() -> list[dict[str, Any]]:
-    """One row per arch: ``name``, ``params`` (counted on a fresh net), ``role``, ``description``."""
+    """One row per arch: ``name``, ``params`` (counted on a fresh net), ``role``,
+    ``description``."""
     return [
         {"name": arch, "params": count_parameters(build_model(arch)), **ARCH_INFO[arch]}
         for arch in ARCHS

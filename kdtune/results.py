@@ -13,6 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The files of a search under <results>/<name>/, one name each.
+SEARCH_FILE = "search.json"  # the SearchResult: every trial and its curves
+STUDY_FILE = "optuna.db"  # the Optuna study (SQLite)
+SPACE_COPY = "space.yaml"  # the space file the search started with (checked on resume)
+RAY_FOLDER = "ray"  # the Ray Tune experiment: trial folders and checkpoints
+NEXT_POINTS_FILE = "next_points.yaml"  # the guidance's next points as a ready grid search
+
 # Trial states, one vocabulary for the summary table, MLflow tags and compare.
 COMPLETE, PRUNED, FAILED, RUNNING = "complete", "pruned", "failed", "running"
 STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAILED, RUNNING)
@@ -37,6 +44,13 @@ class TrialRecord:
         if not values:
             return None
         return max(values) if mode == "max" else min(values)
+
+    @property
+    def reported_schedule(self) -> str:
+        """The β schedule whose student reports this trial's metrics: a chain reports its
+        second level."""
+        key = "schedule_second" if self.config.get("level") == "chain" else "schedule"
+        return str(self.config.get(key, "fixed:0.75"))
 
     @property
     def epochs_run(self) -> int:

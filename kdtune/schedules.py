@@ -13,11 +13,50 @@ A schedule is written as a short spec, the same in YAML, on the command line and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdtune.errors import KdtuneError
 
-SHAPES: tuple[str, ...] = ("fixed", "linear", "cosine", "step")
+Curve = Callable[[float, float, float, float], float]  # (q, start, end, at) -> β
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape of β schedule, everything about it in one record.
+
+    ``curve(q, start, end, at)`` is β at progress ``q`` in [0, 1] after any warm-up;
+    ``options`` are the spec options it takes besides ``warmup`` (``step`` also takes ``at``),
+    which are also its extra search-space dimensions and MLflow params; ``adaptive`` shapes are
+    the ones a search space's ``adaptive`` block may list (``fixed`` has its own block).
+    """
+
+    name: str
+    curve: Curve
+    options: tuple[str, ...] = ()
+    adaptive: bool = True
+
+
+def _cosine(q: float, start: float, end: float, _at: float) -> float:
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * q))
+
+
+SHAPE_TABLE: tuple[Shape, ...] = (
+    Shape("fixed", lambda _q, start, _end, _at: start, adaptive=False),
+    Shape("linear", lambda q, start, end, _at: start + (end - start) * q),
+    Shape("cosine", _cosine),
+    Shape("step", lambda q, start, end, at: start if q < at else end, options=("at",)),
+)
+SHAPE_BY_NAME: dict[str, Shape] = {shape.name: shape for shape in SHAPE_TABLE}
+SHAPES: tuple[str, ...] = tuple(SHAPE_BY_NAME)
+ADAPTIVE_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_TABLE if s.adaptive)
+# Every shape-specific option, in table order (``warmup`` belongs to every shape).
+SHAPE_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(o for s in SHAPE_TABLE for o in s.options))
+
+
+def shapes_taking(option: str) -> tuple[str, ...]:
+    """The shapes whose specs take ``option`` (``("step",)`` for ``at``)."""
+    return tuple(s.name for s in SHAPE_TABLE if option in s.options)
 
 
 @dataclass(frozen=True)
@@ -33,13 +72,7 @@ class BetaSchedule:
         if self.shape == "fixed" or p < self.warmup:
             return self.beta_start
         q = (p - self.warmup) / (1.0 - self.warmup) if self.warmup < 1.0 else 1.0
-        if self.shape == "linear":
-            return self.beta_start + (self.beta_end - self.beta_start) * q
-        if self.shape == "cosine":
-            return self.beta_end + (self.beta_start - self.beta_end) * 0.5 * (
-                1 + math.cos(math.pi * q)
-            )
-        return self.beta_start if q < self.at else self.beta_end  # step
+        return SHAPE_BY_NAME[self.shape].curve(q, self.beta_start, self.beta_end, self.at)
 
     @property
     def alpha(self) -> float | None:
@@ -47,16 +80,42 @@ class BetaSchedule:
         return round(1.0 - self.beta_start, 10) if self.shape == "fixed" else None
 
     @property
+    def options(self) -> dict[str, float]:
+        """The shape's own options with their values (``{"at": 0.5}`` for a step)."""
+        return {name: float(getattr(self, name)) for name in SHAPE_BY_NAME[self.shape].options}
+
+    @property
     def spec(self) -> str:
         if self.shape == "fixed":
             return f"fixed:{self.beta_start:g}"
-        opts = []
-        if self.warmup:
-            opts.append(f"warmup={self.warmup:g}")
-        if self.shape == "step":
-            opts.append(f"at={self.at:g}")
+        opts = [f"warmup={self.warmup:g}"] if self.warmup else []
+        opts += [f"{name}={value:g}" for name, value in self.options.items()]
         tail = ("," + ",".join(opts)) if opts else ""
         return f"{self.shape}:{self.beta_start:g}:{self.beta_end:g}{tail}"
+
+    def params(self) -> dict[str, float | str]:
+        """The schedule as flat parameters (what MLflow logs): shape and α, β for a fixed
+        schedule; shape, β start and end, warm-up and the shape's options otherwise."""
+        if self.shape == "fixed":
+            return {
+                "shape": "fixed",
+                "alpha": round(1.0 - self.beta_start, 10),
+                "beta": self.beta_start,
+            }
+        return {
+            "shape": self.shape,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "warmup": self.warmup,
+            **self.options,
+        }
+
+    @staticmethod
+    def option_default(name: str) -> float:
+        """The value a shape option takes when a spec leaves it out."""
+        default = BetaSchedule.__dataclass_fields__[name].default
+        assert isinstance(default, float), name
+        return default
 
     def describe(self) -> str:
         """A human-readable loss weighting, e.g. ``L = 0.25*student + 0.75*distill``."""
@@ -87,13 +146,17 @@ def parse_schedule(spec: str) -> BetaSchedule:
         for item in opts_text.split(","):
             key, eq, val = item.partition("=")
             key = key.strip()
-            if not eq or key not in ("warmup", "at"):
+            known = ("warmup", *SHAPE_OPTIONS)
+            if not eq or key not in known:
                 raise KdtuneError(
-                    f"schedule: unknown option {item.strip()!r} in {spec!r} (warmup=, at=)"
+                    f"schedule: unknown option {item.strip()!r} in {spec!r} "
+                    f"({', '.join(k + '=' for k in known)})"
                 )
-            if key == "at" and shape != "step":
+            if key != "warmup" and key not in SHAPE_BY_NAME[shape].options:
+                owners = shapes_taking(key)
                 raise KdtuneError(
-                    f"schedule: option 'at' applies to step schedules only, in {spec!r}"
+                    f"schedule: option {key!r} applies to {'/'.join(owners)} schedules only, "
+                    f"in {spec!r}"
                 )
             opts[key] = _unit(val, key, spec)
     if shape == "fixed" and opts:

@@ -56,19 +56,12 @@ def _mirror(name: str) -> str:
 
 # Horizontal flip: keypoint k of the flipped image is keypoint FLIP_OP18[k] of the original.
 FLIP_OP18: tuple[int, ...] = tuple(OP18.index(_mirror(n)) for n in OP18)
-FLIP_COCO17: tuple[int, ...] = tuple(COCO17.index(_mirror(n)) for n in COCO17)
 # Limb k of the flipped image is limb FLIP_LIMBS[k] of the original (its PAF x component negated).
 FLIP_LIMBS: tuple[int, ...] = tuple(LIMBS.index((FLIP_OP18[a], FLIP_OP18[b])) for a, b in LIMBS)
 # Heatmap channel permutation under flip (background stays last).
 FLIP_HEATMAPS: tuple[int, ...] = (*FLIP_OP18, NUM_KEYPOINTS)
 # PAF channel permutation under flip (x channels must also be negated).
 FLIP_PAFS: tuple[int, ...] = tuple(c for k in FLIP_LIMBS for c in (2 * k, 2 * k + 1))
-
-# COCO's per-keypoint OKS sigmas, in COCO17 order (the values pycocotools uses).
-COCO17_SIGMAS = np.array(
-    [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,
-     1.07, 1.07, 0.87, 0.87, 0.89, 0.89], dtype=np.float64,
-) / 10.0  # fmt: skip
 
 
 def coco17_to_op18(kps: np.ndarray) -> np.ndarray:

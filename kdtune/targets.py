@@ -54,7 +54,8 @@ def make_targets(
 
 
 def cell_centres(grid: int, stride: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Input-pixel coordinates ``[G]`` of the grid cells' centres: ``g * stride + stride/2 - 0.5``."""
+    """Input-pixel coordinates ``[G]`` of the grid cells' centres:
+    ``g * stride + stride/2 - 0.5``."""
     return torch.arange(grid, device=device, dtype=torch.float32) * stride + (stride / 2 - 0.5)
 
 

@@ -34,7 +34,7 @@ from kdtune.bank import BankSpec, TeacherBank, open_or_build, run_teacher, view_
 from kdtune.config import REFERENCE_ALPHA, STUDENT_OF, TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
 from kdtune.data.coco import data_fingerprint, resolve_data
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, TrialDiverged
 from kdtune.losses import kd_loss
 from kdtune.models import (
     AtInputSize,
@@ -50,12 +50,6 @@ from kdtune.targets import make_targets
 Report = Callable[[int, dict[str, float], Path], None]
 CHECKPOINT_FILE = "state.pt"
 KEEP_CHECKPOINTS = 2
-
-
-class TrialDiverged(RuntimeError):
-    """The loss became NaN or infinite: the trial cannot go on."""
-
-    diverged = True
 
 
 @dataclass
@@ -619,7 +613,8 @@ def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str]
             return model_path
         recipe = "ground_truth" if cfg.teacher_recipe == "ground_truth" else "reference"
         log(
-            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, recipe {recipe}) into {root}"
+            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, "
+            f"recipe {recipe}) into {root}"
         )
         work = root / "run"
         fit(teacher_training_config(cfg), None, workdir=work, results=results, log=log)
@@ -734,8 +729,10 @@ def _seed_everything(seed: int) -> None:
 
 def _format_metrics(epoch: int, m: Mapping[str, float]) -> str:
     return (
-        f"epoch {epoch:3d}  loss {m.get('train/loss', 0):.4f} (student {m.get('train/student_loss', 0):.4f}, "
+        f"epoch {epoch:3d}  loss {m.get('train/loss', 0):.4f} "
+        f"(student {m.get('train/student_loss', 0):.4f}, "
         f"distill {m.get('train/distill_loss', 0):.4f}, β {m.get('train/beta', 0):.2f})  "
-        f"val loss {m.get('val/loss', 0):.4f}  AP {m.get('val/ap', 0):.3f}  AP50 {m.get('val/ap50', 0):.3f}  "
+        f"val loss {m.get('val/loss', 0):.4f}  AP {m.get('val/ap', 0):.3f}  "
+        f"AP50 {m.get('val/ap50', 0):.3f}  "
         f"{m.get('perf/images_per_s', 0):.0f} img/s"
     )

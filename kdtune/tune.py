@@ -43,14 +43,21 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, TrialDiverged
 from kdtune.report import Progress, estimate_eta, progress_table
-from kdtune.results import COMPLETE, FAILED, PRUNED, RUNNING, SearchResult, TrialRecord
+from kdtune.results import (
+    COMPLETE,
+    FAILED,
+    PRUNED,
+    RAY_FOLDER,
+    RUNNING,
+    SEARCH_FILE,
+    SPACE_COPY,
+    STUDY_FILE,
+    SearchResult,
+    TrialRecord,
+)
 
-SEARCH_JSON = "search.json"
-STUDY_DB = "optuna.db"
-SPACE_COPY = "space.yaml"
-EXPERIMENT = "ray"
 CONFIG_KEY = "kdtune"  # trial config: {"kdtune": {"train": {...}, "number": n, "params": {...}}}
 NODE_KEY = "kdtune_node"  # added to every reported result: "<hostname>/<ray node id prefix>"
 STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended early
@@ -82,9 +89,8 @@ class SpaceLike(Protocol):
 
 
 class TrialDivergedError(RuntimeError):
-    """Raised in the trial worker when the trial function's loss went NaN (``TrialDiverged``)."""
-
-    diverged = True
+    """Raised in the trial worker for a :class:`~kdtune.errors.TrialDiverged`: its name is what
+    the driver reads in the trial's error text (the only channel back from a failed worker)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,15 +119,15 @@ def run_search(
     address = address or os.environ.get("RAY_ADDRESS") or None
     root = Path(results).resolve()
     folder = root / space.name
-    _check_start(folder, space, resume)
+    check_start(folder, space, resume)
     folder.mkdir(parents=True, exist_ok=True)
     if not resume:
         (folder / SPACE_COPY).write_text(getattr(space, "source_text", "") or "")
-    storage_url = f"sqlite:///{folder / STUDY_DB}"
+    storage_url = f"sqlite:///{folder / STUDY_FILE}"
     prior = _prior_result(folder, space, storage_url) if resume else None
     monitor = _Monitor(
         prior or _empty_result(folder, space, storage_url),
-        path=folder / SEARCH_JSON,
+        path=folder / SEARCH_FILE,
         storage_url=storage_url,
         budget=space.budget,
         on_trial_end=on_trial_end,
@@ -137,7 +143,7 @@ def run_search(
             trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
                 tuner = tune.Tuner.restore(
-                    str(folder / EXPERIMENT),
+                    str(folder / RAY_FOLDER),
                     trainable,
                     resume_unfinished=True,
                     resume_errored=False,
@@ -406,9 +412,9 @@ _DEADLINES: dict[str, float] = {}  # search folder -> time.monotonic() at which 
 # Ray set-up
 
 
-def _check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
+def check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
     """Refuse to overwrite a search, or to resume one that does not exist or has changed."""
-    experiment = folder / EXPERIMENT
+    experiment = folder / RAY_FOLDER
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):
             if folder.exists():
@@ -427,7 +433,7 @@ def _check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
                 f"started with ({saved}); resume with that file or start a new search"
             )
         return
-    if any((folder / name).exists() for name in (EXPERIMENT, SEARCH_JSON, STUDY_DB)):
+    if any((folder / name).exists() for name in (RAY_FOLDER, SEARCH_FILE, STUDY_FILE)):
         raise KdtuneError(
             f"{folder}: a search named {space.name!r} already exists; pass --resume to "
             "continue it, or choose another --results folder or search name"
@@ -552,7 +558,7 @@ def _new_tuner(
             trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT,
+            name=RAY_FOLDER,
             storage_path=str(folder),
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
@@ -596,10 +602,8 @@ def _run_trial(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) -> None
             trial_fn(
                 dict(config[CONFIG_KEY]["train"]), report, workdir=workdir, resume_from=resume_from
             )
-        except Exception as exc:
-            if getattr(exc, "diverged", False) or type(exc).__name__ == "TrialDiverged":
-                raise TrialDivergedError(f"{type(exc).__name__}: {exc}") from exc
-            raise
+        except TrialDiverged as exc:
+            raise TrialDivergedError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _set_torch_threads(cpu: float) -> None:
@@ -823,7 +827,7 @@ def _empty_result(folder: Path, space: SpaceLike, storage_url: str) -> SearchRes
 
 
 def _prior_result(folder: Path, space: SpaceLike, storage_url: str) -> SearchResult | None:
-    path = folder / SEARCH_JSON
+    path = folder / SEARCH_FILE
     if not path.is_file():
         return None
     try:
@@ -850,7 +854,7 @@ def _error_of(trial: Any) -> tuple[str, bool]:
             text = trial.get_error() or ""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     message = lines[-1] if lines else "the trial failed"
-    return message, "TrialDiverged" in str(text)
+    return message, TrialDivergedError.__name__ in str(text)
 
 
 def _planned_epochs(config: dict[str, Any]) -> int:

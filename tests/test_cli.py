@@ -29,7 +29,8 @@ def test_help_imports_no_heavy_module() -> None:
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna')"
+        " if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -77,8 +78,9 @@ def test_train_then_eval(
     synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "run"
-    args = ["train", "--level", "second", "--alpha", "1", "--data", str(synth_root), "--epochs", "1",
-            "--batch-size", "8", "--max-train-images", "16", "--output", str(out_dir), "--results", str(tmp_path)]  # fmt: skip
+    args = ["train", "--level", "second", "--alpha", "1", "--data", str(synth_root),
+            "--epochs", "1", "--batch-size", "8", "--max-train-images", "16",
+            "--output", str(out_dir), "--results", str(tmp_path)]  # fmt: skip
     code, out, err = run(args, capsys)
     assert code == 0, err
     assert "epoch   1" in out

@@ -21,9 +21,12 @@ from kdtune.results import SearchResult, TrialRecord
 def frame() -> pd.DataFrame:
     """Three trials in the shape :func:`kdtune.tracking.load_trials` returns."""
     rows = [
-        ("s1", "t0", 0, "r0", "second", 0.25, "fixed:0.75", 5, "complete", 0.4123, "overfitting", "more distillation", "fixed:0.8"),
-        ("s1", "t1", 1, "r1", "second", math.nan, "linear:0.9:0.5", 2, "pruned", 0.1, "plateau", "a|b", ""),
-        ("s2", "t2", None, "r2", "chain", math.nan, "fixed:0.7 -> fixed:0.75", 0, "failed", math.nan, "none", "", ""),
+        ("s1", "t0", 0, "r0", "second", 0.25, "fixed:0.75",
+         5, "complete", 0.4123, "overfitting", "more distillation", "fixed:0.8"),
+        ("s1", "t1", 1, "r1", "second", math.nan, "linear:0.9:0.5",
+         2, "pruned", 0.1, "plateau", "a|b", ""),
+        ("s2", "t2", None, "r2", "chain", math.nan, "fixed:0.7 -> fixed:0.75",
+         0, "failed", math.nan, "none", "", ""),
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=list(tracking.TRIAL_COLUMNS))
     df["number"] = df["number"].astype("Int64")
@@ -33,11 +36,16 @@ def frame() -> pd.DataFrame:
 def test_table_is_aligned_with_missing_values_as_dashes() -> None:
     text = compare.render(frame(), "table")
     assert text.splitlines() == [
-        "search  trial  level   alpha  schedule                 epochs_run  state     best_ap  diagnosis",
-        "------  -----  ------  -----  -----------------------  ----------  --------  -------  -----------",
-        "s1      t0     second   0.25  fixed:0.75                        5  complete    0.412  overfitting",
-        "s1      t1     second      -  linear:0.9:0.5                    2  pruned      0.100  plateau",
-        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75           0  failed          -  none",
+        "search  trial  level   alpha  schedule                 "
+        "epochs_run  state     best_ap  diagnosis",
+        "------  -----  ------  -----  -----------------------  "
+        "----------  --------  -------  -----------",
+        "s1      t0     second   0.25  fixed:0.75               "
+        "         5  complete    0.412  overfitting",
+        "s1      t1     second      -  linear:0.9:0.5           "
+        "         2  pruned      0.100  plateau",
+        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75  "
+        "         0  failed          -  none",
     ]
 
 
@@ -86,7 +94,8 @@ def test_empty_frame_and_bad_arguments() -> None:
 
 def test_plot_comparison_writes_a_png(tmp_path: Path) -> None:
     df = frame()
-    df.loc[len(df)] = ["s2", "t3", 3, "r3", "second", math.nan, "cosine:0.8:0.4", 5, "complete", 0.3, "healthy", "", ""]  # fmt: skip
+    df.loc[len(df)] = ["s2", "t3", 3, "r3", "second", math.nan, "cosine:0.8:0.4",
+                       5, "complete", 0.3, "healthy", "", ""]  # fmt: skip
     out = compare.plot_comparison(df, tmp_path / "plots" / "ap.png")
     assert out == tmp_path / "plots" / "ap.png"
     assert out.read_bytes().startswith(b"\x89PNG")
@@ -111,7 +120,7 @@ def _store(factory: pytest.TempPathFactory) -> tuple[str, Path]:
     template = factory.getbasetemp() / "mlflow-template" / "mlflow.db"
     if not template.is_file():
         template.parent.mkdir(parents=True, exist_ok=True)
-        tracking._client("sqlite:///" + str(template)).search_experiments()
+        tracking.client("sqlite:///" + str(template)).search_experiments()
     results = factory.mktemp("compare")
     shutil.copyfile(template, results / "mlflow.db")
     return tracking.resolve_tracking_uri(
@@ -122,7 +131,10 @@ def _store(factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def _trial(trial_id: str, state: str, schedule: str, ap: float | None) -> TrialRecord:
     history: list[dict[str, Any]] = []
     if ap is not None:
-        history = [{"epoch": 1, "train/loss": 1.0, "val/loss": 1.1, "val/ap": ap / 2}, {"epoch": 2, "train/loss": 0.8, "val/loss": 0.9, "val/ap": ap}]  # fmt: skip
+        history = [
+            {"epoch": 1, "train/loss": 1.0, "val/loss": 1.1, "val/ap": ap / 2},
+            {"epoch": 2, "train/loss": 0.8, "val/loss": 0.9, "val/ap": ap},
+        ]
     cfg = {"level": "second", "schedule": schedule, "epochs": 2, "lr": 0.002, "data": "synthetic"}
     return TrialRecord(trial_id, state, cfg, history=history)
 

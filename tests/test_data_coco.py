@@ -312,10 +312,12 @@ def test_missing_image_folder_is_an_error(tmp_path: Path) -> None:
             "no 'person' category with 17 keypoints",
         ),
         (
-            '{"images": [], "annotations": [], "categories": [{"id": 3, "name": "car", "keypoints": []}]}',
+            '{"images": [], "annotations": [], '
+            '"categories": [{"id": 3, "name": "car", "keypoints": []}]}',
             "no 'person' category",
         ),
-        ('{"images": [], "annotations": [], "categories": [' + json.dumps(_coco_doc([], [])["categories"][0]) + "]}",
+        ('{"images": [], "annotations": [], "categories": ['
+         + json.dumps(_coco_doc([], [])["categories"][0]) + "]}",
          "lists no images"),
     ],
 )  # fmt: skip

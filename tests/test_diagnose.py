@@ -11,8 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdtune.diagnose import (
+    DIRECTIONS,
+    GUIDANCE,
     LABELS,
+    MORE_DISTILLATION,
     Diagnosis,
+    DiagnosisKind,
     SearchReport,
     Thresholds,
     TrialSummary,
@@ -21,6 +25,7 @@ from kdtune.diagnose import (
     next_schedules,
     search_report,
 )
+from kdtune.diagnose import _labels as guidance_labels
 from kdtune.errors import KdtuneError
 from kdtune.schedules import parse_schedule
 
@@ -240,6 +245,66 @@ def test_adaptive_schedule_reads_the_student_loss_for_trends() -> None:
     assert d.label == "healthy"
     assert "train/student_loss" in d.reason
     assert run(history, "fixed:0.75").label == "diverged"  # the same curve at a fixed β
+
+
+# ---------------------------------------------------------------------------- the guidance table
+
+
+def test_the_guidance_table_defines_the_labels_in_its_order() -> None:
+    labels = [kind.label for kind in GUIDANCE]
+    assert len(set(labels)) == len(labels)  # each label once
+    assert tuple(labels) == LABELS  # in the table's (priority) order
+    assert labels[-1] == "healthy"  # the catch-all comes last
+    assert {kind.direction for kind in GUIDANCE} - {None} == set(DIRECTIONS)
+
+
+@pytest.mark.parametrize("kind", GUIDANCE, ids=LABELS)
+def test_every_row_is_complete(kind: DiagnosisKind) -> None:
+    assert kind.recommendation and kind.symptom
+    assert "{" not in kind.recommend(parse_schedule("fixed:0.75"))
+    # a row with moves counts toward a direction, a row without counts toward none
+    assert (kind.moves is None) == (kind.direction is None)
+    if kind.direction is None:
+        assert next_schedules(kind.label, "fixed:0.5") == []
+        return
+    assert next_schedules(kind.label, "fixed:0.5")
+    trials = [trial(t, "fixed:0.5", 0.1, kind.label) for t in "ab"] + [
+        trial("c", "fixed:0.6", 0.3, "healthy")
+    ]
+    r = search_report(trials)
+    assert r.direction == kind.direction
+    assert r.explanation.startswith("2 trials show") and kind.symptom in r.explanation
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"recommendation": ""},
+        {"symptom": ""},
+        {"direction": None},  # moves that would count toward no direction
+        {"moves": None},  # a direction without moves
+        {"direction": "sideways"},
+        {"recommendation": "raise β from {alpha}"},
+        {"label": "Noisy AP"},
+    ],
+)
+def test_a_half_made_row_fails_loudly(change: dict[str, Any]) -> None:
+    row: dict[str, Any] = {
+        "label": "noisy",
+        "test": lambda m, th, ap_ref: None,
+        "recommendation": "raise the distillation weight from {ratio}",
+        "moves": lambda alpha: [],
+        "direction": MORE_DISTILLATION,
+        "symptom": "noisy AP",
+    }
+    DiagnosisKind(**row)
+    with pytest.raises(ValueError, match="diagnosis"):
+        DiagnosisKind(**{**row, **change})
+
+
+def test_a_label_twice_in_the_table_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="'plateau' is in the guidance table twice"):
+        guidance_labels([*GUIDANCE, GUIDANCE[4]])
 
 
 # ---------------------------------------------------------------------------- thresholds

@@ -7,7 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdtune.losses import describe_loss, kd_loss, masked_l2
+from kdtune.config import alpha_to_schedule
+from kdtune.losses import kd_loss, masked_l2
+from kdtune.schedules import parse_schedule
 
 # Batch 2, one heatmap channel and two PAF channels on a 1x2 grid.
 HEAT = [[[[1.0, 2.0]]], [[[0.0, 3.0]]]]
@@ -142,6 +144,11 @@ def test_bad_arguments() -> None:
         kd_loss([_stage()], *_targets(0.0), ONES_MASK, 1.5, None, None)
     with pytest.raises(ValueError, match="teacher"):
         kd_loss([_stage()], *_targets(0.0), ONES_MASK, 0.5, None, None)
+
+
+def describe_loss(alpha: float) -> str:
+    """A fixed weighting prints itself as its loss (what a trial's log line shows)."""
+    return parse_schedule(alpha_to_schedule(alpha)).describe()
 
 
 def test_describe_loss() -> None:

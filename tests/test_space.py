@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import pytest
@@ -13,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kdtune.checks import Where
 from kdtune.errors import KdtuneError
 from kdtune.schedules import parse_schedule
 from kdtune.space import (
@@ -26,6 +27,10 @@ from kdtune.space import (
     make_sampler,
     parse_space,
 )
+from kdtune.space.optuna_objects import _options
+
+if TYPE_CHECKING:  # as in Optuna's modules: not importable from the annotations at run time
+    from collections.abc import Callable, Sequence
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -383,6 +388,45 @@ def test_hyperband_max_resource_defaults_to_max_epochs() -> None:
     assert make_pruner(parse(raw))._max_resource == 3  # type: ignore[attr-defined]
 
 
+class FakeSampler:
+    """A constructor annotated as Optuna's are: postponed annotations, some of them naming
+    types imported for type checking only."""
+
+    def __init__(
+        self,
+        percentile: float,
+        *,
+        n: int = 1,
+        mode: Literal["a", "b"] = "a",
+        ratio: float | None = None,
+        flags: dict[str, Any] | None = None,
+        depth: Sequence[int] | int = 2,
+        hook: Callable[[int], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        pass
+
+
+def test_options_are_checked_by_the_constructors_types() -> None:
+    where = Where("f.yaml", "sampler.options")
+    raw = {"percentile": 3, "n": 2, "mode": "b", "ratio": None, "flags": {"x": 1}, "depth": 4}
+    options = _options(raw, where, FakeSampler, {})
+    assert options == {**raw, "percentile": 3.0} and isinstance(options["percentile"], float)
+    bad = {
+        "n": ("x", "sampler.options.n: must be an integer, got 'x'"),
+        "ratio": ("x", "sampler.options.ratio: must be a number or null, got 'x'"),
+        "depth": (1.5, "sampler.options.depth: must be an integer, got 1.5"),  # by its default
+        "hook": (1, "sampler.options.hook: takes a Python object (Callable[[int], int] | None)"),
+        "kwargs": ({}, "sampler.options.kwargs: unknown option for FakeSampler (expected one of:"),
+    }
+    for name, (value, message) in bad.items():
+        with pytest.raises(KdtuneError) as info:
+            _options({"percentile": 1.0, name: value}, where, FakeSampler, {})
+        assert str(info.value).startswith(f"f.yaml: {message}"), str(info.value)
+    with pytest.raises(KdtuneError, match="percentile: missing \\(required by FakeSampler\\)"):
+        _options({}, where, FakeSampler, {})
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors: one line naming the file, the key and the bad value
 
@@ -596,14 +640,15 @@ SCALARS = (
     | TEXT
     | st.sampled_from(["tpe", "grid", "median", "patient", "second", "chain", "linear", "step"])
 )
-VALUES = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(KEYS) | TEXT, inner, max_size=5)
-    ),
-    max_leaves=25,
-)
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(KEYS) | TEXT, inner, max_size=5
+    )
+
+
+VALUES = st.recursive(SCALARS, _nested, max_leaves=25)
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

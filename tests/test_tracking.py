@@ -105,7 +105,9 @@ def records(tmp: Path) -> list[TrialRecord]:
             "a_00000", "complete", config("fixed:0.75"), {"alpha": 0.25}, 0, history(5, 0.1),
             checkpoint_dir=str(ckpt), wall_s=30.0, node="node-1",
         ),
-        TrialRecord("a_00001", "pruned", config("linear:0.9:0.5,warmup=0.1"), {}, 1, history(2, 0.05)),
+        TrialRecord(
+            "a_00001", "pruned", config("linear:0.9:0.5,warmup=0.1"), {}, 1, history(2, 0.05),
+        ),
         TrialRecord(
             "a_00002", "failed", config("fixed:0.5"), {"alpha": 0.5}, 2, failed_history,
             error="RuntimeError: loss is nan\n  at step 3", diverged=True,
@@ -134,7 +136,7 @@ def _template_db(factory: pytest.TempPathFactory) -> Path:
     path = factory.getbasetemp() / "mlflow-template" / "mlflow.db"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tracking._client("sqlite:///" + str(path)).search_experiments()
+        tracking.client("sqlite:///" + str(path)).search_experiments()
     return path
 
 
@@ -168,7 +170,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "parent": parent,
         "run_ids": run_ids,
         "trials": trials,
-        "client": tracking._client(uri),
+        "client": tracking.client(uri),
         "space": space,
     }
 
@@ -471,7 +473,6 @@ def test_load_trials_one_row_per_child(logged: dict[str, Any]) -> None:
     assert math.isnan(df.iloc[1]["alpha"])
     assert df.iloc[1]["schedule"] == "linear:0.9:0.5,warmup=0.1"
     assert list(df["state"]) == ["complete", "pruned", "failed"]
-    assert tracking.list_searches(logged["uri"]) == ["demo"]
 
 
 @pytest.mark.slow
@@ -501,14 +502,14 @@ def test_resumed_search_reuses_the_parent_and_never_duplicates(
 
     second = tracking.SearchTracker(uri, results, "again")
     assert second.start(None, {**SETTINGS, "budget": {"trials": 6, "epochs": 5}}) == parent
-    assert tracking._client(uri).get_run(parent).info.status == "RUNNING"
+    assert tracking.client(uri).get_run(parent).info.status == "RUNNING"
     assert second.log_trial(trials[0], diagnosis("overfitting")) == ids[0]  # same state: skipped
     replaced = second.log_trial(trials[1], diagnosis("plateau"))  # running → pruned: replaced
     assert replaced != ids[1]
     second.log_trial(trials[2], diagnosis("diverged"))
     second.finish(SearchResult("again", "", str(results), trials=trials))
 
-    client = tracking._client(uri)
+    client = tracking.client(uri)
     exp_id = client.get_run(parent).info.experiment_id
     assert len(client.search_runs([exp_id], "tags.`kdtune.kind` = 'search'")) == 1
     children = _children(client, exp_id, parent)
@@ -534,7 +535,7 @@ def test_search_without_a_completed_trial_ends_failed(
     parent = tracker.start(None, {})
     tracker.log_trial(failed, None)
     tracker.finish(SearchResult("broken", "", str(results), trials=[failed]))
-    run = tracking._client(uri).get_run(parent)
+    run = tracking.client(uri).get_run(parent)
     assert run.info.status == "FAILED"
     assert "kdtune.best_trial" not in run.data.tags
     row = tracking.load_trials(uri).iloc[0]

@@ -39,7 +39,10 @@ search:
 
 
 def changed(what: str) -> str:
-    return f"ray/optuna changed: {what}; kdtune.tune.PruningOptunaSearch relies on it (pins: ray==2.60.0, optuna==5.0.0)"
+    return (
+        f"ray/optuna changed: {what}; kdtune.tune.PruningOptunaSearch relies on it "
+        "(pins: ray==2.60.0, optuna==5.0.0)"
+    )
 
 
 @pytest.fixture
@@ -313,14 +316,14 @@ def test_check_start_never_overwrites_and_only_resumes_what_exists(
 ) -> None:
     folder = tmp_path / "bridge"
     with pytest.raises(KdtuneError, match="no search named 'bridge' to resume"):
-        kt._check_start(folder, space, resume=True)
-    kt._check_start(folder, space, resume=False)  # nothing there: fine
+        kt.check_start(folder, space, resume=True)
+    kt.check_start(folder, space, resume=False)  # nothing there: fine
     folder.mkdir()
-    (folder / kt.SEARCH_JSON).write_text("{}")
+    (folder / kt.SEARCH_FILE).write_text("{}")
     with pytest.raises(KdtuneError, match="already exists; pass --resume"):
-        kt._check_start(folder, space, resume=False)
+        kt.check_start(folder, space, resume=False)
     with pytest.raises(KdtuneError, match="stopped before its first snapshot"):
-        kt._check_start(folder, space, resume=True)
+        kt.check_start(folder, space, resume=True)
 
 
 def test_history_entry_keeps_the_vocabulary_and_the_epoch() -> None:
@@ -427,7 +430,7 @@ def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_pat
     ended: list[Any] = []
     monitor = kt._Monitor(
         kt._empty_result(tmp_path, space, url),
-        path=tmp_path / kt.SEARCH_JSON,
+        path=tmp_path / kt.SEARCH_FILE,
         storage_url=url,
         budget=space.budget,
         on_trial_end=ended.append,
@@ -458,7 +461,7 @@ def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_pat
     assert good_rec.config["epochs"] == 5 and good_rec.number == 0
     assert result.trials[1].error == "ValueError: boom"
     assert [r.trial_id for r in ended] == ["good", "bad"]
-    assert SearchResult.load(tmp_path / kt.SEARCH_JSON).counts()[COMPLETE] == 1
+    assert SearchResult.load(tmp_path / kt.SEARCH_FILE).counts()[COMPLETE] == 1
     assert monitor.epochs_now == 2
 
 
@@ -469,10 +472,10 @@ def test_resume_refuses_a_changed_space_file(
     folder.mkdir()
     monkeypatch.setattr(kt.tune.Tuner, "can_restore", staticmethod(lambda path: True))
     (folder / kt.SPACE_COPY).write_text(SPACE)
-    kt._check_start(folder, space, resume=True)  # same file: fine
+    kt.check_start(folder, space, resume=True)  # same file: fine
     (folder / kt.SPACE_COPY).write_text(SPACE.replace("max_epochs: 5", "max_epochs: 6"))
     with pytest.raises(KdtuneError, match="search-space file differs"):
-        kt._check_start(folder, space, resume=True)
+        kt.check_start(folder, space, resume=True)
 
 
 def test_torch_threads_follow_the_trial_cpus(monkeypatch: pytest.MonkeyPatch) -> None:

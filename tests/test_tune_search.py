@@ -19,9 +19,9 @@ import toy_trial
 
 from kdtune.errors import KdtuneError
 from kdtune.report import format_best, summary_table
-from kdtune.results import COMPLETE, FAILED, PRUNED, SearchResult, TrialRecord
+from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
 from kdtune.space import parse_space
-from kdtune.tune import SEARCH_JSON, run_search
+from kdtune.tune import run_search
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     # the driver heard of every end once, with its final state; search.json holds the same
     assert sorted(r.trial_id for r in ended) == sorted(t.trial_id for t in result.trials)
     assert {r.trial_id: r.state for r in ended} == {t.trial_id: t.state for t in result.trials}
-    saved = SearchResult.load(tmp_path / "grid" / SEARCH_JSON)
+    saved = SearchResult.load(tmp_path / "grid" / SEARCH_FILE)
     assert (
         saved.counts()
         == result.counts()
@@ -203,7 +203,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         stderr=subprocess.DEVNULL,
     )
     try:
-        before = _wait_for_kill_point(results / "killed" / SEARCH_JSON, child)
+        before = _wait_for_kill_point(results / "killed" / SEARCH_FILE, child)
     finally:
         _kill_session(child)
     done_before = {t["trial_id"]: t for t in before["trials"] if t["state"] == COMPLETE}

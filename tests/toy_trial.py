@@ -6,8 +6,8 @@ checkpoint folder and reports a validation-AP curve fixed by the trial's β sche
     ap(epoch) = quality(alpha) * (1 - exp(-epoch / 3)),  quality peaks at alpha = 0.3
 
 ``config["extra"]`` steers it: ``sleep`` (seconds per epoch), ``fail_alpha`` (a list of α
-values whose trials raise), ``nan_alpha`` (α values whose loss "goes NaN", raising an
-exception named ``TrialDiverged`` as ``kdtune.train`` does), ``fail_epoch`` (when they do).
+values whose trials raise), ``nan_alpha`` (α values whose loss "goes NaN", raising a
+``kdtune.errors.TrialDiverged`` as ``kdtune.train`` does), ``fail_epoch`` (when they do).
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-class TrialDiverged(RuntimeError):
-    """Stands in for ``kdtune.train.TrialDiverged``."""
-
-    diverged = True
+from kdtune.errors import TrialDiverged
 
 
 def alpha_of(config: dict[str, Any]) -> float:

@@ -1,4 +1,5 @@
-"""Pose data: the in-memory set every trial trains on, its COCO loader and the synthetic generator."""
+"""Pose data: the in-memory set every trial trains on, its COCO loader and the synthetic
+generator."""
 
 from __future__ import annotations
 

@@ -193,7 +193,8 @@ def _read_coco(ann_path: Path) -> tuple[COCO, int]:
     ]  # fmt: skip
     if not person:
         raise KdtuneError(
-            f"data: {ann_path} has no 'person' category with 17 keypoints (not a person-keypoints file)"
+            f"data: {ann_path} has no 'person' category with 17 keypoints "
+            "(not a person-keypoints file)"
         )
     for im in doc["images"]:
         if not (

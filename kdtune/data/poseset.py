@@ -15,8 +15,12 @@ class PoseSet:
     """
 
     images: torch.Tensor  # uint8 [N, 3, S, S], RGB, letterboxed (pad value 0)
-    keypoints: torch.Tensor  # float32 [N, P, 18, 3]: OP18 (x, y, v); v 0 unlabelled, 1 occluded, 2 visible; padding persons all 0
-    masks: torch.Tensor  # uint8 [N, S, S]: 1 where the loss is ignored (crowds, persons without keypoints, letterbox padding excluded)
+    # float32 [N, P, 18, 3]: OP18 (x, y, v); v 0 unlabelled, 1 occluded, 2 visible;
+    # padding persons all 0
+    keypoints: torch.Tensor
+    # uint8 [N, S, S]: 1 where the loss is ignored (crowds, persons without keypoints,
+    # letterbox padding excluded)
+    masks: torch.Tensor
     image_ids: torch.Tensor  # int64 [N]: COCO image ids
     scales: torch.Tensor  # float32 [N]
     pads: torch.Tensor  # float32 [N, 2]: (pad_x, pad_y)
@@ -46,7 +50,8 @@ class PoseSet:
         )
 
     def to_original(self, xy: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Map letterboxed ``xy [..., 2]`` of images ``index`` (one per leading row) back to original pixels."""
+        """Map letterboxed ``xy [..., 2]`` of images ``index`` (one per leading row) back to
+        original pixels."""
         shape = (-1,) + (1,) * (xy.dim() - 2) + (2,)
         pads = self.pads[index].reshape(shape)
         scales = self.scales[index].reshape((*shape[:-1], 1))

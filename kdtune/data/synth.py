@@ -28,7 +28,6 @@ import numpy as np
 from kdtune.errors import KdtuneError
 from kdtune.skeleton import COCO17
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 # The embedded default's split sizes. 4096 training images: on 512, the teacher overfits (its
 # validation loss stalls while its training loss falls) and a tiny student trained alone for as
 # many steps on 2048 images beats one trained on 512 (README, "Measured"). 512 validation

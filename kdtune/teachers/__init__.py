@@ -59,7 +59,8 @@ def shipped_teacher(arch: str, cfg: Any) -> tuple[Path | None, str]:
         if trained[key] != getattr(cfg, key):
             return (
                 None,
-                f"the shipped {arch} teacher was trained with {key} {trained[key]}, this run uses {getattr(cfg, key)}",
+                f"the shipped {arch} teacher was trained with {key} {trained[key]}, "
+                f"this run uses {getattr(cfg, key)}",
             )
     if arch == "teacher" and cfg.teacher_input_size != trained["input_size"]:
         return None, (

@@ -1,207 +1,51 @@
-"""MLflow logging of a search, and reading it back. The only kdtune module that imports mlflow.
-
-Layout in the tracking store, one experiment per search::
-
-    experiment  kdtune/<search>            artifacts under <results>/mlartifacts/<search>
-      run       <search>                   the parent: settings, the space file, the report
-        run     trial <n> | <schedule>     one nested child per trial (tag mlflow.parentRunId)
-
-Everything is logged from the driver through :class:`mlflow.tracking.MlflowClient` (no
-global active run), so trials on other nodes never talk to the tracking server. A resumed
-search reuses its parent run and never logs a trial twice.
-
-The store is ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<results>/
-mlflow.db``. mlflow itself is imported lazily: :func:`resolve_tracking_uri` and
-:func:`check_tracking` are cheap enough to run before any work.
-"""
+"""Logging a search to MLflow, from the driver: a parent run per search and a nested child run
+per trial (params, per-epoch metrics, tags for state and diagnosis, artifacts)."""
 
 from __future__ import annotations
 
 import json
 import math
 import numbers
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError
-from kdtune.results import COMPLETE, FAILED, PRUNED, RUNNING, SearchResult, TrialRecord
+from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
+from kdtune.tracking.store import (
+    BEST_AP_METRIC,
+    MAX_PARAM,
+    MAX_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    RUN_STATUS,
+    TAG_DIAGNOSIS,
+    TAG_DIVERGED,
+    TAG_EPOCHS_RUN,
+    TAG_KIND,
+    TAG_NEXT,
+    TAG_REASON,
+    TAG_RECOMMENDATION,
+    TAG_SEARCH,
+    TAG_STATE,
+    TAG_TRIAL,
+    TRIAL_PARAM_KEYS,
+    artifact_root,
+    client,
+    experiment_name,
+    search_runs,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
     from kdtune.diagnose import Diagnosis, SearchReport, Thresholds
-
-ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
-EXPERIMENT_PREFIX = "kdtune/"
-ARTIFACTS_FOLDER = "mlartifacts"
-
-# Tags: MLflow's own, then kdtune's.
-PARENT_TAG = "mlflow.parentRunId"
-NOTE_TAG = "mlflow.note.content"
-TAG_KIND = "kdtune.kind"  # "search" (parent) or "trial" (child)
-TAG_SEARCH = "kdtune.search"
-TAG_TRIAL = "kdtune.trial_id"
-TAG_STATE = "kdtune.state"
-TAG_DIAGNOSIS = "kdtune.diagnosis"
-TAG_REASON = "kdtune.reason"
-TAG_RECOMMENDATION = "kdtune.recommendation"
-TAG_NEXT = "kdtune.next"
-TAG_DIVERGED = "kdtune.diverged"
-TAG_EPOCHS_RUN = "kdtune.epochs_run"
-BEST_AP_METRIC = "best/val/ap"
-
-# A trial's state → the MLflow run status it ends with.
-RUN_STATUS: dict[str, str] = {
-    COMPLETE: "FINISHED",
-    PRUNED: "KILLED",
-    FAILED: "FAILED",
-    RUNNING: "RUNNING",
-}
-TRIAL_COLUMNS: tuple[str, ...] = (
-    "search",
-    "trial",
-    "number",
-    "run_id",
-    "level",
-    "alpha",
-    "schedule",
-    "epochs_run",
-    "state",
-    "best_ap",
-    "diagnosis",
-    "recommendation",
-    "next",
-)
-# Config keys logged as params of a trial (the full config is the config.json artifact).
-TRIAL_PARAM_KEYS: tuple[str, ...] = (
-    "level",
-    "lr",
-    "batch_size",
-    "weight_decay",
-    "seed",
-    "data",
-    "epochs",
-    "eval_every",
-)
-_MAX_PARAM = 6000  # MLflow's limit on a param value
-_MAX_TAG = 5000  # kept under MLflow's limit on a tag value
-_HEALTH_TIMEOUT_S = 3.0
-
-
-# ------------------------------------------------------------------------------ the store
-
-
-def resolve_tracking_uri(uri: str | None, results: Path) -> str:
-    """The tracking URI: explicit, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``results``."""
-    if uri:
-        return uri
-    env = os.environ.get(ENV_TRACKING_URI)
-    if env:
-        return env
-    return "sqlite:///" + str((Path(results) / "mlflow.db").resolve())
-
-
-def is_server_uri(uri: str) -> bool:
-    """Whether the URI names a tracking server (http or https) rather than a local store."""
-    return uri.lower().startswith(("http://", "https://"))
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.lower().startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
-
-
-def artifact_root(uri: str, results: Path) -> Path | None:
-    """Where a local store keeps artifacts (``<results>/mlartifacts``); None for a server,
-    which decides itself (it proxies uploads)."""
-    return None if is_server_uri(uri) else Path(results).resolve() / ARTIFACTS_FOLDER
-
-
-def check_tracking(uri: str, timeout: float = _HEALTH_TIMEOUT_S) -> None:
-    """Fail fast, with one line, when the tracking store cannot be used.
-
-    A server must answer ``GET <uri>/health`` within ``timeout`` seconds; a SQLite store
-    needs a writable folder. Other schemes are left to MLflow.
-    """
-    if not isinstance(uri, str) or not uri.strip():
-        raise KdtuneError(f"tracking URI: expected a URI, got {uri!r}")
-    if is_server_uri(uri):
-        _check_server(uri, timeout)
-        return
-    db = sqlite_path(uri)
-    if db is not None:
-        _check_writable_folder(db.parent, uri)
-
-
-def _check_server(uri: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            response.read(64)
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):  # it answers; the credentials are MLflow's business
-            return
-        raise KdtuneError(
-            f"tracking server {uri} is not usable: GET /health answered HTTP {exc.code}"
-        ) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise KdtuneError(f"tracking server {uri} is not reachable: {reason}") from None
-
-
-def _check_writable_folder(folder: Path, uri: str) -> None:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise KdtuneError(f"tracking store {uri}: folder {existing} is not writable")
-
-
-def _client(uri: str, results: Path | None = None) -> MlflowClient:
-    """An MlflowClient on ``uri``; a SQLite store's folder is created first."""
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    if results is not None and not is_server_uri(uri):
-        Path(results).mkdir(parents=True, exist_ok=True)
-    _quiet_mlflow_logs()
-    # kdtune prints its own summary; MLflow's "View run ... at" lines would break --format json
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def _quiet_mlflow_logs() -> None:
-    """MLflow announces table creation and migrations on stderr; kdtune has its own output."""
-    import logging
-
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def experiment_name(search: str) -> str:
-    return EXPERIMENT_PREFIX + search
-
-
-# ------------------------------------------------------------------------------ logging
 
 
 @dataclass
@@ -226,14 +70,14 @@ class SearchTracker:
         self.search = search_name
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
-        self._client: MlflowClient | None = None
+        self._mlflow: MlflowClient | None = None
         self._children: dict[str, _Child] = {}
 
     @property
     def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = _client(self.uri, self.results)
-        return self._client
+        if self._mlflow is None:
+            self._mlflow = client(self.uri, self.results)
+        return self._mlflow
 
     # -- the parent run
 
@@ -274,7 +118,7 @@ class SearchTracker:
         return str(self.client.create_experiment(name, artifact_location=location))
 
     def _find_parent(self) -> Run | None:
-        runs = _search_runs(
+        runs = search_runs(
             self.client, [self._require_experiment()], f"tags.`{TAG_KIND}` = 'search'"
         )
         return min(runs, key=lambda r: r.info.start_time) if runs else None
@@ -292,7 +136,7 @@ class SearchTracker:
             self.client.log_artifact(self._require_parent(), str(path))
 
     def _load_children(self) -> dict[str, _Child]:
-        runs = _search_runs(
+        runs = search_runs(
             self.client,
             [self._require_experiment()],
             f"tags.`{PARENT_TAG}` = '{self._require_parent()}'",
@@ -416,17 +260,9 @@ def trial_params(record: TrialRecord) -> dict[str, Any]:
 
 
 def schedule_params(spec: str, suffix: str = "") -> dict[str, Any]:
-    """``fixed:0.75`` → schedule, shape, alpha 0.25, beta 0.75; adaptive specs → schedule,
-    shape, beta_start, beta_end, warmup (and at, for step schedules)."""
-    sched = parse_schedule(spec)
-    out: dict[str, Any] = {"schedule": spec, "shape": sched.shape}
-    if sched.shape == "fixed":
-        out["alpha"] = round(1.0 - sched.beta_start, 10)
-        out["beta"] = sched.beta_start
-    else:
-        out.update(beta_start=sched.beta_start, beta_end=sched.beta_end, warmup=sched.warmup)
-        if sched.shape == "step":
-            out["at"] = sched.at
+    """A β schedule as MLflow params: ``schedule`` (the spec) and the shape's own parameters
+    (:meth:`~kdtune.schedules.BetaSchedule.params`), each name ending in ``suffix``."""
+    out: dict[str, Any] = {"schedule": spec, **parse_schedule(spec).params()}
     return {key + suffix: value for key, value in out.items()}
 
 
@@ -527,30 +363,6 @@ def _report_artifacts(result: SearchResult, report: SearchReport | None, tmp: Pa
     return paths
 
 
-def diagnose_record(
-    record: TrialRecord,
-    best_ap_in_search: float | None = None,
-    thresholds: Thresholds | None = None,
-) -> Diagnosis:
-    """Diagnose a trial from its history (a chain is judged by its second level, the one
-    that reports)."""
-    from kdtune.diagnose import DEFAULT_THRESHOLDS, diagnose
-
-    cfg = record.config
-    level = str(cfg.get("level", "second"))
-    key = "schedule_second" if level == "chain" else "schedule"
-    epochs = cfg.get("epochs")
-    return diagnose(
-        record.history,
-        str(cfg.get(key, "fixed:0.75")),
-        level=level,
-        max_epochs=epochs if isinstance(epochs, int) and epochs > 0 else None,
-        state=record.state,
-        best_ap_in_search=best_ap_in_search,
-        thresholds=thresholds or DEFAULT_THRESHOLDS,
-    )
-
-
 def log_search_result(
     result: SearchResult,
     uri: str,
@@ -562,7 +374,7 @@ def log_search_result(
 ) -> tuple[str, SearchReport]:
     """Log a finished (or resumed) search in one go: diagnose every trial, log the parent,
     the children and the report. Returns the parent run id and the report."""
-    from kdtune.diagnose import TrialSummary, search_report
+    from kdtune.diagnose import TrialSummary, diagnose_trial, search_report
 
     best = result.best
     best_ap = best.best_value(result.metric, result.mode) if best is not None else None
@@ -573,223 +385,20 @@ def log_search_result(
     )
     summaries = []
     for record in result.trials:
-        diagnosis = diagnose_record(record, best_ap, thresholds)
+        diagnosis = diagnose_trial(record, best_ap, thresholds)
         tracker.log_trial(record, diagnosis)
-        schedule = record.config.get(
-            "schedule_second" if record.config.get("level") == "chain" else "schedule",
-            "fixed:0.75",
-        )
         summaries.append(
-            TrialSummary(record.trial_id, schedule, record.state, record.best_value(), diagnosis)
+            TrialSummary(
+                record.trial_id,
+                record.reported_schedule,
+                record.state,
+                record.best_value(),
+                diagnosis,
+            )
         )
     report = search_report(summaries)
     tracker.finish(result, report)
     return parent, report
-
-
-# ------------------------------------------------------------------------------ reading back
-
-
-def list_searches(uri: str) -> list[str]:
-    """The names of the searches in the store (experiments named ``kdtune/<name>``)."""
-    client = _existing_store_client(uri)
-    return sorted(_kdtune_experiments(client))
-
-
-def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per trial (child run) of the given searches (default: all), columns
-    :data:`TRIAL_COLUMNS`. An unknown search name raises :class:`KdtuneError`."""
-    import pandas as pd
-
-    client = _existing_store_client(uri)
-    experiments = _kdtune_experiments(client)
-    wanted = list(searches) if searches else sorted(experiments)
-    unknown = [s for s in wanted if s not in experiments]
-    if unknown:
-        known = ", ".join(sorted(experiments)) or "none yet"
-        raise KdtuneError(f"unknown search {unknown[0]!r} in {uri} (known searches: {known})")
-    rows: list[dict[str, Any]] = []
-    for search in wanted:
-        runs = _search_runs(client, [experiments[search]], f"tags.`{TAG_KIND}` = 'trial'")
-        rows += [_trial_row(search, run) for run in runs]
-    frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
-    frame["number"] = frame["number"].astype("Int64")
-    frame["epochs_run"] = frame["epochs_run"].astype("int64")
-    if not frame.empty:
-        frame = frame.sort_values(["search", "number", "trial"], na_position="last")
-    return frame.reset_index(drop=True)
-
-
-def _trial_row(search: str, run: Run) -> dict[str, Any]:
-    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
-    chain = params.get("level") == "chain"
-    schedule = params.get("schedule", "")
-    if chain:
-        schedule = f"{schedule} -> {params.get('schedule_second', '')}"
-    return {
-        "search": search,
-        "trial": tags.get(TAG_TRIAL, params.get("trial_id", "")),
-        "number": _int_or_none(params.get("number")),
-        "run_id": run.info.run_id,
-        "level": params.get("level", ""),
-        "alpha": math.nan if chain else _float_or_nan(params.get("alpha")),
-        "schedule": schedule,
-        "epochs_run": _int_or_none(tags.get(TAG_EPOCHS_RUN)) or 0,
-        "state": tags.get(TAG_STATE, ""),
-        "best_ap": metrics.get(BEST_AP_METRIC, math.nan),
-        "diagnosis": tags.get(TAG_DIAGNOSIS, ""),
-        "recommendation": tags.get(TAG_RECOMMENDATION, ""),
-        "next": tags.get(TAG_NEXT, ""),
-    }
-
-
-def _existing_store_client(uri: str) -> MlflowClient:
-    """A client for reading: a SQLite file that does not exist yet is an error, not a new store."""
-    check_tracking(uri)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise KdtuneError(f"no tracking store at {db} (run `kdtune search` first)")
-    return _client(uri)
-
-
-def _kdtune_experiments(client: MlflowClient) -> dict[str, str]:
-    """Search name → experiment id, for the active experiments named ``kdtune/...``."""
-    found: dict[str, str] = {}
-    token = None
-    while True:
-        page = client.search_experiments(
-            filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'", page_token=token
-        )
-        for exp in page:
-            found[exp.name[len(EXPERIMENT_PREFIX) :]] = str(exp.experiment_id)
-        token = page.token
-        if not token:
-            return found
-
-
-def _search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Run]:
-    """All active runs matching the filter, across pages."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            experiment_ids, filter_string=filter_string, max_results=1000, page_token=token
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-# ------------------------------------------------------------------------------ the UI
-
-
-def start_ui(
-    uri: str,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    workers: int = 1,
-    *,
-    artifacts: Path | None = None,
-    log_file: Path | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``mlflow server`` (UI + REST API) on a local store; returns the process.
-
-    One worker keeps it near 0.5 GB (the default four take ~2.7 GB). The server proxies
-    artifact uploads of experiments created through it into ``artifacts`` (default:
-    ``mlartifacts`` beside the SQLite file), so clients on other machines can log to it;
-    experiments created on the local store keep their own location, which it serves too.
-    Output goes to ``log_file`` when given, else to this process's stdout/stderr.
-    """
-    if is_server_uri(uri):
-        raise KdtuneError(f"tracking URI {uri} is already a server: open it in a browser")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise KdtuneError(f"workers: must be a positive integer, got {workers!r}")
-    check_tracking(uri)
-    _check_port_free(host, port)
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    root = artifacts or ((db.parent if db else Path.cwd()) / ARTIFACTS_FOLDER)
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", uri,
-        "--artifacts-destination", str(Path(root).resolve()),
-        "--host", host,
-        "--port", str(port),
-        "--workers", str(workers),
-    ]  # fmt: skip
-    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 (the child holds it)
-    try:
-        return subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,  # its own process group: stop_ui ends the workers too
-        )
-    finally:
-        if out is not None:
-            out.close()
-
-
-def ui_url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{shown}:{port}"
-
-
-def wait_until_up(
-    url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    """Poll ``<url>/health`` until it answers 200; a process that exits first, or the
-    timeout, raises :class:`KdtuneError`."""
-    deadline = time.monotonic() + timeout
-    health = url.rstrip("/") + "/health"
-    while True:
-        if process is not None and process.poll() is not None:
-            raise KdtuneError(
-                f"mlflow server exited with code {process.returncode} before {url} answered"
-            )
-        try:
-            with urllib.request.urlopen(health, timeout=2.0) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise KdtuneError(f"mlflow server at {url} did not answer within {timeout:g} s")
-        time.sleep(0.25)
-
-
-def stop_ui(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Terminate the server's process group (server, uvicorn worker, job runner); kill it
-    if it has not exited within ``timeout`` seconds."""
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGKILL)
-        process.wait(timeout)
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)  # start_ui made the server a group leader
-    except (ProcessLookupError, PermissionError):
-        if process.poll() is None:
-            process.send_signal(sig)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise KdtuneError(f"port: must be in 1..65535, got {port!r}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise KdtuneError(f"port {port} on {host} is not free: {exc.strerror}") from None
-
-
-# ------------------------------------------------------------------------------ helpers
 
 
 def _log_batch(
@@ -834,11 +443,11 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _param(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
-    return text[:_MAX_PARAM]
+    return text[:MAX_PARAM]
 
 
 def _tag(value: Any) -> str:
-    return str(value)[:_MAX_TAG]
+    return str(value)[:MAX_TAG]
 
 
 def _one_line(text: str) -> str:
@@ -872,17 +481,3 @@ def _step(epoch: Any, default: int) -> int:
     if _is_number(epoch) and math.isfinite(float(epoch)):
         return int(epoch)
     return default
-
-
-def _float_or_nan(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

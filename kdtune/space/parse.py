@@ -1,0 +1,424 @@
+"""The search-space record, and reading it from YAML: the file's settings (level, data, metric,
+budget, resources, teacher, the fixed ``train`` block), its ``search`` block, and the checks
+that every trial it can sample is a valid :class:`~kdtune.config.TrainConfig`.
+
+Internal to :mod:`kdtune.space`, which re-exports the public names; import them from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from kdtune import checks
+from kdtune.checks import Where
+from kdtune.config import TEACHER_RECIPES, TrainConfig
+from kdtune.errors import KdtuneError
+from kdtune.space.dimensions import (
+    BATCH,
+    LR,
+    SLOTS,
+    Dimension,
+    GridPoint,
+    Weighting,
+    parse_dimension,
+    parse_grid,
+    parse_schedule_spec,
+    parse_weighting,
+)
+from kdtune.space.optuna_objects import (
+    PrunerSpec,
+    SamplerSpec,
+    build_pruner,
+    build_sampler,
+    construct,
+    parse_pruner,
+    parse_sampler,
+    pruner_for,
+    sampler_for,
+)
+from kdtune.yamlfile import parse_yaml, read_text
+
+SPACE_LEVELS: tuple[str, ...] = ("first", "second", "chain")
+# The one metric vocabulary (see ARCHITECTURE.md); losses are minimised, the rest maximised.
+METRICS: tuple[str, ...] = (
+    "val/ap",
+    "val/ap50",
+    "val/ap75",
+    "val/apm",
+    "val/apl",
+    "val/ar",
+    "val/loss",
+    "train/loss",
+    "train/student_loss",
+    "train/distill_loss",
+    "perf/images_per_s",
+)
+# TrainConfig keys the space file sets elsewhere (key -> where).
+_TRAIN_RESERVED: dict[str, str] = {
+    "level": "level",
+    "data": "data",
+    "epochs": "budget.max_epochs",
+    "eval_every": "budget.eval_every",
+    "teacher_checkpoint": "teacher.checkpoint",
+    "teacher_epochs": "teacher.epochs",
+    "teacher_recipe": "teacher.recipe",
+}
+_TOP_KEYS: tuple[str, ...] = (
+    "name",
+    "level",
+    "data",
+    "metric",
+    "mode",
+    "sampler",
+    "pruner",
+    "budget",
+    "resources",
+    "teacher",
+    "train",
+    "search",
+)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Budget, resources, teacher
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much the search may spend. Optuna steps (what pruners count) are epochs."""
+
+    num_samples: int
+    max_epochs: int
+    eval_every: int = 1
+    max_concurrent: int = 1
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial reserves from Ray; fractions of a GPU let trials share one."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """The level's teacher: a checkpoint, or None for kdtune to train (and cache) one.
+
+    ``recipe`` says how kdtune trains a missing teacher (see ``TrainConfig.teacher_recipe``).
+    """
+
+    checkpoint: str | None = None
+    epochs: int = 20
+    recipe: str = "auto"
+
+
+def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budget:
+    required = ("max_epochs",) if grid_size is not None else ("num_samples", "max_epochs")
+    allowed = ("num_samples", "max_epochs", "eval_every", "max_concurrent", "time_limit_s")
+    checks.mapping(raw, where, allowed, required)
+    if "num_samples" in raw:
+        num_samples = checks.integer(
+            raw["num_samples"], where.at("num_samples"), low=1, high=100_000
+        )
+    else:
+        assert grid_size is not None
+        num_samples = grid_size
+    if sampler == "grid" and grid_size is not None and num_samples > grid_size:
+        where.at("num_samples").fail(f"more trials than the {grid_size} grid points", num_samples)
+    max_epochs = checks.integer(raw["max_epochs"], where.at("max_epochs"), low=1, high=100_000)
+    eval_every = checks.integer(
+        raw.get("eval_every", 1), where.at("eval_every"), low=1, high=max_epochs
+    )
+    max_concurrent = checks.integer(
+        raw.get("max_concurrent", 1), where.at("max_concurrent"), low=1, high=10_000
+    )
+    limit = raw.get("time_limit_s")
+    if limit is not None:
+        limit = checks.number(limit, where.at("time_limit_s"), low=0.0, low_open=True)
+    return Budget(num_samples, max_epochs, eval_every, max_concurrent, limit)
+
+
+def _resources(raw: Any, where: Where) -> Resources:
+    if raw is None:
+        return Resources()
+    checks.mapping(raw, where, ("cpu", "gpu"))
+    cpu = checks.number(raw.get("cpu", 1.0), where.at("cpu"), low=0.0, low_open=True, high=4096)
+    gpu = checks.number(raw.get("gpu", 0.0), where.at("gpu"), low=0.0, high=1024)
+    for key, value in (("cpu", cpu), ("gpu", gpu)):
+        if 0 < value < 1e-4:
+            where.at(key).fail("Ray's smallest share is 0.0001", value)
+    if gpu > 1 and not gpu.is_integer():
+        where.at("gpu").fail("a fraction below 1 or a whole number of GPUs", raw.get("gpu"))
+    return Resources(cpu, gpu)
+
+
+def _teacher(raw: Any, where: Where, base: Path) -> TeacherSpec:
+    if raw is None:
+        return TeacherSpec()
+    checks.mapping(raw, where, ("checkpoint", "epochs", "recipe"))
+    checkpoint = raw.get("checkpoint")
+    if checkpoint is not None:
+        checkpoint = _resolve(base, checks.string(checkpoint, where.at("checkpoint")))
+    epochs = checks.integer(
+        raw.get("epochs", TeacherSpec.epochs), where.at("epochs"), low=1, high=100_000
+    )
+    recipe = checks.string(
+        raw.get("recipe", TeacherSpec.recipe), where.at("recipe"), TEACHER_RECIPES
+    )
+    return TeacherSpec(checkpoint, epochs, recipe)
+
+
+def _resolve(base: Path, text: str) -> str:
+    """``~`` and ``$VARS`` expanded; a relative path taken from the space file's folder."""
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# The train block: fixed TrainConfig keys
+
+
+def _train(raw: Any, where: Where, controlled: set[str]) -> dict[str, Any]:
+    """The fixed TrainConfig settings, checked key by key so that errors name ``train.KEY``."""
+    if raw is None:
+        return {}
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    allowed = [n for n in names if n not in _TRAIN_RESERVED] + ["alpha", "alpha_second"]
+    if not isinstance(raw, dict):
+        where.fail("expected a mapping", raw)
+    for key, value in raw.items():
+        if isinstance(key, str) and key in _TRAIN_RESERVED:
+            where.at(key).fail(f"set by {_TRAIN_RESERVED[key]}, not in train")
+        checks.mapping({key: value}, where, allowed)
+        target = {"alpha": "schedule", "alpha_second": "schedule_second"}.get(key, key)
+        if target in controlled:
+            where.at(key).fail("is searched (under search:), so it cannot be fixed here")
+        _train_value(key, value, where.at(key))
+    return dict(raw)
+
+
+def _train_value(key: str, value: Any, where: Where) -> None:
+    if key in ("schedule", "schedule_second"):  # checked even where the level does not use it
+        parse_schedule_spec(value, where)
+    marker = "\x00"
+    try:
+        TrainConfig.from_dict({key: value}, where=marker)
+    except KdtuneError as exc:
+        message = str(exc).removeprefix(f"{marker}: ").removeprefix(f"{key}: ")
+        where.fail(message, *(() if "got" in message else (value,)))
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        where.fail(f"invalid value ({type(exc).__name__})", value)
+
+
+def _config(raw: dict[str, Any], where: Where) -> dict[str, Any]:
+    """A validated full TrainConfig dict."""
+    try:
+        return TrainConfig.from_dict(raw, where=where.label).to_dict()
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        where.fail(f"invalid configuration ({type(exc).__name__}: {exc})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The space
+
+
+@dataclass
+class SearchSpace:
+    """A parsed, validated search-space file."""
+
+    name: str
+    level: str
+    data: str
+    metric: str
+    mode: str
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    budget: Budget
+    resources: Resources
+    teacher: TeacherSpec
+    train: dict[str, Any]
+    weightings: dict[str, Weighting]  # keyed by search key: weighting | weighting_first/_second
+    lr: Dimension | None = None
+    batch_size: Dimension | None = None
+    grid: tuple[GridPoint, ...] = ()
+    file: str = "<string>"
+    source_text: str = ""
+
+    @property
+    def num_trials(self) -> int:
+        return self.budget.num_samples
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Sample one trial (define-by-run) and return its TrainConfig overrides."""
+        if self.grid:
+            index = trial.suggest_categorical("point", list(range(len(self.grid))))
+            return dict(self.grid[int(index)].overrides)
+        overrides: dict[str, Any] = {}
+        for key, weighting in self.weightings.items():
+            suffix, target = SLOTS[key]
+            overrides[target] = weighting.suggest(trial, suffix)
+        if self.lr is not None:
+            overrides["lr"] = float(self.lr.suggest(trial, "lr"))
+        if self.batch_size is not None:
+            overrides["batch_size"] = int(self.batch_size.suggest(trial, "batch_size"))
+        return overrides
+
+    def trial_config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full, validated TrainConfig dict of a trial with these overrides."""
+        raw = self._base_config()
+        raw.update(overrides or {})
+        return _config(raw, Where(self.file, "trial"))
+
+    def _base_config(self) -> dict[str, Any]:
+        """The fixed settings of every trial, before any overrides."""
+        raw = dict(self.train)
+        raw.update(
+            level=self.level,
+            data=self.data,
+            epochs=self.budget.max_epochs,
+            eval_every=self.budget.eval_every,
+            teacher_checkpoint=self.teacher.checkpoint,
+            teacher_epochs=self.teacher.epochs,
+            teacher_recipe=self.teacher.recipe,
+        )
+        return raw
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file; relative paths in it resolve from its folder."""
+    path = Path(path)
+    text = read_text(path, "search-space")
+    return parse_space(text, file=path, base_dir=path.resolve().parent)
+
+
+def parse_space(
+    text: str, *, file: str | Path = "<string>", base_dir: str | Path | None = None
+) -> SearchSpace:
+    """Validate search-space YAML text; ``file`` names it in errors, ``base_dir`` anchors paths."""
+    top = Where(str(file))
+    if not isinstance(text, str):
+        top.fail("expected YAML text", text)
+    raw = parse_yaml(text, top.source)
+    if raw is None:
+        top.fail("empty file (expected a mapping with level, budget and search)")
+    checks.mapping(raw, top, _TOP_KEYS, required=("level", "budget", "search"))
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    default_name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(file)).stem).lstrip("._-") or "search"
+    name = raw.get("name", default_name[:100])
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        top.at("name").fail(
+            "letters, digits, '.', '_' or '-' (at most 100), used as a folder name", name
+        )
+    level = checks.string(raw["level"], top.at("level"), SPACE_LEVELS)
+    data = checks.string(raw.get("data", "synthetic"), top.at("data"))
+    data = data if data == "synthetic" else _resolve(base, data)
+    metric = checks.string(raw.get("metric", "val/ap"), top.at("metric"), METRICS)
+    default_mode = "min" if metric.endswith("loss") else "max"
+    mode = checks.string(raw.get("mode", default_mode), top.at("mode"), ("max", "min"))
+    sampler = parse_sampler(raw.get("sampler"), top.at("sampler"))
+    pruner = parse_pruner(raw.get("pruner"), top.at("pruner"))
+    weightings, lr, batch, grid = _search(raw["search"], top, level, sampler.type)
+    budget = _budget(raw["budget"], top.at("budget"), len(grid) if grid else None, sampler.type)
+    space = SearchSpace(
+        name=name,
+        level=level,
+        data=data,
+        metric=metric,
+        mode=mode,
+        sampler=sampler,
+        pruner=pruner,
+        budget=budget,
+        resources=_resources(raw.get("resources"), top.at("resources")),
+        teacher=_teacher(raw.get("teacher"), top.at("teacher"), base),
+        train=_train(raw.get("train"), top.at("train"), _controlled(weightings, lr, batch)),
+        weightings=weightings,
+        lr=lr,
+        batch_size=batch,
+        grid=grid,
+        file=str(file),
+        source_text=text,
+    )
+    construct(top.at("sampler.options"), lambda: build_sampler(sampler, len(grid)))
+    construct(top.at("pruner.options"), lambda: build_pruner(pruner, budget.max_epochs))
+    _check_trials(space, top)
+    return space
+
+
+def _search(
+    raw: Any, top: Where, level: str, sampler: str
+) -> tuple[dict[str, Weighting], Dimension | None, Dimension | None, tuple[GridPoint, ...]]:
+    where = top.at("search")
+    slots = ("weighting_first", "weighting_second") if level == "chain" else ("weighting",)
+    other = ("weighting",) if level == "chain" else ("weighting_first", "weighting_second")
+    checks.mapping(raw, where, (*slots, *other, "lr", "batch_size", "grid"))
+    for key in other:
+        if key in raw:
+            where.at(key).fail(f"level {level} searches {' and '.join(slots)}")
+    if "grid" in raw:
+        for key in raw:
+            if key != "grid":
+                where.at(key).fail("not allowed beside search.grid: set it in each point")
+        return {}, None, None, parse_grid(raw["grid"], where.at("grid"), level)
+    if sampler == "grid":
+        top.at("sampler.type").fail(
+            "the grid sampler needs an explicit list of points in search.grid"
+        )
+    if level == "chain":
+        for key in slots:
+            if key not in raw:
+                where.at(key).fail("missing: a chain searches both levels' weightings")
+    weightings = {key: parse_weighting(raw[key], where.at(key)) for key in slots if key in raw}
+    lr = parse_dimension(raw["lr"], where.at("lr"), LR) if "lr" in raw else None
+    batch = (
+        parse_dimension(raw["batch_size"], where.at("batch_size"), BATCH)
+        if "batch_size" in raw
+        else None
+    )
+    if not weightings and lr is None and batch is None:
+        where.fail("nothing to search: give weighting, lr, batch_size or grid")
+    return weightings, lr, batch, ()
+
+
+def _controlled(weightings: dict[str, Weighting], lr: Any, batch: Any) -> set[str]:
+    """TrainConfig keys that the search sets on every trial."""
+    keys = {SLOTS[k][1] for k in weightings}
+    keys |= {"lr"} if lr is not None else set()
+    keys |= {"batch_size"} if batch is not None else set()
+    return keys
+
+
+def _check_trials(space: SearchSpace, top: Where) -> None:
+    """The fixed settings must form a valid TrainConfig, and so must every grid point."""
+    base = space._base_config()
+    _config(base, top.at("train"))
+    for i, point in enumerate(space.grid):
+        _config({**base, **point.overrides}, top.at("search.grid").item(i))
+
+
+def check_paths(space: SearchSpace) -> None:
+    """Raise if the data folder or the teacher checkpoint named by the file does not exist."""
+    top = Where(space.file)
+    if space.data != "synthetic" and not Path(space.data).is_dir():
+        top.at("data").fail("no such folder", space.data)
+    if space.teacher.checkpoint is not None and not Path(space.teacher.checkpoint).is_file():
+        top.at("teacher.checkpoint").fail("no such file", space.teacher.checkpoint)
+
+
+def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler the file asks for (a grid sampler walks the ``point`` index)."""
+    return sampler_for(space.sampler, len(space.grid), space.file)
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The Optuna pruner the file asks for; its steps are epochs."""
+    return pruner_for(space.pruner, space.budget.max_epochs, space.file)

@@ -1,0 +1,88 @@
+"""Reading searches back from MLflow: one row per trial, for ``kdtune compare`` and export."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from kdtune.errors import KdtuneError
+from kdtune.tracking.store import (
+    BEST_AP_METRIC,
+    TAG_DIAGNOSIS,
+    TAG_EPOCHS_RUN,
+    TAG_KIND,
+    TAG_NEXT,
+    TAG_RECOMMENDATION,
+    TAG_STATE,
+    TAG_TRIAL,
+    TRIAL_COLUMNS,
+    existing_store_client,
+    kdtune_experiments,
+    search_runs,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities import Run
+
+
+def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per trial (child run) of the given searches (default: all), columns
+    :data:`TRIAL_COLUMNS`. An unknown search name raises :class:`KdtuneError`."""
+    import pandas as pd
+
+    client = existing_store_client(uri)
+    experiments = kdtune_experiments(client)
+    wanted = list(searches) if searches else sorted(experiments)
+    unknown = [s for s in wanted if s not in experiments]
+    if unknown:
+        known = ", ".join(sorted(experiments)) or "none yet"
+        raise KdtuneError(f"unknown search {unknown[0]!r} in {uri} (known searches: {known})")
+    rows: list[dict[str, Any]] = []
+    for search in wanted:
+        runs = search_runs(client, [experiments[search]], f"tags.`{TAG_KIND}` = 'trial'")
+        rows += [_trial_row(search, run) for run in runs]
+    frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+    frame["number"] = frame["number"].astype("Int64")
+    frame["epochs_run"] = frame["epochs_run"].astype("int64")
+    if not frame.empty:
+        frame = frame.sort_values(["search", "number", "trial"], na_position="last")
+    return frame.reset_index(drop=True)
+
+
+def _trial_row(search: str, run: Run) -> dict[str, Any]:
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    chain = params.get("level") == "chain"
+    schedule = params.get("schedule", "")
+    if chain:
+        schedule = f"{schedule} -> {params.get('schedule_second', '')}"
+    return {
+        "search": search,
+        "trial": tags.get(TAG_TRIAL, params.get("trial_id", "")),
+        "number": _int_or_none(params.get("number")),
+        "run_id": run.info.run_id,
+        "level": params.get("level", ""),
+        "alpha": math.nan if chain else _float_or_nan(params.get("alpha")),
+        "schedule": schedule,
+        "epochs_run": _int_or_none(tags.get(TAG_EPOCHS_RUN)) or 0,
+        "state": tags.get(TAG_STATE, ""),
+        "best_ap": metrics.get(BEST_AP_METRIC, math.nan),
+        "diagnosis": tags.get(TAG_DIAGNOSIS, ""),
+        "recommendation": tags.get(TAG_RECOMMENDATION, ""),
+        "next": tags.get(TAG_NEXT, ""),
+    }
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
