@@ -34,7 +34,8 @@ from kdtune.data.coco import load_split
 from kdtune.data.synth import write_synthetic
 from kdtune.evaluate import bootstrap_replicates, coco_keypoint_ap, load_coco
 from kdtune.models import load_checkpoint
-from kdtune.train import fit, predict_detections
+from kdtune.predict import predict_detections
+from kdtune.train import fit
 
 
 def main() -> None:

@@ -101,7 +101,8 @@ def evaluate_checkpoint(
 
     from kdtune.data.coco import resolve_data
     from kdtune.models import AtInputSize, count_parameters, load_checkpoint
-    from kdtune.train import evaluate_model, pick_device
+    from kdtune.predict import evaluate_model
+    from kdtune.train import pick_device
 
     model = load_checkpoint(Path(checkpoint), arch)
     cfg = TrainConfig(data=data)
@@ -301,13 +302,9 @@ def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float
     before any trial: every trial then reads the same memory-mapped bank. Returns the
     teacher's val AP (None for a level without an outside teacher's maps to compare)."""
     from kdtune.data.coco import resolve_data
-    from kdtune.train import (
-        evaluate_model,
-        open_bank,
-        pick_device,
-        prepare_teacher,
-        teacher_at_grid,
-    )
+    from kdtune.predict import evaluate_model
+    from kdtune.teachers import open_bank, teacher_at_grid
+    from kdtune.train import pick_device, prepare_teacher
 
     splits = {}
     for split in ("train", base.val_split):

@@ -318,3 +318,36 @@ def _progress_lines(say: Callable[[str], None], total: int) -> Progress:
             say(f"  teacher bank: {done}/{total} views ({rate:.0f} views/s)")
 
     return progress
+
+
+def source_maps(
+    teacher: nn.Module,
+    data: PoseSet,
+    *,
+    key: list[Any],
+    device: torch.device,
+    cache: Path,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The approximate ``warped`` mode's source: ``teacher``'s maps (already at the student's
+    grid) of every *un-augmented* image of ``data``, computed once and cached on disk (float16)
+    under ``cache/teacher_maps``, named by ``key`` (the teacher's digest and sizes) and the data."""
+    from kdtune.augment import normalize
+
+    digest = hashlib.sha256(json.dumps([*key, data.ann_file, data.split, len(data)]).encode())
+    path = cache / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location=device, weights_only=True)
+        return cached["heat"], cached["paf"]
+    teacher = teacher.to(device).eval()
+    heats, pafs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(data), 64):
+            heat, paf = teacher(normalize(data.images[start : start + 64].to(device)))[-1]
+            heats.append(heat.half())
+            pafs.append(paf.half())
+    heat_all, paf_all = torch.cat(heats), torch.cat(pafs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    os.replace(tmp, path)
+    return heat_all, paf_all

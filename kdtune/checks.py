@@ -11,6 +11,7 @@ Pure Python: no third-party imports, so any module may use it.
 from __future__ import annotations
 
 import math
+import numbers
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,33 @@ from typing import Any, NoReturn
 
 from kdtune.errors import KdtuneError
 
-__all__ = ["MISSING", "Where", "boolean", "integer", "join", "mapping", "number", "show", "string"]
+__all__ = [
+    "MISSING",
+    "Where",
+    "boolean",
+    "integer",
+    "is_finite",
+    "is_number",
+    "join",
+    "mapping",
+    "number",
+    "show",
+    "string",
+]
 
 MISSING: Any = object()  # "no value to show" (None is a value)
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 6, 60, 60
+
+
+def is_number(value: Any) -> bool:
+    """A real number (numpy's included), not a bool: what a metric value may be."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite(value: Any) -> bool:
+    """A real number, not a bool, neither NaN nor infinite."""
+    return is_number(value) and math.isfinite(value)
 
 
 def show(value: Any) -> str:

@@ -92,7 +92,8 @@ def holdout_check(
     from kdtune.data.coco import resolve_data
     from kdtune.evaluate import bootstrap_ap, coco_keypoint_ap, load_coco
     from kdtune.models import load_checkpoint
-    from kdtune.train import fit, pick_device, predict_detections
+    from kdtune.predict import predict_detections
+    from kdtune.train import fit, pick_device
 
     holdout = resolve_data(cfg.data, split, cfg.input_size, results)
     run_cfg = replace(cfg, eval_every=cfg.epochs)

@@ -7,7 +7,6 @@ returns its path. Metric names are the shared vocabulary (``train/loss``, ``val/
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from kdtune.checks import is_finite
 
 LOSS_CURVES: tuple[str, ...] = (
     "train/loss",
@@ -59,7 +60,7 @@ def _draw_curves(
         points = [
             (float(row["epoch"]), float(row[key]))
             for row in history
-            if _finite(row.get("epoch")) and _finite(row.get(key))
+            if is_finite(row.get("epoch")) and is_finite(row.get(key))
         ]
         if points:
             xs, ys = zip(*points, strict=True)
@@ -119,7 +120,7 @@ def _scatter(
     colours: Mapping[str, str],
     xlabel: str,
 ) -> None:
-    shown = [p for p in points if _finite(p.get(key)) and _finite(p.get("best_ap"))]
+    shown = [p for p in points if is_finite(p.get(key)) and is_finite(p.get("best_ap"))]
     for p in shown:
         ax.scatter(
             float(p[key]),
@@ -142,7 +143,3 @@ def _save(fig: Figure, path: str | Path, right: float = 1.0) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,11 +7,12 @@ A search writes ``<results>/<name>/search.json`` with :meth:`SearchResult.save`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kdtune.checks import is_finite
 
 # The files of a search under <results>/<name>/, one name each.
 SEARCH_FILE = "search.json"  # the SearchResult: every trial and its curves
@@ -40,7 +41,7 @@ class TrialRecord:
     node: str | None = None  # the host the trial ran on
 
     def best_value(self, metric: str = "val/ap", mode: str = "max") -> float | None:
-        values = [h[metric] for h in self.history if _finite(h.get(metric))]
+        values = [h[metric] for h in self.history if is_finite(h.get(metric))]
         if not values:
             return None
         return max(values) if mode == "max" else min(values)
@@ -98,7 +99,3 @@ class SearchResult:
         raw = json.loads(Path(path).read_text())
         trials = [TrialRecord(**t) for t in raw.pop("trials", [])]
         return cls(**raw, trials=trials)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

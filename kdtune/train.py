@@ -11,7 +11,6 @@ Teachers are either a given checkpoint or one kdtune trained itself and cached u
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -26,26 +25,39 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kdtune.augment import Affine, AugmentParams, apply, normalize, sample_affine, warp_maps
-from kdtune.bank import BankSpec, TeacherBank, open_or_build, run_teacher, view_affines
-from kdtune.config import REFERENCE_ALPHA, STUDENT_OF, TEACHER_OF, TrainConfig
+from kdtune.augment import Affine, AugmentParams, apply, sample_affine, warp_maps
+from kdtune.bank import (
+    TeacherBank,
+    run_teacher,
+    source_maps,
+    view_affines,
+)
+from kdtune.config import STUDENT_OF, TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
-from kdtune.data.coco import data_fingerprint, resolve_data
+from kdtune.data.coco import resolve_data
 from kdtune.errors import KdtuneError, TrialDiverged
 from kdtune.losses import kd_loss
 from kdtune.models import (
-    AtInputSize,
     build_model,
     count_parameters,
     load_checkpoint,
     weights_digest,
 )
 from kdtune.paths import cache_dir, file_lock
+from kdtune.predict import evaluate_model, keep_mask, predict_maps
 from kdtune.schedules import parse_schedule
 from kdtune.targets import make_targets
+from kdtune.teachers import (
+    bank_spec,
+    manifest,
+    open_bank,
+    shipped_teacher,
+    teacher_at_grid,
+    teacher_key,
+    teacher_training_config,
+)
 
 Report = Callable[[int, dict[str, float], Path], None]
 CHECKPOINT_FILE = "state.pt"
@@ -88,46 +100,11 @@ def fit(
     return _Run(cfg, workdir, results, log or (lambda _msg: None)).fit(report, resume_from)
 
 
-def evaluate_model(
-    model: nn.Module,
-    data: PoseSet,
-    cfg: TrainConfig,
-    device: torch.device | None = None,
-    prefix: str = "val",
-) -> dict[str, float]:
-    """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
-    ``<prefix>/loss``, ``<prefix>/ap`` ..."""
-    from kdtune.evaluate import evaluate_predictions
-
-    device = device or next(model.parameters()).device
-    heat, paf, loss = _predict(model, data, cfg, device)
-    metrics = {
-        f"{prefix}/{k}": float(v)
-        for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
-    }
-    metrics[f"{prefix}/loss"] = loss
-    return metrics
-
-
-def predict_detections(
-    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
-) -> list[dict[str, Any]]:
-    """COCO keypoint results of ``model`` on every image of ``data``, in original coordinates."""
-    from kdtune.decode import decode_batch
-    from kdtune.evaluate import detections_for
-
-    device = device or next(model.parameters()).device
-    heat, paf, _ = _predict(model, data, cfg, device)
-    return detections_for(decode_batch(heat, paf, stride=cfg.stride), data)
-
-
 def prepare_teacher(
     cfg: TrainConfig, results: Path | None = None, log: Callable[[str], None] | None = None
 ) -> nn.Module | None:
     """The teacher of ``cfg.level``: a given checkpoint, a shipped one where it fits (recipe
     ``auto`` or ``shipped``), else one kdtune trains once and caches; None if not needed."""
-    from kdtune.teachers import manifest, shipped_teacher
-
     arch = TEACHER_OF.get(cfg.level)
     if arch is None:
         return None
@@ -146,47 +123,6 @@ def prepare_teacher(
         say(f"teacher: no shipped one fits ({why}); training one by the reference recipe")
     path = _trained_teacher(cfg, results, say)
     return load_checkpoint(path, arch)
-
-
-def teacher_at_grid(teacher: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """``teacher`` fed ``teacher_input_size`` images, its maps brought to the student's grid."""
-    return AtInputSize(teacher, cfg.teacher_input_size, cfg.input_size // cfg.stride)
-
-
-def bank_spec(cfg: TrainConfig, images: int, teacher: str = "", data: str = "") -> BankSpec:
-    """What a bank for ``cfg``'s training split of ``images`` images is built from: the
-    teacher's weights digest and the data's fingerprint (both left empty where only the views
-    are wanted: they do not depend on either)."""
-    return BankSpec(
-        teacher=teacher,
-        data=data,
-        split="train",
-        images=images,
-        views=cfg.teacher_views,
-        aug_scale=tuple(cfg.aug_scale),  # type: ignore[arg-type]
-        aug_rotate=cfg.aug_rotate,
-        aug_flip=cfg.aug_flip,
-        input_size=cfg.input_size,
-        teacher_input_size=cfg.teacher_input_size,
-        stride=cfg.stride,
-        amp=cfg.amp,
-    )
-
-
-def open_bank(
-    cfg: TrainConfig,
-    teacher: nn.Module,
-    train: PoseSet,
-    device: torch.device,
-    results: Path | None,
-    log: Callable[[str], None],
-) -> TeacherBank:
-    """The bank of ``teacher`` (already at the student's grid) for ``cfg``'s training images:
-    ``cfg.teacher_bank`` if given (checked to fit), else found or built in the cache."""
-    spec = bank_spec(cfg, len(train), weights_digest(teacher), data_fingerprint(cfg.data))
-    if cfg.teacher_bank:
-        return TeacherBank(Path(cfg.teacher_bank)).check(spec)
-    return open_or_build(teacher, train, spec, cache_dir(results), device=device, log=log)
 
 
 def pick_device(name: str) -> torch.device:
@@ -266,7 +202,14 @@ class _Run:
         elif cfg.teacher_targets == "live":
             self.teacher = net
         else:
-            heat, paf = teacher_maps(teacher, train, cfg, self.device, self.results)
+            digest = weights_digest(teacher_at_grid(teacher, cfg))
+            heat, paf = source_maps(
+                teacher_at_grid(teacher, cfg),
+                train,
+                key=[digest, cfg.input_size, cfg.teacher_input_size, cfg.stride],
+                device=self.device,
+                cache=cache_dir(self.results),
+            )
             self.train.teacher_heat, self.train.teacher_paf = heat, paf
 
     def _to_device(self, data: PoseSet) -> Batches:
@@ -471,7 +414,7 @@ class _Run:
         subset = self.val.subset(slice(0, min(count, len(self.val))))
         if len(subset) == 0:
             return
-        heat, paf, _ = _predict(self.model, subset, self.cfg, self.device)
+        heat, paf, _ = predict_maps(self.model, subset, self.cfg, self.device)
         people = decode_batch(heat, paf, stride=self.cfg.stride)
         tiles = []
         for img, persons in zip(subset.images, people, strict=True):
@@ -554,53 +497,6 @@ def _fit_chain(
 # Teachers: trained once, cached by what shaped them
 
 
-# What does not shape a teacher's weights: where and how fast it runs, what it is evaluated on.
-_NOT_SHAPING = (
-    "device",
-    "num_threads",
-    "eval_every",
-    "max_val_images",
-    "val_split",
-    "extra",
-    "schedule_second",
-    "teacher_bank",
-)
-
-
-def teacher_training_config(cfg: TrainConfig) -> TrainConfig:
-    """The run kdtune trains as ``cfg``'s teacher when none is given or shipped."""
-    arch = TEACHER_OF[cfg.level]
-    if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
-        level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
-    else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
-        level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
-    return replace(
-        cfg,
-        level=level,
-        schedule=schedule,
-        epochs=cfg.teacher_epochs,
-        teacher_checkpoint=None,
-        teacher_bank=None,
-        eval_every=cfg.teacher_epochs,
-        # on the ground truth alone a teacher learns from fresh views at every step
-        teacher_targets="live" if schedule == "fixed:0" else cfg.teacher_targets,
-    )
-
-
-def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
-    """A short hash of everything that shapes the teacher kdtune would train for ``cfg``: its
-    whole training config (lr, seed, weight decay, augmentation, amp, sizes, recipe, targets ...)
-    and the data's fingerprint."""
-    del results  # the data is named by its fingerprint, not by where it is cached
-
-    teacher_cfg = teacher_training_config(cfg)
-    parts = {k: v for k, v in teacher_cfg.to_dict().items() if k not in _NOT_SHAPING}
-    parts["arch"] = TEACHER_OF[cfg.level]
-    parts["data"] = data_fingerprint(cfg.data)
-    parts["version"] = 2
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str], None]) -> Path:
     arch = TEACHER_OF[cfg.level]
     root = cache_dir(results) / "teachers" / f"{arch}-{teacher_key(cfg, results)}"
@@ -622,43 +518,6 @@ def _trained_teacher(cfg: TrainConfig, results: Path | None, log: Callable[[str]
     return model_path
 
 
-def teacher_maps(
-    teacher: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device, results: Path | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's final-stage maps for every image of ``data`` (un-augmented), at the student's
-    grid; computed once and cached on disk (float16) by teacher weights, data and sizes."""
-    digest = hashlib.sha256(weights_digest(teacher).encode())
-    digest.update(
-        json.dumps(
-            [
-                data.ann_file,
-                data.split,
-                len(data),
-                cfg.input_size,
-                cfg.teacher_input_size,
-                cfg.stride,
-            ]
-        ).encode()
-    )
-    path = cache_dir(results) / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
-    if path.is_file():
-        cached = torch.load(path, map_location=device, weights_only=True)
-        return cached["heat"], cached["paf"]
-    net = teacher_at_grid(teacher, cfg).to(device).eval()
-    heats, pafs = [], []
-    with torch.inference_mode():
-        for start in range(0, len(data), 64):
-            heat, paf = net(normalize(data.images[start : start + 64].to(device)))[-1]
-            heats.append(heat.half())
-            pafs.append(paf.half())
-    heat_all, paf_all = torch.cat(heats), torch.cat(pafs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
-    os.replace(tmp, path)
-    return heat_all, paf_all
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
@@ -672,53 +531,6 @@ def lr_factor(step: int, total: int) -> float:
         return (step + 1) / warm
     progress = min(step - warm, total - warm) / max(total - warm, 1)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def keep_mask(ignore: torch.Tensor, stride: int) -> torch.Tensor:
-    """Per-cell loss weight [B, 1, G, G]: 1 minus the ignored fraction of the cell's pixels."""
-    return 1.0 - F.avg_pool2d(ignore.unsqueeze(1).float(), stride)
-
-
-def _predict(
-    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Final-stage maps for every image of ``data`` (on the CPU) and the mean GT L2 per image."""
-    model.eval()
-    heats, pafs, loss_sum = [], [], 0.0
-    with torch.inference_mode():
-        for start in range(0, len(data), 64):
-            sl = slice(start, start + 64)
-            x = normalize(data.images[sl].to(device))
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            ctx = (
-                torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if cfg.amp
-                else contextlib.nullcontext()
-            )
-            with ctx:
-                heat, paf = model(x)[-1]
-            heat, paf = heat.float(), paf.float()
-            gt_heat, gt_paf = make_targets(
-                data.keypoints[sl].to(device),
-                cfg.input_size,
-                cfg.stride,
-                cfg.sigma,
-                cfg.paf_thickness,
-            )
-            keep = keep_mask(data.masks[sl].to(device), cfg.stride)
-            loss = kd_loss(
-                [(heat, paf)], gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
-            )
-            loss_sum += float(loss["student"]) * x.shape[0]
-            heats.append(heat.cpu())
-            pafs.append(paf.cpu())
-    model.train()
-    n = max(len(data), 1)
-    if not heats:
-        grid = cfg.input_size // cfg.stride
-        return torch.zeros(0, 19, grid, grid), torch.zeros(0, 38, grid, grid), 0.0
-    return torch.cat(heats), torch.cat(pafs), loss_sum / n
 
 
 def _seed_everything(seed: int) -> None:

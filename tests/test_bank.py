@@ -17,7 +17,8 @@ from kdtune.config import TrainConfig
 from kdtune.data.coco import load_split
 from kdtune.errors import KdtuneError
 from kdtune.models import build_model, weights_digest
-from kdtune.train import bank_spec, fit, teacher_at_grid, teacher_key
+from kdtune.teachers import bank_spec, teacher_at_grid, teacher_key
+from kdtune.train import fit
 
 VIEWS = 3
 

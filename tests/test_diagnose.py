@@ -25,7 +25,7 @@ from kdtune.diagnose import (
     next_schedules,
     search_report,
 )
-from kdtune.diagnose import _labels as guidance_labels
+from kdtune.diagnose.guidance import _labels as guidance_labels
 from kdtune.errors import KdtuneError
 from kdtune.schedules import parse_schedule
 

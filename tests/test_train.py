@@ -13,7 +13,8 @@ import torch
 
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
-from kdtune.train import TrialDiverged, fit, lr_factor, teacher_key
+from kdtune.teachers import teacher_key
+from kdtune.train import TrialDiverged, fit, lr_factor
 
 
 def small(synth_root: Path, **over: Any) -> TrainConfig:

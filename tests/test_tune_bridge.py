@@ -15,14 +15,17 @@ import optuna
 import pytest
 import ray
 from optuna.trial import TrialState
+from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from kdtune import tune as kt
 from kdtune.errors import KdtuneError
-from kdtune.results import COMPLETE, FAILED, SearchResult
+from kdtune.results import COMPLETE, FAILED, SEARCH_FILE, SPACE_COPY, SearchResult
 from kdtune.space import parse_space
+from kdtune.tune import bridge, driver, records
+from kdtune.tune.trial import _set_torch_threads
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -40,7 +43,7 @@ search:
 
 def changed(what: str) -> str:
     return (
-        f"ray/optuna changed: {what}; kdtune.tune.PruningOptunaSearch relies on it "
+        f"ray/optuna changed: {what}; kdtune.tune.bridge.PruningOptunaSearch relies on it "
         "(pins: ray==2.60.0, optuna==5.0.0)"
     )
 
@@ -303,12 +306,12 @@ def test_searcher_survives_pickling(space: Any) -> None:
 
 def test_ray_temp_dir_fits_the_socket_path_limit(tmp_path: Path) -> None:
     short = Path("/r/q")
-    assert kt._ray_temp_dir(short) == short / ".ray"
+    assert driver._ray_temp_dir(short) == short / ".ray"
     long = tmp_path / ("x" * 80) / "search"
-    temp = kt._ray_temp_dir(long)
+    temp = driver._ray_temp_dir(long)
     assert str(temp).startswith("/tmp/kdtune-ray-")
-    assert temp == kt._ray_temp_dir(long)  # stable: the same search gets the same folder
-    assert len(str(temp)) + kt._SOCKET_SUFFIX <= kt._SOCKET_PATH_MAX
+    assert temp == driver._ray_temp_dir(long)  # stable: the same search gets the same folder
+    assert len(str(temp)) + driver._SOCKET_SUFFIX <= driver._SOCKET_PATH_MAX
 
 
 def test_check_start_never_overwrites_and_only_resumes_what_exists(
@@ -319,7 +322,7 @@ def test_check_start_never_overwrites_and_only_resumes_what_exists(
         kt.check_start(folder, space, resume=True)
     kt.check_start(folder, space, resume=False)  # nothing there: fine
     folder.mkdir()
-    (folder / kt.SEARCH_FILE).write_text("{}")
+    (folder / SEARCH_FILE).write_text("{}")
     with pytest.raises(KdtuneError, match="already exists; pass --resume"):
         kt.check_start(folder, space, resume=False)
     with pytest.raises(KdtuneError, match="stopped before its first snapshot"):
@@ -337,7 +340,7 @@ def test_history_entry_keeps_the_vocabulary_and_the_epoch() -> None:
         "config": {"kdtune": {}},
         "done": False,
     }
-    assert kt._history_entry(result) == {"val/ap": 0.5, "train/loss": 1.5, "epoch": 3.0}
+    assert records._history_entry(result) == {"val/ap": 0.5, "train/loss": 1.5, "epoch": 3.0}
 
 
 def test_error_of_reads_the_last_line_and_spots_divergence(tmp_path: Path) -> None:
@@ -346,11 +349,11 @@ def test_error_of_reads_the_last_line_and_spots_divergence(tmp_path: Path) -> No
         "Failure # 1\nTraceback (most recent call last):\n  File x\n"
         "kdtune.tune.TrialDivergedError: TrialDiverged: loss became nan at epoch 2\n"
     )
-    message, diverged = kt._error_of(SimpleNamespace(error_file=str(error)))
+    message, diverged = records._error_of(SimpleNamespace(error_file=str(error)))
     assert message == "kdtune.tune.TrialDivergedError: TrialDiverged: loss became nan at epoch 2"
     assert diverged
     error.write_text("Traceback\nValueError: toy failure at epoch 2\n")
-    assert kt._error_of(SimpleNamespace(error_file=str(error))) == (
+    assert records._error_of(SimpleNamespace(error_file=str(error))) == (
         "ValueError: toy failure at epoch 2",
         False,
     )
@@ -388,7 +391,7 @@ def test_past_the_time_limit_trials_stop_and_nothing_new_starts(
     trial = SimpleNamespace(trial_id="running", config=config)
     result = {"epoch": 1, "val/ap": 0.9}
     assert sched.on_trial_result(None, trial, result) == TrialScheduler.CONTINUE  # no limit set
-    monkeypatch.setitem(kt._DEADLINES, "k", time.monotonic() - 1.0)
+    monkeypatch.setitem(bridge._DEADLINES, "k", time.monotonic() - 1.0)
     assert sched.on_trial_result(None, trial, {"epoch": 2, "val/ap": 0.9}) == TrialScheduler.STOP
     s.on_trial_complete("running", {"epoch": 2, "val/ap": 0.9, "done": True})  # Ray sets done
     frozen = s.study.get_trials(deepcopy=False)[0]
@@ -428,9 +431,9 @@ def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_pat
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     s = make_searcher(space, optuna.storages.RDBStorage(url))
     ended: list[Any] = []
-    monitor = kt._Monitor(
-        kt._empty_result(tmp_path, space, url),
-        path=tmp_path / kt.SEARCH_FILE,
+    monitor = records._Monitor(
+        records._empty_result(tmp_path, space, url),
+        path=tmp_path / SEARCH_FILE,
         storage_url=url,
         budget=space.budget,
         on_trial_end=ended.append,
@@ -461,7 +464,7 @@ def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_pat
     assert good_rec.config["epochs"] == 5 and good_rec.number == 0
     assert result.trials[1].error == "ValueError: boom"
     assert [r.trial_id for r in ended] == ["good", "bad"]
-    assert SearchResult.load(tmp_path / kt.SEARCH_FILE).counts()[COMPLETE] == 1
+    assert SearchResult.load(tmp_path / SEARCH_FILE).counts()[COMPLETE] == 1
     assert monitor.epochs_now == 2
 
 
@@ -470,10 +473,10 @@ def test_resume_refuses_a_changed_space_file(
 ) -> None:
     folder = tmp_path / "bridge"
     folder.mkdir()
-    monkeypatch.setattr(kt.tune.Tuner, "can_restore", staticmethod(lambda path: True))
-    (folder / kt.SPACE_COPY).write_text(SPACE)
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    (folder / SPACE_COPY).write_text(SPACE)
     kt.check_start(folder, space, resume=True)  # same file: fine
-    (folder / kt.SPACE_COPY).write_text(SPACE.replace("max_epochs: 5", "max_epochs: 6"))
+    (folder / SPACE_COPY).write_text(SPACE.replace("max_epochs: 5", "max_epochs: 6"))
     with pytest.raises(KdtuneError, match="search-space file differs"):
         kt.check_start(folder, space, resume=True)
 
@@ -484,10 +487,10 @@ def test_torch_threads_follow_the_trial_cpus(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     try:
-        kt._set_torch_threads(2.0)
+        _set_torch_threads(2.0)
         assert os.environ["OMP_NUM_THREADS"] == "2"
         assert torch.get_num_threads() == 2
-        kt._set_torch_threads(0.5)  # a fraction of a CPU still gets one thread
+        _set_torch_threads(0.5)  # a fraction of a CPU still gets one thread
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

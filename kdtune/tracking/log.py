@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import shutil
 import tempfile
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdtune.checks import is_number
 from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
@@ -310,7 +310,7 @@ def trial_metrics(record: TrialRecord) -> list[Any]:
     for i, row in enumerate(record.history):
         step = _step(row.get("epoch"), default=i + 1)
         for key, value in row.items():
-            if key != "epoch" and _is_number(value):
+            if key != "epoch" and is_number(value):
                 metrics.append(Metric(key, float(value), now, step))
     best = record.best_value("val/ap", "max")
     if best is not None:
@@ -472,12 +472,8 @@ def _trial_run_name(record: TrialRecord) -> str:
     return f"{head} | {schedule}" if schedule else head
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _step(epoch: Any, default: int) -> int:
     """An evaluation's MLflow step: its epoch, or its position when the epoch is missing."""
-    if _is_number(epoch) and math.isfinite(float(epoch)):
+    if is_number(epoch) and math.isfinite(float(epoch)):
         return int(epoch)
     return default

@@ -1,0 +1,98 @@
+"""What a net predicts on a whole split: its final-stage maps, its ground-truth loss, its COCO
+keypoint AP figures and detections. Used by the trial's evaluations, ``kdtune eval``, the
+held-out check and the search driver's look at its teacher."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdtune.augment import normalize
+from kdtune.config import TrainConfig
+from kdtune.data import PoseSet
+from kdtune.losses import kd_loss
+from kdtune.targets import make_targets
+
+
+def evaluate_model(
+    model: nn.Module,
+    data: PoseSet,
+    cfg: TrainConfig,
+    device: torch.device | None = None,
+    prefix: str = "val",
+) -> dict[str, float]:
+    """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
+    ``<prefix>/loss``, ``<prefix>/ap`` ..."""
+    from kdtune.evaluate import evaluate_predictions
+
+    device = device or next(model.parameters()).device
+    heat, paf, loss = predict_maps(model, data, cfg, device)
+    metrics = {
+        f"{prefix}/{k}": float(v)
+        for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
+    }
+    metrics[f"{prefix}/loss"] = loss
+    return metrics
+
+
+def predict_detections(
+    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
+) -> list[dict[str, Any]]:
+    """COCO keypoint results of ``model`` on every image of ``data``, in original coordinates."""
+    from kdtune.decode import decode_batch
+    from kdtune.evaluate import detections_for
+
+    device = device or next(model.parameters()).device
+    heat, paf, _ = predict_maps(model, data, cfg, device)
+    return detections_for(decode_batch(heat, paf, stride=cfg.stride), data)
+
+
+def keep_mask(ignore: torch.Tensor, stride: int) -> torch.Tensor:
+    """Per-cell loss weight [B, 1, G, G]: 1 minus the ignored fraction of the cell's pixels."""
+    return 1.0 - F.avg_pool2d(ignore.unsqueeze(1).float(), stride)
+
+
+def predict_maps(
+    model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Final-stage maps for every image of ``data`` (on the CPU) and the mean GT L2 per image."""
+    model.eval()
+    heats, pafs, loss_sum = [], [], 0.0
+    with torch.inference_mode():
+        for start in range(0, len(data), 64):
+            sl = slice(start, start + 64)
+            x = normalize(data.images[sl].to(device))
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ctx = (
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if cfg.amp
+                else contextlib.nullcontext()
+            )
+            with ctx:
+                heat, paf = model(x)[-1]
+            heat, paf = heat.float(), paf.float()
+            gt_heat, gt_paf = make_targets(
+                data.keypoints[sl].to(device),
+                cfg.input_size,
+                cfg.stride,
+                cfg.sigma,
+                cfg.paf_thickness,
+            )
+            keep = keep_mask(data.masks[sl].to(device), cfg.stride)
+            loss = kd_loss(
+                [(heat, paf)], gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
+            )
+            loss_sum += float(loss["student"]) * x.shape[0]
+            heats.append(heat.cpu())
+            pafs.append(paf.cpu())
+    model.train()
+    n = max(len(data), 1)
+    if not heats:
+        grid = cfg.input_size // cfg.stride
+        return torch.zeros(0, 19, grid, grid), torch.zeros(0, 38, grid, grid), 0.0
+    return torch.cat(heats), torch.cat(pafs), loss_sum / n

@@ -1,0 +1,48 @@
+"""Run a search: Ray Tune executes the trials, Optuna samples them and prunes the poor ones.
+
+The only kdtune package that imports ray. Its modules, one concern each:
+
+- :mod:`kdtune.tune.driver`: :func:`run_search` (Ray's set-up, a new or restored Tune
+  experiment, the time limit) and :func:`check_start`;
+- :mod:`kdtune.tune.bridge`: the Optuna pruning bridge (:class:`PruningOptunaSearch`,
+  :class:`OptunaPruningScheduler`) and the pitfalls of Ray's ``OptunaSearch`` it works around;
+- :mod:`kdtune.tune.trial`: the trial as it runs in the Ray worker (:class:`TrainFit`);
+- :mod:`kdtune.tune.records`: the driver's records (``search.json``) and live progress view;
+- :mod:`kdtune.tune.protocol`: what they agree on (config layout, result keys, types).
+
+A Tune experiment pickles the searcher, the scheduler, the callback and the trial-name function
+by module and name; the private names below keep experiments that searches started before this
+package was split (as the single module ``kdtune.tune``) resumable.
+"""
+
+from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch
+from kdtune.tune.bridge import _DefineByRun as _DefineByRun
+from kdtune.tune.driver import _trial_name as _trial_name
+from kdtune.tune.driver import check_start, run_search
+from kdtune.tune.protocol import (
+    CONFIG_KEY,
+    NODE_KEY,
+    STOP_REASON_ATTR,
+    OnTrialEnd,
+    SpaceLike,
+    TrialDivergedError,
+    TrialFn,
+)
+from kdtune.tune.records import _MonitorCallback as _MonitorCallback
+from kdtune.tune.trial import TrainFit
+from kdtune.tune.trial import _run_trial as _run_trial
+
+__all__ = [
+    "CONFIG_KEY",
+    "NODE_KEY",
+    "STOP_REASON_ATTR",
+    "OnTrialEnd",
+    "OptunaPruningScheduler",
+    "PruningOptunaSearch",
+    "SpaceLike",
+    "TrainFit",
+    "TrialDivergedError",
+    "TrialFn",
+    "check_start",
+    "run_search",
+]

@@ -1,0 +1,275 @@
+"""The Optuna pruning bridge: Ray Tune's ``OptunaSearch`` with the file's pruner.
+
+What it adds to Ray Tune's ``OptunaSearch``, and the pitfalls it works around:
+
+- **pruning**: Ray's ``OptunaSearch`` fixes the study's pruner to ``NopPruner``. The
+  :class:`OptunaPruningScheduler` reports each evaluation (step = epoch) to the Optuna trial,
+  asks the file's pruner, tells the study ``PRUNED`` and stops the Ray trial;
+  :class:`PruningOptunaSearch` then keeps Ray from telling that trial ``COMPLETE`` with a
+  partial value. The private parts of ``OptunaSearch`` this needs are touched only by
+  :class:`PruningOptunaSearch` (``tests/test_tune_bridge.py`` checks they still exist).
+- **resume**: the study lives in SQLite next to the Tune experiment; ``Tuner.restore`` brings
+  back this searcher (pickled whole), and the searcher reconciles its snapshot with the study
+  (trials the killed process had already finished or created).
+- **time limit**: enforced by the scheduler (:data:`_DEADLINES`, set by the driver for each
+  run), not by Tune's ``time_budget_s``, which stops trials without telling the searcher or the
+  callbacks.
+
+The searcher (with its :class:`_DefineByRun`) and the scheduler are pickled into the Tune
+experiment's state, by module and class name (``kdtune.tune`` re-exports the names under which
+searches started before this package was split pickled them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, cast
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from kdtune.checks import is_finite
+from kdtune.tune.protocol import (
+    CONFIG_KEY,
+    STOP_REASON_ATTR,
+    SpaceLike,
+    planned_epochs,
+)
+
+log = logging.getLogger(__name__)
+
+_DEADLINES: dict[str, float] = {}  # search folder -> time.monotonic() at which its run stops
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """Ray Tune's ``OptunaSearch`` with pruning, and the one class that touches its privates.
+
+    Relies on these private parts of ``OptunaSearch`` (ray 2.60.0): ``_ot_trials`` (Ray trial
+    id → ``optuna.Trial``), ``_ot_study`` (the ``optuna.Study``), ``_completed_trials`` (Ray
+    trial ids already told), and ``save``/``restore`` pickling ``__dict__`` whole.
+
+    Intermediate values are reported by :class:`OptunaPruningScheduler` through
+    :meth:`report_epoch` (step = epoch, once per step), not by Ray's own ``on_trial_result``
+    (which would report at Ray's iteration count). A trial ends in the study as COMPLETE
+    (ran to its last epoch), PRUNED (by the pruner, or stopped early by the time limit) or FAIL
+    (raised, never ran, or ended without a finite metric). Ends that are neither a pruner's
+    decision nor an exception carry their reason in the :data:`STOP_REASON_ATTR` user attribute.
+    """
+
+    def __init__(
+        self,
+        space: Callable[[optuna.trial.BaseTrial], dict[str, Any]],
+        *,
+        metric: str,
+        mode: str,
+        sampler: optuna.samplers.BaseSampler,
+        pruner: optuna.pruners.BasePruner,
+        storage: optuna.storages.BaseStorage,
+        study_name: str,
+    ) -> None:
+        super().__init__(
+            space=space,
+            metric=metric,
+            mode=mode,
+            sampler=sampler,
+            storage=storage,
+            study_name=study_name,
+        )
+        self._kd_pruner = pruner
+        self._kd_steps: dict[str, set[int]] = {}  # steps already in the study, per Ray trial
+        self._kd_final: dict[str, str] = {}  # Ray trial id -> final state name in the study
+        self._kd_planned: dict[str, int] = {}  # Ray trial id -> the epochs it is to run
+        self.study.pruner = pruner
+
+    # -- what the scheduler and the driver use ---------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        return cast(optuna.Study, self._ot_study)
+
+    def optuna_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial that Ray trial ``trial_id`` samples from, if any."""
+        return self._ot_trials.get(trial_id)
+
+    def final_state(self, trial_id: str) -> str | None:
+        """``COMPLETE``/``PRUNED``/``FAIL`` once the study holds the trial's end, else None."""
+        return self._kd_final.get(trial_id)
+
+    def report_epoch(self, trial_id: str, epoch: int, value: float, *, may_prune: bool) -> bool:
+        """Report ``value`` at step ``epoch``; True when the trial is (now) pruned: stop it."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        if trial_id in self._kd_final:
+            return self._kd_final[trial_id] == "PRUNED"
+        steps = self._kd_steps.setdefault(trial_id, set())
+        if epoch in steps:  # a repeated result (the final duplicate, or replay after resume)
+            return False
+        try:
+            ot_trial.report(value, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._kd_final[trial_id] = self._stored_state(ot_trial.number)
+            return self._kd_final[trial_id] == "PRUNED"
+        steps.add(epoch)
+        if not may_prune:
+            return False
+        ot_trial.study.pruner = self._kd_pruner
+        if not ot_trial.should_prune():
+            return False
+        self._tell(trial_id, TrialState.PRUNED)
+        return True
+
+    def close(self) -> None:
+        """Suggest no more trials in this run (the time limit is reached)."""
+        self._kd_closed = True
+
+    # -- Searcher hooks ----------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        if getattr(self, "_kd_closed", False):
+            return Searcher.FINISHED
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._kd_planned[trial_id] = planned_epochs(config)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Nothing: :class:`OptunaPruningScheduler` reports each epoch once, at its epoch."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials:
+            return
+        self._completed_trials.add(trial_id)
+        if trial_id not in self._ot_trials or trial_id in self._kd_final:
+            return
+        result = result or {}
+        value = result.get(self.metric)
+        # Ray marks every stopped trial "done"; complete means: reached its last epoch
+        epoch = result.get("epoch")
+        done = isinstance(epoch, int | float) and epoch >= self._kd_planned.get(trial_id, 0)
+        if error:
+            self._tell(trial_id, TrialState.FAIL)
+        elif done and value is not None and is_finite(value):
+            self._tell(trial_id, TrialState.COMPLETE, float(value))
+        elif done:
+            self._tell(trial_id, TrialState.FAIL, reason=f"ended without a finite {self.metric}")
+        elif self._kd_steps.get(trial_id):
+            self._tell(trial_id, TrialState.PRUNED, reason="stopped by the search's time limit")
+        else:
+            self._tell(trial_id, TrialState.FAIL, reason="never ran")
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the snapshot, then catch up with the study, which may be ahead of it."""
+        super().restore(checkpoint_path)
+        self._kd_closed = False  # a resumed search may suggest again
+        self._reconcile()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _tell(
+        self, trial_id: str, state: TrialState, value: float | None = None, reason: str = ""
+    ) -> None:
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            if reason:
+                ot_trial.set_user_attr(STOP_REASON_ATTR, reason)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna warns when a NaN value becomes FAIL
+                self.study.tell(ot_trial, value, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as exc:
+            log.debug("optuna trial %s already finished: %s", ot_trial.number, exc)
+        self._kd_final[trial_id] = self._stored_state(ot_trial.number)
+
+    def _stored_state(self, number: int) -> str:
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.number == number:
+                return frozen.state.name
+        return "FAIL"
+
+    def _reconcile(self) -> None:
+        """After a kill, the study may hold ends and trials that the snapshot does not know.
+
+        Finished trials are noted (a restarted trial is not told twice; a pruned one is
+        stopped at its first result); trials created after the snapshot, which no Ray trial
+        will run, are told FAIL so that the study holds no trial RUNNING forever.
+        """
+        self.study.pruner = self._kd_pruner
+        stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        known = set()
+        for trial_id, ot_trial in self._ot_trials.items():
+            known.add(ot_trial.number)
+            frozen = stored.get(ot_trial.number)
+            if frozen is None:
+                continue
+            self._kd_steps[trial_id] = set(frozen.intermediate_values)
+            if frozen.state.is_finished():
+                self._kd_final[trial_id] = frozen.state.name
+        for number, frozen in stored.items():
+            if frozen.state == TrialState.RUNNING and number not in known:
+                self.study.tell(number, state=TrialState.FAIL)
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Lets the Optuna pruner decide at each reported evaluation whether a trial goes on.
+
+    Results are not buffered, so a trial is stopped at the evaluation that pruned it. A
+    trial's last epoch is reported but never pruned: it has nothing left to save.
+
+    It also enforces the search's time limit (``_DEADLINES[key]``, set by
+    :func:`~kdtune.tune.run_search` for each run): past it, running trials stop at their next
+    evaluation (PRUNED, reason in the study), waiting ones are dropped and no new trial is
+    suggested. Unlike Tune's own ``time_budget_s``, which stops trials without telling the
+    searcher or the callbacks.
+    """
+
+    _supports_buffered_results = False
+
+    def __init__(self, searcher: PruningOptunaSearch, metric: str, key: str = "") -> None:
+        super().__init__()
+        self._searcher = searcher
+        self._metric = metric
+        self._key = key
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        epoch, value = result.get("epoch"), result.get(self._metric or "")
+        if epoch is None or value is None or not is_finite(value):
+            return TrialScheduler.CONTINUE
+        planned = planned_epochs(trial.config)
+        stop = self._searcher.report_epoch(
+            trial.trial_id, int(epoch), float(value), may_prune=int(epoch) < planned
+        )
+        if stop or (int(epoch) < planned and self._out_of_time()):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        if not self._out_of_time():
+            return super().choose_trial_to_run(tune_controller)
+        for trial in list(tune_controller.get_trials()):
+            if trial.status == "PENDING":
+                tune_controller.stop_trial(trial)
+        return None
+
+    def _out_of_time(self) -> bool:
+        deadline = _DEADLINES.get(self._key)
+        if deadline is None or time.monotonic() < deadline:
+            return False
+        self._searcher.close()
+        return True
+
+
+class _DefineByRun:
+    """The define-by-run space for ``OptunaSearch``: sample, then build the full config."""
+
+    def __init__(self, space: SpaceLike) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        overrides = self.space.suggest(trial)
+        train = self.space.trial_config(overrides)
+        return {CONFIG_KEY: {"train": train, "number": trial.number, "params": dict(trial.params)}}

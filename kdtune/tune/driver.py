@@ -1,0 +1,267 @@
+"""Run a search: Ray Tune executes the trials, Optuna samples them and prunes the poor ones.
+
+The search driver: Ray's set-up (a local Ray with its files under the results folder, or a
+running cluster), a new Tune experiment or one restored, and the check that a search is
+neither overwritten nor resumed from a changed file. The pruning is
+:mod:`kdtune.tune.bridge`'s, the trial worker :mod:`kdtune.tune.trial`'s, the records
+:mod:`kdtune.tune.records`'.
+
+- **resume**: the study lives in SQLite next to the Tune experiment; ``resume=True`` goes
+  through ``Tuner.restore``, which brings back the searcher, and the searcher reconciles its
+  snapshot with the study (trials the killed process had already finished or created). A
+  resumed search must start from the same search-space file (its copy, ``space.yaml``).
+- **time limit**: the whole search's wall time; what earlier runs spent counts.
+
+Layout under ``<results>/<name>/``: ``search.json``, ``optuna.db`` (the study), ``space.yaml``
+(the file the search started from), ``ray/`` (the Tune experiment: one folder per trial with
+its checkpoints, and the state that ``resume`` restores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+
+from kdtune.errors import KdtuneError
+from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
+from kdtune.tune.bridge import _DEADLINES, OptunaPruningScheduler, PruningOptunaSearch, _DefineByRun
+from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
+from kdtune.tune.records import _MONITORS, _empty_result, _Monitor, _MonitorCallback, _prior_result
+from kdtune.tune.trial import TrainFit, _trainable
+
+# AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
+# <temp dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store (64 bytes after temp dir).
+_SOCKET_PATH_MAX = 107
+_SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+_KEEP_CHECKPOINTS = 2
+
+
+def run_search(
+    space: SpaceLike,
+    *,
+    results: Path,
+    address: str | None = None,
+    resume: bool = False,
+    trial_fn: TrialFn | None = None,
+    on_trial_end: OnTrialEnd | None = None,
+    progress: bool = True,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> SearchResult:
+    """Run (or, with ``resume``, continue) the search ``space`` under ``results/<space.name>``.
+
+    ``address`` (else ``$RAY_ADDRESS``) joins a running Ray cluster; otherwise Ray starts
+    locally with its files under the results folder. ``trial_fn`` defaults to
+    :func:`kdtune.train.fit`; ``sampler``/``pruner`` default to the space file's.
+    ``on_trial_end`` is called on the driver with each trial's record as it ends.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    root = Path(results).resolve()
+    folder = root / space.name
+    check_start(folder, space, resume)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (folder / SPACE_COPY).write_text(getattr(space, "source_text", "") or "")
+    storage_url = f"sqlite:///{folder / STUDY_FILE}"
+    prior = _prior_result(folder, space, storage_url) if resume else None
+    monitor = _Monitor(
+        prior or _empty_result(folder, space, storage_url),
+        path=folder / SEARCH_FILE,
+        storage_url=storage_url,
+        budget=space.budget,
+        on_trial_end=on_trial_end,
+        progress=progress,
+    )
+    key = str(folder)
+    _MONITORS[key] = monitor
+    started = False
+    temp_dir = _ray_temp_dir(folder)
+    try:
+        with _quiet_logs(), _ray_env(address):
+            started = _start_ray(address, temp_dir)
+            trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+            if resume:
+                tuner = tune.Tuner.restore(
+                    str(folder / RAY_FOLDER),
+                    trainable,
+                    resume_unfinished=True,
+                    resume_errored=False,
+                    restart_errored=False,
+                )
+            else:
+                tuner = _new_tuner(space, folder, trainable, storage_url, key, sampler, pruner)
+            monitor.start()
+            limit = getattr(space.budget, "time_limit_s", None)
+            if limit:  # the whole search's wall time: what earlier runs spent counts
+                _DEADLINES[key] = time.monotonic() + float(limit) - monitor.prior_wall_s
+            tuner.fit()
+    finally:
+        monitor.stop()
+        _MONITORS.pop(key, None)
+        _DEADLINES.pop(key, None)
+        if started:
+            ray.shutdown()
+    if started and not temp_dir.is_relative_to(folder):
+        shutil.rmtree(temp_dir, ignore_errors=True)  # the /tmp fallback: its logs go on success
+    return monitor.finish()
+
+
+def check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
+    """Refuse to overwrite a search, or to resume one that does not exist or has changed."""
+    experiment = folder / RAY_FOLDER
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            if folder.exists():
+                raise KdtuneError(
+                    f"--resume: search {space.name!r} in {folder} stopped before its first "
+                    "snapshot, so it cannot be resumed; delete that folder to start it again"
+                )
+            raise KdtuneError(
+                f"--resume: no search named {space.name!r} to resume under {folder.parent}"
+            )
+        saved = folder / SPACE_COPY
+        text = getattr(space, "source_text", "") or ""
+        if saved.is_file() and text and saved.read_text() != text:
+            raise KdtuneError(
+                f"--resume: the search-space file differs from the one search {space.name!r} "
+                f"started with ({saved}); resume with that file or start a new search"
+            )
+        return
+    if any((folder / name).exists() for name in (RAY_FOLDER, SEARCH_FILE, STUDY_FILE)):
+        raise KdtuneError(
+            f"{folder}: a search named {space.name!r} already exists; pass --resume to "
+            "continue it, or choose another --results folder or search name"
+        )
+
+
+def _ray_temp_dir(folder: Path) -> Path:
+    """Ray's session folder: under the results folder when its sockets' paths fit, else /tmp."""
+    candidate = folder / ".ray"
+    if len(str(candidate)) + _SOCKET_SUFFIX <= _SOCKET_PATH_MAX:
+        return candidate
+    digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"kdtune-ray-{digest}"
+
+
+def _start_ray(address: str | None, temp_dir: Path) -> bool:
+    """Join ``address`` or start a local Ray; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            _temp_dir=str(temp_dir),
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    return True
+
+
+@contextlib.contextmanager
+def _ray_env(address: str | None) -> Iterator[None]:
+    """Environment for Ray while the search runs; restored afterwards.
+
+    Local runs disable Ray 2.60's token auth (it would write ``~/.ray/auth_token``); Ray's own
+    progress output is off (kdtune shows its own).
+    """
+    wanted = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    if not address:
+        wanted["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+    old = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Keep Ray Tune's and Optuna's chatter (trial tracebacks included) off the terminal.
+
+    Trial errors are kept in each trial's record and its ``error.txt``.
+    """
+    names = ("ray", "ray.tune", "ray.train", "ray.air")
+    old = {n: logging.getLogger(n).level for n in names}
+    verbosity = optuna.logging.get_verbosity()
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in old.items():
+            logging.getLogger(n).setLevel(level)
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _new_tuner(
+    space: SpaceLike,
+    folder: Path,
+    trainable: Any,
+    storage_url: str,
+    key: str,
+    sampler: optuna.samplers.BaseSampler | None,
+    pruner: optuna.pruners.BasePruner | None,
+) -> tune.Tuner:
+    if sampler is None or pruner is None:
+        from kdtune.space import make_pruner, make_sampler
+
+        sampler = sampler or make_sampler(space)  # type: ignore[arg-type]
+        pruner = pruner or make_pruner(space)  # type: ignore[arg-type]
+    searcher = PruningOptunaSearch(
+        _DefineByRun(space),
+        metric=space.metric,
+        mode=space.mode,
+        sampler=sampler,
+        pruner=pruner,
+        storage=optuna.storages.RDBStorage(storage_url),
+        study_name=space.name,
+    )
+    budget = space.budget
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=OptunaPruningScheduler(searcher, space.metric, key),
+            num_samples=budget.num_samples,
+            max_concurrent_trials=budget.max_concurrent or None,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=RAY_FOLDER,
+            storage_path=str(folder),
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
+            verbose=0,
+            callbacks=[_MonitorCallback(key)],
+        ),
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    number = trial.config.get(CONFIG_KEY, {}).get("number")
+    return f"trial_{number:04d}_{trial.trial_id}" if number is not None else trial.trial_id

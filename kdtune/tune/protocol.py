@@ -1,0 +1,52 @@
+"""What the search driver, the pruning bridge and the trial worker agree on.
+
+The trial config's layout (:data:`CONFIG_KEY`), the key every reported result carries
+(:data:`NODE_KEY`), the Optuna user attribute that says why a trial ended early
+(:data:`STOP_REASON_ATTR`), the error that marks a diverged trial
+(:class:`TrialDivergedError`), what a search space must offer (:class:`SpaceLike`) and the
+callables a search takes. No ray here: plain names and types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kdtune.results import TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+
+CONFIG_KEY = "kdtune"  # trial config: {"kdtune": {"train": {...}, "number": n, "params": {...}}}
+NODE_KEY = "kdtune_node"  # added to every reported result: "<hostname>/<ray node id prefix>"
+STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended early
+
+TrialFn = Callable[..., Any]  # fit(config, report, *, workdir, resume_from=None)
+OnTrialEnd = Callable[[TrialRecord], None]
+
+
+class TrialDivergedError(RuntimeError):
+    """Raised in the trial worker for a :class:`~kdtune.errors.TrialDiverged`: its name is what
+    the driver reads in the trial's error text (the only channel back from a failed worker)."""
+
+
+class SpaceLike(Protocol):
+    """What :func:`~kdtune.tune.run_search` needs of a search space
+    (:class:`kdtune.space.SearchSpace`)."""
+
+    name: str
+    metric: str
+    mode: str
+    budget: Any  # num_samples, max_epochs, eval_every, max_concurrent, time_limit_s
+    resources: Any  # cpu, gpu
+    source_text: str
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]: ...
+
+    def trial_config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+
+def planned_epochs(config: dict[str, Any]) -> int:
+    """The epochs the trial of Ray trial config ``config`` is to run."""
+    train = config.get(CONFIG_KEY, {}).get("train", {})
+    return int(train.get("epochs", 0) or 0)
