@@ -21,6 +21,25 @@ SPACE_COPY = "space.yaml"  # the space file the search started with (checked on 
 RAY_FOLDER = "ray"  # the Ray Tune experiment: trial folders and checkpoints
 NEXT_POINTS_FILE = "next_points.yaml"  # the guidance's next points as a ready grid search
 
+# The one metric vocabulary: what a trial reports at each evaluation, and the names Ray,
+# Optuna, MLflow, compare and a space's `metric:` use. A search may optimise any of them
+# (losses are minimised, the rest maximised).
+METRICS: tuple[str, ...] = (
+    "val/ap",
+    "val/ap50",
+    "val/ap75",
+    "val/apm",
+    "val/apl",
+    "val/ar",
+    "val/loss",
+    "train/loss",
+    "train/student_loss",
+    "train/distill_loss",
+    "perf/images_per_s",
+)
+# Reported beside them, never optimised.
+REPORTED: tuple[str, ...] = ("epoch", "train/beta", "train/lr")
+
 # Trial states, one vocabulary for the summary table, MLflow tags and compare.
 COMPLETE, PRUNED, FAILED, RUNNING = "complete", "pruned", "failed", "running"
 STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAILED, RUNNING)

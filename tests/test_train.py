@@ -157,3 +157,12 @@ def test_lr_factor_warms_up_then_decays() -> None:
     assert lr_factor(total, total) == pytest.approx(0.05)
     values = [lr_factor(s, total) for s in range(50, total)]
     assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_a_trial_reports_in_the_one_metric_vocabulary(synth_root: Path, tmp_path: Path) -> None:
+    from kdtune.results import METRICS, REPORTED
+
+    seen: list[dict[str, float]] = []
+    fit(small(synth_root, epochs=1), lambda _e, m, _c: seen.append(m), workdir=tmp_path / "r",
+        results=tmp_path)  # fmt: skip
+    assert seen and set(seen[0]) == set(METRICS) | set(REPORTED)

@@ -20,6 +20,7 @@ from kdtune import checks
 from kdtune.checks import Where
 from kdtune.config import TEACHER_RECIPES, TrainConfig
 from kdtune.errors import KdtuneError
+from kdtune.results import METRICS
 from kdtune.space.dimensions import (
     BATCH,
     LR,
@@ -46,20 +47,6 @@ from kdtune.space.optuna_objects import (
 from kdtune.yamlfile import parse_yaml, read_text
 
 SPACE_LEVELS: tuple[str, ...] = ("first", "second", "chain")
-# The one metric vocabulary (see ARCHITECTURE.md); losses are minimised, the rest maximised.
-METRICS: tuple[str, ...] = (
-    "val/ap",
-    "val/ap50",
-    "val/ap75",
-    "val/apm",
-    "val/apl",
-    "val/ar",
-    "val/loss",
-    "train/loss",
-    "train/student_loss",
-    "train/distill_loss",
-    "perf/images_per_s",
-)
 # TrainConfig keys the space file sets elsewhere (key -> where).
 _TRAIN_RESERVED: dict[str, str] = {
     "level": "level",
