@@ -134,6 +134,11 @@ def export_best(
     result = load_search(results, name)
     best = best_trial(result)
     cfg = TrainConfig.from_dict(best.config, where=f"search {result.name} trial {best.trial_id}")
+    if holdout_split is not None and holdout_split == cfg.val_split:
+        raise KdtuneError(
+            f"--holdout-split: search {result.name!r} selected its best trial on the "
+            f"{holdout_split!r} split, so it cannot also be the held-out check; choose another"
+        )
     run_id = _mlflow_run_id(result, best, results, tracking_uri)
     if holdout_split is not None:  # fail fast on a missing split, before hours of training
         from kdtune.data.coco import resolve_data

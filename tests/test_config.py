@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,18 @@ def test_reference_config_of_a_chain_sets_both_levels() -> None:
     best = TrainConfig(level="chain", schedule="fixed:0.1", schedule_second="linear:0.9:0.5")
     ref = reference_config(best)
     assert (ref.schedule, ref.schedule_second) == ("fixed:0.7", "fixed:0.75")
+
+
+def test_export_refuses_to_hold_out_the_split_that_selected(tmp_path: Path) -> None:
+    from kdtune.export import export_best
+    from kdtune.results import COMPLETE, SEARCH_FILE, SearchResult, TrialRecord
+
+    config = TrainConfig(val_split="val").to_dict()
+    trial = TrialRecord("t1", COMPLETE, config, history=[{"epoch": 1, "val/ap": 0.2}])
+    (tmp_path / "s").mkdir()
+    SearchResult("s", "s.yaml", str(tmp_path / "s"), trials=[trial]).save(
+        tmp_path / "s" / SEARCH_FILE
+    )
+    with pytest.raises(KdtuneError, match="selected its best trial on the 'val' split"):
+        export_best("s", tmp_path / "best.yaml", results=tmp_path, holdout_split="val")
+    assert not (tmp_path / "best.yaml").exists()

@@ -304,7 +304,7 @@ def test_a_half_made_row_fails_loudly(change: dict[str, Any]) -> None:
 
 def test_a_label_twice_in_the_table_fails_loudly() -> None:
     with pytest.raises(ValueError, match="'plateau' is in the guidance table twice"):
-        guidance_labels([*GUIDANCE, GUIDANCE[4]])
+        guidance_labels([*GUIDANCE, next(k for k in GUIDANCE if k.label == "plateau")])
 
 
 # ---------------------------------------------------------------------------- thresholds
@@ -476,8 +476,9 @@ def test_report_counts_best_and_agreement_when_overfitting_dominates() -> None:
     ]
     r = search_report(trials)
     assert r.n_trials == 5
-    assert r.counts == {
-        "diverged": 1,
+    assert r.counts == {  # complete trials only: the pruned one's curve is short
+        "diverged": 0,
+        "pruned": 0,
         "overfitting": 3,
         "underfitting": 0,
         "slow_convergence": 0,
@@ -533,7 +534,7 @@ def test_report_without_a_completed_trial() -> None:
     trials = [trial("a", "fixed:0.75", 0.1, "overfitting", state="pruned")]
     r = search_report(trials)
     assert r.best is None
-    assert r.direction == "more_distillation"
+    assert r.direction is None  # a pruned trial's diagnosis counts toward no direction
     assert r.agrees_with_guidance is None
     assert "no completed trial" in r.to_text()
 
@@ -583,3 +584,15 @@ def test_report_end_to_end_from_curves() -> None:
 def test_dominance_is_validated() -> None:
     with pytest.raises(KdtuneError, match="dominance"):
         search_report([], dominance=0.0)
+
+
+def test_a_pruned_trial_is_diagnosed_pruned_not_from_its_short_curve() -> None:
+    history = [
+        {"epoch": 1, "train/loss": 90.0, "val/loss": 95.0, "val/ap": 0.01},
+        {"epoch": 2, "train/loss": 85.0, "val/loss": 90.0, "val/ap": 0.02},
+    ]
+    complete = diagnose(history, "fixed:0.75", level="second", max_epochs=12)
+    pruned = diagnose(history, "fixed:0.75", level="second", max_epochs=12, state="pruned")
+    assert complete.label != "pruned"
+    assert pruned.label == "pruned" and "stopped it at epoch 2" in pruned.reason
+    assert pruned.next_schedules == []

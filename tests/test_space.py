@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -709,3 +710,25 @@ def test_mutated_valid_spaces_never_crash(stem: str, data: st.DataObject) -> Non
         else:
             parent.append(data.draw(VALUES))
     loads_or_kdtune_error(yaml.safe_dump(raw))
+
+
+def test_tpe_with_concurrent_trials_uses_constant_liar() -> None:
+    space = load_space(SPACES / "quickstart.yaml")
+    assert space.sampler.type == "tpe" and space.budget.max_concurrent > 1
+    # on whatever Optuna's default is (True in optuna 5.0, False before)
+    assert make_sampler(space)._constant_liar is True  # type: ignore[attr-defined]
+    told = dataclasses.replace(
+        space,
+        sampler=dataclasses.replace(space.sampler, options={"constant_liar": False}),
+    )
+    assert make_sampler(told)._constant_liar is False  # type: ignore[attr-defined]
+
+
+def test_a_space_may_not_select_on_the_held_out_split() -> None:
+    text = (
+        (SPACES / "quickstart.yaml")
+        .read_text()
+        .replace("  batch_size: 16\n", "  batch_size: 16\n  val_split: test\n")
+    )
+    with pytest.raises(KdtuneError, match=r"train\.val_split: 'test' is the split kdtune export"):
+        parse_space(text, file="q.yaml")

@@ -8,6 +8,7 @@ label              what it looks like                            next β schedul
 =================  ============================================  ===================================
 diverged           a loss is NaN/inf, or rose ×10 over its        none: lower the learning rate
                    earlier minimum
+pruned             the pruner stopped the trial early            none: judged by the pruner
 overfitting        low training loss, and validation loss        more distillation:
                    rising from its minimum or far above train    α − 0.05, α − 0.10
                                                                  (0.25/0.75 → 0.2/0.8, 0.15/0.85)
@@ -22,7 +23,8 @@ healthy            none of the above (or too few evaluations)    none
 =================  ============================================  ===================================
 
 The first label whose test passes, in that order, wins: a diverged run's other curves mean
-nothing; overfitting is tested before underfitting because its "low training loss" excludes
+nothing; a pruned trial's curves are too short to read a symptom from; overfitting is tested
+before underfitting because its "low training loss" excludes
 underfitting's "high training loss" anyway, and a named symptom outranks the milder slow
 convergence and plateau. "healthy" means no symptom was found, not that the trial is good.
 
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from kdtune.diagnose.measures import Measures
 from kdtune.diagnose.thresholds import Thresholds
 from kdtune.errors import KdtuneError
+from kdtune.results import PRUNED
 from kdtune.schedules import BetaSchedule, parse_schedule
 
 # The guidance's moves, in α (ground-truth weight).
@@ -116,6 +119,13 @@ class DiagnosisKind:
 
 def _test_diverged(m: Measures, th: Thresholds, ap_ref: float | None) -> str | None:
     return m.nonfinite or m.explosion
+
+
+def _test_pruned(m: Measures, th: Thresholds, ap_ref: float | None) -> str | None:
+    if m.state != PRUNED:
+        return None
+    at = f" at epoch {m.last_epoch:g}" if m.last_epoch is not None else ""
+    return f"the pruner stopped it{at}: its curves are too short to read the guidance from"
 
 
 def _loss_is_low(m: Measures, th: Thresholds) -> bool:
@@ -231,6 +241,14 @@ GUIDANCE: tuple[DiagnosisKind, ...] = (
         moves=None,
         direction=None,
         symptom="divergence",
+    ),
+    DiagnosisKind(
+        label="pruned",
+        test=_test_pruned,
+        recommendation="none: the pruner judged it against the other trials at that epoch",
+        moves=None,
+        direction=None,
+        symptom="pruning",
     ),
     DiagnosisKind(
         label="overfitting",

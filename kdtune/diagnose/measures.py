@@ -27,6 +27,7 @@ class Measures:
     """What the tests read off the curves; None where a curve is missing or too short."""
 
     n: int
+    state: str = "complete"  # the trial's state (kdtune.results.STATES)
     last_epoch: float | None = None
     nonfinite: str | None = None  # e.g. "train/loss is nan at evaluation 4"
     explosion: str | None = None
@@ -89,9 +90,14 @@ def ap_reference(best_ap_in_search: Any) -> float | None:
     return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
-def measure(rows: list[dict[str, float | None]], sched: BetaSchedule, th: Thresholds) -> Measures:
-    """Everything the guidance's tests read off a trial's curves."""
-    m = Measures(n=len(rows))
+def measure(
+    rows: list[dict[str, float | None]],
+    sched: BetaSchedule,
+    th: Thresholds,
+    state: str = "complete",
+) -> Measures:
+    """Everything the guidance's tests read off a trial's curves (and its state)."""
+    m = Measures(n=len(rows), state=state)
     epochs = _finite(rows, "epoch")
     m.last_epoch = epochs[-1][1] if epochs else None
     constant = sched.beta_start == sched.beta_end or sched.shape == "fixed"

@@ -93,7 +93,8 @@ def search_report(trials: Sequence[TrialSummary], *, dominance: float = 0.5) -> 
     """
     if not 0 < dominance <= 1:
         raise KdtuneError(f"dominance: must be in (0, 1], got {dominance!r}")
-    labels = [t.diagnosis.label for t in trials if t.diagnosis is not None]
+    # the guidance is read from complete trials only: a pruned or failed trial's curve is short
+    labels = [t.diagnosis.label for t in trials if t.diagnosis is not None and t.state == COMPLETE]
     counts = {label: labels.count(label) for label in LABELS}
     states: dict[str, int] = {}
     for t in trials:

@@ -73,7 +73,7 @@ def diagnose(
     sched = parse_schedule(schedule)
     _check_args(level, max_epochs, state)
     rows = history_rows(history)
-    m = measure(rows, sched, thresholds)
+    m = measure(rows, sched, thresholds, state)
     ap_ref = ap_reference(best_ap_in_search)
     kind, reason = classify(m, thresholds, ap_ref)
     reason += _budget_note(m, max_epochs, state)

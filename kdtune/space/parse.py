@@ -47,6 +47,7 @@ from kdtune.space.optuna_objects import (
 from kdtune.yamlfile import parse_yaml, read_text
 
 SPACE_LEVELS: tuple[str, ...] = ("first", "second", "chain")
+HOLDOUT_SPLIT = "test"  # what `kdtune export` checks the best configuration on, by default
 # TrainConfig keys the space file sets elsewhere (key -> where).
 _TRAIN_RESERVED: dict[str, str] = {
     "level": "level",
@@ -191,6 +192,12 @@ def _train(raw: Any, where: Where, controlled: set[str]) -> dict[str, Any]:
         if target in controlled:
             where.at(key).fail("is searched (under search:), so it cannot be fixed here")
         _train_value(key, value, where.at(key))
+        if key == "val_split" and value == HOLDOUT_SPLIT:
+            where.at(key).fail(
+                f"{HOLDOUT_SPLIT!r} is the split kdtune export holds out to check the best "
+                "configuration; select on another split",
+                value,
+            )
     return dict(raw)
 
 
@@ -402,8 +409,15 @@ def check_paths(space: SearchSpace) -> None:
 
 
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler the file asks for (a grid sampler walks the ``point`` index)."""
-    return sampler_for(space.sampler, len(space.grid), space.file)
+    """The Optuna sampler the file asks for (a grid sampler walks the ``point`` index).
+
+    TPE with trials running at once gets ``constant_liar`` unless the file says otherwise
+    (optuna 5.0 defaults to it; older versions did not): without it, every free worker is
+    proposed the same region while the others still run."""
+    spec = space.sampler
+    if spec.type == "tpe" and space.budget.max_concurrent > 1:
+        spec = dataclasses.replace(spec, options={"constant_liar": True, **spec.options})
+    return sampler_for(spec, len(space.grid), space.file)
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
