@@ -47,7 +47,7 @@ def figures(outcome: api.SearchOutcome) -> dict[str, Any]:
         "trials": len(result.trials),
         "states": result.counts(),
         "epochs_spent": result.epochs_spent(),
-        "best_ap": None if best is None else best.best_value(result.metric, result.mode),
+        "best_ap": None if best is None else best.value(result.metric),
         "best_config": None if best is None else best.config.get("schedule"),
         "wall_s": result.wall_s,
     }

@@ -188,7 +188,7 @@ class SearchOutcome:
         """Why this search cannot speak to distillation, if its teacher is no better than its
         best student; None otherwise."""
         best = self.result.best
-        value = best.best_value(self.result.metric, self.result.mode) if best else None
+        value = best.value(self.result.metric) if best else None
         if self.teacher_ap is None or value is None or self.teacher_ap > value:
             return None
         return (
@@ -243,7 +243,7 @@ def search(
     best_ap: list[float] = []
 
     def on_trial_end(record: Any) -> None:
-        value = record.best_value(space.metric, space.mode)
+        value = record.value(space.metric)
         if value is not None and record.state == "complete":
             best_ap.append(value)
         try:
@@ -474,7 +474,7 @@ def compare(
     searches: list[str] | None,
     *,
     fmt: str = "table",
-    sort_by: str = "best_ap",
+    sort_by: str = "val_ap",
     ascending: bool = False,
     plot: Path | None = None,
     results: Path | None = None,

@@ -358,7 +358,7 @@ def validate(space_file: Path) -> None:
     default="table",
     show_default=True,
 )
-@click.option("--sort", "sort_by", default="best_ap", show_default=True, help="Column to sort by.")
+@click.option("--sort", "sort_by", default="val_ap", show_default=True, help="Column to sort by.")
 @click.option("--ascending", is_flag=True)
 @click.option(
     "--plot",

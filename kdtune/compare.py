@@ -26,16 +26,16 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "schedule",
     "epochs_run",
     "state",
-    "best_ap",
+    "val_ap",
     "diagnosis",
 )
-_DECIMALS: dict[str, str] = {"alpha": "{:.3g}", "best_ap": "{:.3f}"}
+_DECIMALS: dict[str, str] = {"alpha": "{:.3g}", "val_ap": "{:.3f}"}
 
 
 def compare_frame(
     uri: str,
     searches: Sequence[str] | None = None,
-    sort_by: str = "best_ap",
+    sort_by: str = "val_ap",
     ascending: bool = False,
 ) -> pd.DataFrame:
     """The trials of ``searches`` (default: all) sorted by a column; missing values last."""
@@ -160,7 +160,7 @@ def plot_comparison(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _plot_point(row: dict[str, Any]) -> dict[str, Any] | None:
-    if row.get("level") == "chain" or _missing(row.get("best_ap")):
+    if row.get("level") == "chain" or _missing(row.get("val_ap")):
         return None
     try:
         sched = parse_schedule(str(row.get("schedule", "")))
@@ -169,7 +169,7 @@ def _plot_point(row: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "group": str(row.get("search", "")),
         "state": row.get("state"),
-        "best_ap": float(row["best_ap"]),
+        "val_ap": float(row["val_ap"]),
         "shape": sched.shape,
         "alpha": 1.0 - sched.beta_start if sched.shape == "fixed" else math.nan,
         "beta_start": sched.beta_start,
@@ -180,4 +180,4 @@ def _plot_point(row: dict[str, Any]) -> dict[str, Any] | None:
 def _plot_title(df: pd.DataFrame) -> str:
     searches = sorted({str(s) for s in df.get("search", [])})
     names = ", ".join(searches) if searches else "no searches"
-    return f"best validation AP against the weighting ({names})"
+    return f"final validation AP against the weighting ({names})"

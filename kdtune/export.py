@@ -153,7 +153,7 @@ def export_best(
             "space_file": result.space_file,
         },
         "validation": {
-            result.metric: best.best_value(result.metric, result.mode),
+            result.metric: best.value(result.metric),
             "epochs_run": best.epochs_run,
         },
         "train": cfg.to_dict(),

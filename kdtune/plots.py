@@ -87,7 +87,7 @@ def ap_comparison(
 ) -> Path:
     """AP against α (fixed-ratio trials) and against β_start / β_end (adaptive trials).
 
-    Each point is a mapping with ``best_ap``, ``state``, a ``group`` label (the search, one
+    Each point is a mapping with ``val_ap``, ``state``, a ``group`` label (the search, one
     colour each) and ``alpha`` (fixed) or ``beta_start`` / ``beta_end`` / ``shape`` (adaptive).
     Pruned trials get an ``x`` marker; trials without an AP are left out.
     """
@@ -97,7 +97,7 @@ def ap_comparison(
     _scatter(axes[0], fixed, "alpha", colours, "α (ground-truth weight), fixed ratio")
     _scatter(axes[1], adaptive, "beta_start", colours, "β_start (adaptive schedules)")
     _scatter(axes[2], adaptive, "beta_end", colours, "β_end (adaptive schedules)")
-    axes[0].set_ylabel("best validation AP")
+    axes[0].set_ylabel("validation AP (final)")
     handles = [
         plt.Line2D([], [], color=c, marker="o", linestyle="", label=g or "trials")
         for g, c in colours.items()
@@ -109,7 +109,7 @@ def ap_comparison(
     ]
     if handles:
         fig.legend(handles=handles, loc="center right", fontsize="small")
-    fig.suptitle(title or "best validation AP against the weighting")
+    fig.suptitle(title or "final validation AP against the weighting")
     return _save(fig, path, right=0.89 if handles else 1.0)
 
 
@@ -120,11 +120,11 @@ def _scatter(
     colours: Mapping[str, str],
     xlabel: str,
 ) -> None:
-    shown = [p for p in points if is_finite(p.get(key)) and is_finite(p.get("best_ap"))]
+    shown = [p for p in points if is_finite(p.get(key)) and is_finite(p.get("val_ap"))]
     for p in shown:
         ax.scatter(
             float(p[key]),
-            float(p["best_ap"]),
+            float(p["val_ap"]),
             color=colours.get(str(p.get("group", "")), "C0"),
             marker=STATE_MARKERS.get(str(p.get("state")), "o"),
         )

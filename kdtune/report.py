@@ -84,21 +84,21 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def summary_table(result: SearchResult) -> Table:
-    """One row per trial, best first: number, state, parameters, best value, epochs, node."""
+    """One row per trial, best first: number, state, parameters, value (final), epochs, node."""
     table = Table(title=f"search {result.name!r}: {_count_line(result)}")
     for name, justify in (
         ("#", "right"),
         ("trial", "left"),
         ("state", "left"),
         ("weighting (β)", "left"),
-        (f"best {result.metric}", "right"),
+        (f"{result.metric} (final)", "right"),
         ("epochs", "right"),
         ("node", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     best = result.best
     for t in sorted(result.trials, key=lambda t: _sort_key(t, result)):
-        value = t.best_value(result.metric, result.mode)
+        value = t.value(result.metric)
         state = t.state + (" (diverged)" if t.diverged else "")
         mark = " *" if best is not None and t.trial_id == best.trial_id else ""
         table.add_row(
@@ -118,7 +118,7 @@ def format_best(result: SearchResult) -> str:
     best = result.best
     if best is None:
         return f"no trial completed with a {result.metric} value ({_count_line(result)})"
-    value = best.best_value(result.metric, result.mode)
+    value = best.value(result.metric)
     lines = [
         f"best trial {best.trial_id} (optuna #{best.number}): {result.metric} = {value:.4f} "
         f"after {best.epochs_run} epochs",
@@ -147,7 +147,7 @@ def _count_line(result: SearchResult) -> str:
 
 def _sort_key(t: TrialRecord, result: SearchResult) -> tuple[int, float]:
     order = {COMPLETE: 0, PRUNED: 1, RUNNING: 2, FAILED: 3}.get(t.state, 4)
-    value = t.best_value(result.metric, result.mode)
+    value = t.value(result.metric)
     sign = -1.0 if result.mode == "max" else 1.0
     return order, sign * value if value is not None else math.inf
 

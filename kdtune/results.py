@@ -59,11 +59,15 @@ class TrialRecord:
     wall_s: float = 0.0
     node: str | None = None  # the host the trial ran on
 
-    def best_value(self, metric: str = "val/ap", mode: str = "max") -> float | None:
+    def value(self, metric: str = "val/ap") -> float | None:
+        """The trial's value: ``metric`` at its final evaluation (the last finite one).
+
+        One definition everywhere: the Optuna study, ``search.json``, MLflow's
+        ``final/val/ap``, compare, export and the reproduction by ``kdtune train --config``,
+        which trains all the epochs and so reproduces the final model, not a best epoch.
+        """
         values = [h[metric] for h in self.history if is_finite(h.get(metric))]
-        if not values:
-            return None
-        return max(values) if mode == "max" else min(values)
+        return values[-1] if values else None
 
     @property
     def reported_schedule(self) -> str:
@@ -92,14 +96,12 @@ class SearchResult:
     @property
     def best(self) -> TrialRecord | None:
         scored = [
-            t
-            for t in self.trials
-            if t.state == COMPLETE and t.best_value(self.metric, self.mode) is not None
+            t for t in self.trials if t.state == COMPLETE and t.value(self.metric) is not None
         ]
         if not scored:
             return None
         sign = 1.0 if self.mode == "max" else -1.0
-        return max(scored, key=lambda t: sign * (t.best_value(self.metric, self.mode) or 0.0))
+        return max(scored, key=lambda t: sign * (t.value(self.metric) or 0.0))
 
     def counts(self) -> dict[str, int]:
         return {s: sum(t.state == s for t in self.trials) for s in STATES}

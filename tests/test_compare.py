@@ -37,24 +37,23 @@ def test_table_is_aligned_with_missing_values_as_dashes() -> None:
     text = compare.render(frame(), "table")
     assert text.splitlines() == [
         "search  trial  level   alpha  schedule                 "
-        "epochs_run  state     best_ap  diagnosis",
+        "epochs_run  state     val_ap  diagnosis",
         "------  -----  ------  -----  -----------------------  "
-        "----------  --------  -------  -----------",
+        "----------  --------  ------  -----------",
         "s1      t0     second   0.25  fixed:0.75               "
-        "         5  complete    0.412  overfitting",
+        "         5  complete   0.412  overfitting",
         "s1      t1     second      -  linear:0.9:0.5           "
-        "         2  pruned      0.100  plateau",
-        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75  "
-        "         0  failed          -  none",
+        "         2  pruned     0.100  plateau",
+        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75           0  failed         -  none",
     ]
 
 
 def test_markdown_escapes_pipes_and_right_aligns_numbers() -> None:
     lines = compare.render(
-        frame(), "markdown", columns=["trial", "best_ap", "recommendation"]
+        frame(), "markdown", columns=["trial", "val_ap", "recommendation"]
     ).splitlines()
     assert lines == [
-        "| trial | best_ap | recommendation |",
+        "| trial | val_ap | recommendation |",
         "|---|---:|---|",
         "| t0 | 0.412 | more distillation |",
         "| t1 | 0.100 | a\\|b |",
@@ -65,8 +64,8 @@ def test_markdown_escapes_pipes_and_right_aligns_numbers() -> None:
 def test_csv_round_trips_every_column() -> None:
     back = pd.read_csv(io.StringIO(compare.render(frame(), "csv")))
     assert list(back.columns) == list(tracking.TRIAL_COLUMNS)
-    assert back["best_ap"].iloc[0] == pytest.approx(0.4123)
-    assert math.isnan(back["best_ap"].iloc[2])
+    assert back["val_ap"].iloc[0] == pytest.approx(0.4123)
+    assert math.isnan(back["val_ap"].iloc[2])
     assert list(back["trial"]) == ["t0", "t1", "t2"]
 
 
@@ -75,7 +74,7 @@ def test_json_is_records_with_null_for_missing() -> None:
     assert len(records) == 3
     assert records[0]["number"] == 0 and isinstance(records[0]["number"], int)
     assert records[0]["alpha"] == 0.25 and records[0]["schedule"] == "fixed:0.75"
-    assert records[2]["number"] is None and records[2]["best_ap"] is None
+    assert records[2]["number"] is None and records[2]["val_ap"] is None
     assert records[1]["alpha"] is None
 
 

@@ -64,6 +64,21 @@ def test_search_compare_export_reproduce(
     assert sorted(r["schedule"] for r in rows) == ["fixed:0.75", "linear:0.9:0.5"]
     assert all(r["state"] == "complete" and r["diagnosis"] for r in rows)
 
+    # one value per trial everywhere: its final evaluation's val/ap, in search.json (the
+    # records), the Optuna study, MLflow (compare reads final/val/ap) and, below, export
+    import optuna
+
+    study = optuna.load_study(
+        study_name=outcome.result.study_name, storage=outcome.result.study_storage
+    )
+    by_number = {t.number: t.value for t in study.trials}
+    for record in outcome.result.trials:
+        final = record.history[-1]["val/ap"]
+        assert record.value() == final
+        assert by_number[record.number] == pytest.approx(final)
+        row = next(r for r in rows if r["trial"] == record.trial_id)
+        assert row["val_ap"] == pytest.approx(final)
+
     best_yaml = tmp_path / "best.yaml"
     code, out, err = run_cli(
         [
@@ -86,6 +101,7 @@ def test_search_compare_export_reproduce(
     assert best is not None
     assert exported["kdtune"]["trial"] == best.trial_id and exported["kdtune"]["mlflow_run_id"]
     assert exported["train"]["schedule"] == best.config["schedule"]
+    assert exported["validation"]["val/ap"] == pytest.approx(best.history[-1]["val/ap"])
     for name in ("best", "reference"):
         low, high = exported["holdout"][name]["ap_ci95"]
         assert 0.0 <= low <= exported["holdout"][name]["ap"] + 1e-9 and low <= high <= 1.0

@@ -73,7 +73,8 @@ def test_format_params() -> None:
 def test_summary_table_puts_the_best_first_and_marks_it() -> None:
     text = render(summary_table(result()))
     lines = [line for line in text.splitlines() if any(t in line for t in ("aaa", "bbb", "ccc"))]
-    assert "bbb *" in lines[0] and "0.6100" in lines[0]
+    # a trial's value is its final evaluation's (0.60), not its best epoch's (0.61)
+    assert "bbb *" in lines[0] and "0.6000" in lines[0]
     assert "aaa" in lines[1] and "ccc" in lines[2]
     assert "failed (diverged)" in text
     assert "2 complete, 1 pruned, 1 failed" in text
@@ -81,7 +82,7 @@ def test_summary_table_puts_the_best_first_and_marks_it() -> None:
 
 def test_format_best_names_trial_value_and_schedule() -> None:
     text = format_best(result())
-    assert text.splitlines()[0] == ("best trial bbb (optuna #1): val/ap = 0.6100 after 3 epochs")
+    assert text.splitlines()[0] == ("best trial bbb (optuna #1): val/ap = 0.6000 after 3 epochs")
     assert "schedule    fixed:0.75" in text
 
 

@@ -184,7 +184,7 @@ def _report(result: SearchResult) -> Any:
                 t.trial_id,
                 t.config["schedule"],
                 t.state,
-                t.best_value(),
+                t.value(),
                 diagnosis(DIAGNOSES[t.trial_id]),
             )
             for t in result.trials
@@ -353,7 +353,7 @@ def test_parent_run_holds_settings_space_file_report_and_best(logged: dict[str, 
     params = run.data.params
     assert params["sampler"] == "tpe" and params["pruner"] == "median"
     assert params["budget.trials"] == "3" and params["resources.cpu"] == "1"
-    assert run.data.metrics["best/val/ap"] == pytest.approx(0.5)
+    assert run.data.metrics["final/val/ap"] == pytest.approx(0.5)
     assert run.data.metrics["trials/complete"] == 1.0
     assert run.data.metrics["trials/pruned"] == 1.0
     assert run.data.metrics["trials/failed"] == 1.0
@@ -448,7 +448,7 @@ def test_metric_histories_step_by_epoch(logged: dict[str, Any]) -> None:
     assert ap == [(e, pytest.approx(0.1 * e)) for e in range(1, 6)]
     logged_keys = set(client.get_run(run_id).data.metrics)
     assert set(VOCABULARY) <= logged_keys
-    assert client.get_run(run_id).data.metrics["best/val/ap"] == pytest.approx(0.5)
+    assert client.get_run(run_id).data.metrics["final/val/ap"] == pytest.approx(0.5)
     nan = client.get_metric_history(logged["run_ids"]["a_00002"], "train/loss")
     assert [m.step for m in sorted(nan, key=lambda m: m.step)] == [1, 2]
     assert math.isnan(max(nan, key=lambda m: m.step).value)
@@ -467,7 +467,7 @@ def test_load_trials_one_row_per_child(logged: dict[str, Any]) -> None:
         "overfitting",
     )
     assert row["alpha"] == pytest.approx(0.25)
-    assert row["best_ap"] == pytest.approx(0.5)
+    assert row["val_ap"] == pytest.approx(0.5)
     assert row["epochs_run"] == 5
     assert row["run_id"] == logged["run_ids"]["a_00000"]
     assert math.isnan(df.iloc[1]["alpha"])
@@ -539,7 +539,7 @@ def test_search_without_a_completed_trial_ends_failed(
     assert run.info.status == "FAILED"
     assert "kdtune.best_trial" not in run.data.tags
     row = tracking.load_trials(uri).iloc[0]
-    assert (row["state"], row["diagnosis"], row["best_ap"]) == (
+    assert (row["state"], row["diagnosis"], row["val_ap"]) == (
         "failed",
         "none",
         pytest.approx(0.02),
@@ -646,4 +646,4 @@ def test_search_logged_through_a_real_server_shows_in_rest_api_and_ui(
 
     df = tracking.load_trials(server, ["remote"])
     assert sorted(df["trial"]) == ["a_00000", "a_00001", "a_00002"]
-    assert df.loc[df["trial"] == "a_00000", "best_ap"].item() == pytest.approx(0.5)
+    assert df.loc[df["trial"] == "a_00000", "val_ap"].item() == pytest.approx(0.5)

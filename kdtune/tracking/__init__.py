@@ -40,9 +40,9 @@ from kdtune.tracking.server import (
 )
 from kdtune.tracking.store import (
     ARTIFACTS_FOLDER,
-    BEST_AP_METRIC,
     ENV_TRACKING_URI,
     EXPERIMENT_PREFIX,
+    FINAL_AP_METRIC,
     NOTE_TAG,
     PARENT_TAG,
     RUN_STATUS,
@@ -69,9 +69,9 @@ from kdtune.tracking.store import (
 
 __all__ = [
     "ARTIFACTS_FOLDER",
-    "BEST_AP_METRIC",
     "ENV_TRACKING_URI",
     "EXPERIMENT_PREFIX",
+    "FINAL_AP_METRIC",
     "NOTE_TAG",
     "PARENT_TAG",
     "RUN_STATUS",

@@ -18,7 +18,7 @@ from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
 from kdtune.tracking.store import (
-    BEST_AP_METRIC,
+    FINAL_AP_METRIC,
     MAX_PARAM,
     MAX_TAG,
     NOTE_TAG,
@@ -220,7 +220,7 @@ class SearchTracker:
         tags: dict[str, Any] = {"kdtune.counts": ", ".join(f"{n} {s}" for s, n in counts.items())}
         best = result.best
         if best is not None:
-            value = best.best_value(result.metric, result.mode)
+            value = best.value(result.metric)
             if value is not None:
                 metrics[f"best/{result.metric}"] = value
             tags.update(_best_tags(best, self._children.get(best.trial_id)))
@@ -302,7 +302,7 @@ def _trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:
 
 
 def trial_metrics(record: TrialRecord) -> list[Any]:
-    """Every numeric value of every evaluation (step = epoch), and ``best/val/ap``."""
+    """Every numeric value of every evaluation (step = epoch), and ``final/val/ap``."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -312,9 +312,9 @@ def trial_metrics(record: TrialRecord) -> list[Any]:
         for key, value in row.items():
             if key != "epoch" and is_number(value):
                 metrics.append(Metric(key, float(value), now, step))
-    best = record.best_value("val/ap", "max")
+    best = record.value("val/ap")
     if best is not None:
-        metrics.append(Metric(BEST_AP_METRIC, float(best), now, record.epochs_run))
+        metrics.append(Metric(FINAL_AP_METRIC, float(best), now, record.epochs_run))
     return metrics
 
 
@@ -377,7 +377,7 @@ def log_search_result(
     from kdtune.diagnose import TrialSummary, diagnose_trial, search_report
 
     best = result.best
-    best_ap = best.best_value(result.metric, result.mode) if best is not None else None
+    best_ap = best.value(result.metric) if best is not None else None
     tracker = SearchTracker(uri, results, result.name)
     parent = tracker.start(
         Path(space_file or result.space_file),
@@ -392,7 +392,7 @@ def log_search_result(
                 record.trial_id,
                 record.reported_schedule,
                 record.state,
-                record.best_value(),
+                record.value(),
                 diagnosis,
             )
         )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError
 from kdtune.tracking.store import (
-    BEST_AP_METRIC,
+    FINAL_AP_METRIC,
     TAG_DIAGNOSIS,
     TAG_EPOCHS_RUN,
     TAG_KIND,
@@ -67,7 +67,7 @@ def _trial_row(search: str, run: Run) -> dict[str, Any]:
         "schedule": schedule,
         "epochs_run": _int_or_none(tags.get(TAG_EPOCHS_RUN)) or 0,
         "state": tags.get(TAG_STATE, ""),
-        "best_ap": metrics.get(BEST_AP_METRIC, math.nan),
+        "val_ap": metrics.get(FINAL_AP_METRIC, math.nan),
         "diagnosis": tags.get(TAG_DIAGNOSIS, ""),
         "recommendation": tags.get(TAG_RECOMMENDATION, ""),
         "next": tags.get(TAG_NEXT, ""),

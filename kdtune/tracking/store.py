@@ -64,7 +64,7 @@ TAG_DIVERGED = "kdtune.diverged"
 TAG_EPOCHS_RUN = "kdtune.epochs_run"
 
 
-BEST_AP_METRIC = "best/val/ap"
+FINAL_AP_METRIC = "final/val/ap"
 
 
 # A trial's state → the MLflow run status it ends with.
@@ -86,7 +86,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "schedule",
     "epochs_run",
     "state",
-    "best_ap",
+    "val_ap",
     "diagnosis",
     "recommendation",
     "next",

@@ -213,7 +213,7 @@ class _Monitor:
                 metric=result.metric,
                 counts=counts,
                 num_samples=n,
-                best_value=best.best_value(result.metric, result.mode) if best else None,
+                best_value=best.value(result.metric) if best else None,
                 best_trial=best.trial_id if best else None,
                 elapsed_s=result.wall_s,
                 eta_s=estimate_eta(elapsed, self.epochs_now, left),
