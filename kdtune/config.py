@@ -26,6 +26,16 @@ TEACHER_RECIPES: tuple[str, ...] = ("auto", "shipped", "reference", "ground_trut
 TEACHER_TARGETS: tuple[str, ...] = ("bank", "live", "warped")
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
+# The reference document's named scenarios, as β schedules: α/β 1.0/0.0, 0.5/0.5, 0.25/0.75,
+# 0.1/0.9, 0.0/1.0, and its adaptive β 0.9 → 0.5 (a search's warm start measures them first).
+NAMED_SCENARIOS: tuple[str, ...] = (
+    "fixed:0",
+    "fixed:0.5",
+    "fixed:0.75",
+    "fixed:0.9",
+    "fixed:1",
+    "linear:0.9:0.5",
+)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdtune.checks import Where
+from kdtune.config import NAMED_SCENARIOS
 from kdtune.errors import KdtuneError
 from kdtune.schedules import parse_schedule
 from kdtune.space import (
@@ -732,3 +733,48 @@ def test_a_space_may_not_select_on_the_held_out_split() -> None:
     )
     with pytest.raises(KdtuneError, match=r"train\.val_split: 'test' is the split kdtune export"):
         parse_space(text, file="q.yaml")
+
+
+def test_warm_start_enqueues_the_named_scenarios_the_space_contains_first() -> None:
+    space = load_space(SPACES / "quickstart.yaml")
+    assert space.warm_start
+    specs = [spec for spec, _ in space.warm_start_scenarios()]
+    assert specs == list(NAMED_SCENARIOS)
+    # through a real Optuna study: the enqueued points are the first trials, in order
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(space))
+    for point in space.warm_start_points():
+        study.enqueue_trial(point)
+    got = []
+    for _ in range(len(specs) + 2):
+        trial = study.ask()
+        got.append(space.suggest(trial)["schedule"])
+        study.tell(trial, 0.1)
+    assert got[: len(specs)] == specs
+
+
+def test_warm_start_leaves_out_scenarios_outside_the_space() -> None:
+    text = (SPACES / "quickstart.yaml").read_text()
+    text = text.replace("alpha: {low: 0.0, high: 1.0, step: 0.05}", "alpha: {low: 0.2, high: 0.8}")
+    text = text.replace("beta_end: {low: 0.3, high: 0.7}", "beta_end: {low: 0.55, high: 0.7}")
+    space = parse_space(text, file="q.yaml")
+    assert [spec for spec, _ in space.warm_start_scenarios()] == ["fixed:0.5", "fixed:0.75"]
+    assert "warm start the reference's named scenarios first: fixed:0.5, fixed:0.75" in describe(
+        space
+    )
+
+
+def test_warm_start_refusals() -> None:
+    text = (SPACES / "quickstart.yaml").read_text()
+    with pytest.raises(KdtuneError, match="warm_start: must be true or false"):
+        parse_space(text.replace("warm_start: true", "warm_start: yes-please"), file="q.yaml")
+    grid = yaml.safe_dump(
+        {
+            "level": "second",
+            "budget": {"max_epochs": 2},
+            "sampler": {"type": "grid"},
+            "search": {"grid": [{"alpha": 0.5}, {"alpha": 1.0}]},
+            "warm_start": True,
+        }
+    )
+    with pytest.raises(KdtuneError, match="warm_start: applies to a sampled search of one level"):
+        parse_space(grid, file="g.yaml")

@@ -238,3 +238,30 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     # an interrupted trial went on from its last checkpoint rather than from epoch 1
     starts = {t.number: [h.get("toy/start_epoch", 1.0) for h in t.history] for t in ran}
     assert any(s > 1 for row in starts.values() for s in row), starts
+
+
+WARM = """
+name: warm
+level: second
+warm_start: true
+sampler: {type: tpe, seed: 0}
+pruner: {type: none}
+budget: {num_samples: 7, max_epochs: 2, eval_every: 1, max_concurrent: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.01}}
+search:
+  weighting:
+    fixed: {alpha: {low: 0.0, high: 1.0, step: 0.05}}
+    adaptive: {shapes: [linear, cosine], beta_start: {low: 0.6, high: 1.0}, beta_end: 0.5}
+"""
+
+
+def test_warm_start_runs_the_named_scenarios_first(tmp_path: Path) -> None:
+    from kdtune.config import NAMED_SCENARIOS
+
+    space = parse_space(WARM, file="warm.yaml")
+    result = run_search(space, results=tmp_path, trial_fn=toy_trial.toy_fit, progress=False)
+    by_number = sorted(result.trials, key=lambda t: t.number if t.number is not None else 99)
+    schedules = [t.config["schedule"] for t in by_number]
+    assert len(schedules) == 7
+    assert schedules[: len(NAMED_SCENARIOS)] == list(NAMED_SCENARIOS)

@@ -63,6 +63,10 @@ def describe(space: SearchSpace) -> str:
         fixed = ", ".join(f"{k}={v}" for k, v in space.train.items())
         lines.append(f"  train      {fixed}")
     lines += _describe_dimensions(space)
+    if space.warm_start:
+        specs = [spec for spec, _ in space.warm_start_scenarios()]
+        listed = ", ".join(specs) if specs else "none of them is in this space"
+        lines.append(f"  warm start the reference's named scenarios first: {listed}")
     lines.append(
         f"  trials     {b.num_samples} (at most {b.num_samples * b.max_epochs} epochs in all)"
     )

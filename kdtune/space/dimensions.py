@@ -48,6 +48,9 @@ class Const:
     def describe(self) -> str:
         return f"= {self.value:g}"
 
+    def contains(self, value: float) -> bool:
+        return abs(float(self.value) - value) < _TOLERANCE
+
 
 @dataclass(frozen=True)
 class Range:
@@ -66,6 +69,14 @@ class Range:
         return trial.suggest_float(
             name, float(self.low), float(self.high), step=self.step, log=self.log
         )
+
+    def contains(self, value: float) -> bool:
+        if not self.low - _TOLERANCE <= value <= self.high + _TOLERANCE:
+            return False
+        if self.step is None:
+            return not self.integer or float(value).is_integer()
+        k = (value - self.low) / self.step
+        return abs(k - round(k)) < 1e-6
 
     def describe(self) -> str:
         text = f"in [{self.low:g}, {self.high:g}]"
@@ -88,8 +99,25 @@ class Choice:
     def describe(self) -> str:
         return "in {" + ", ".join(f"{v:g}" for v in self.values) + "}"
 
+    def contains(self, value: float) -> bool:
+        return any(abs(float(v) - value) < _TOLERANCE for v in self.values)
+
+    def nearest(self, value: float) -> float | int:
+        return min(self.values, key=lambda v: abs(float(v) - value))
+
 
 Dimension = Const | Range | Choice
+_TOLERANCE = 1e-9
+
+
+def _param(dim: Dimension, value: float) -> tuple[bool, float | int | None]:
+    """Whether ``dim`` can take ``value``, and what an Optuna trial must be given for it to:
+    nothing (None) for a constant, the value (a choice's own) otherwise."""
+    if not dim.contains(value):
+        return False, None
+    if isinstance(dim, Const):
+        return True, None
+    return True, dim.nearest(value) if isinstance(dim, Choice) else value
 
 
 @dataclass(frozen=True)
@@ -221,6 +249,38 @@ class Weighting:
         }
         spec = BetaSchedule(str(shape), start, end, warmup=warmup, **opts).spec
         return parse_schedule(spec).spec  # a round trip proves the spec parses
+
+    def params_for(self, spec: str, suffix: str = "") -> dict[str, Any] | None:
+        """The Optuna parameters under which :meth:`suggest` gives the schedule ``spec``, or
+        None where this weighting cannot give it (a warm start enqueues these)."""
+        sched = parse_schedule(spec)
+        kind = "fixed" if sched.shape == "fixed" else "adaptive"
+        if kind not in self.kinds:
+            return None
+        params: dict[str, Any] = {}
+        if len(self.kinds) > 1:
+            params["weighting" + suffix] = kind
+        if kind == "fixed":
+            assert self.alpha is not None and sched.alpha is not None
+            wanted: list[tuple[str, Dimension, float]] = [("alpha", self.alpha, sched.alpha)]
+        else:
+            if sched.shape not in self.shapes:
+                return None
+            if len(self.shapes) > 1:
+                params["shape" + suffix] = sched.shape
+            wanted = [
+                ("beta_start", self.beta_start, sched.beta_start),
+                ("beta_end", self.beta_end, sched.beta_end),
+                ("warmup", self.warmup, sched.warmup),
+                *((name, self.option(name), v) for name, v in sched.options.items()),
+            ]
+        for name, dim, value in wanted:
+            fits, param = _param(dim, value)
+            if not fits:
+                return None
+            if param is not None:
+                params[name + suffix] = param
+        return params
 
     def describe_lines(self, suffix: str = "") -> list[str]:
         """One line per parameter, conditional ones marked with their condition."""

@@ -18,7 +18,7 @@ import optuna
 
 from kdtune import checks
 from kdtune.checks import Where
-from kdtune.config import TEACHER_RECIPES, TrainConfig
+from kdtune.config import NAMED_SCENARIOS, TEACHER_RECIPES, TrainConfig
 from kdtune.errors import KdtuneError
 from kdtune.results import METRICS
 from kdtune.space.dimensions import (
@@ -71,6 +71,7 @@ _TOP_KEYS: tuple[str, ...] = (
     "teacher",
     "train",
     "search",
+    "warm_start",
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -247,6 +248,20 @@ class SearchSpace:
     grid: tuple[GridPoint, ...] = ()
     file: str = "<string>"
     source_text: str = ""
+    warm_start: bool = False  # measure the named scenarios this space contains first
+
+    def warm_start_scenarios(self) -> list[tuple[str, dict[str, Any]]]:
+        """The reference's named scenarios that this space contains, in their order, each
+        with the Optuna parameters that give it; none without ``warm_start``."""
+        weighting = self.weightings.get("weighting")
+        if not self.warm_start or weighting is None:
+            return []
+        found = ((spec, weighting.params_for(spec)) for spec in NAMED_SCENARIOS)
+        return [(spec, params) for spec, params in found if params is not None]
+
+    def warm_start_points(self) -> list[dict[str, Any]]:
+        """What a search enqueues as its first trials (see :meth:`warm_start_scenarios`)."""
+        return [params for _, params in self.warm_start_scenarios()]
 
     @property
     def num_trials(self) -> int:
@@ -323,6 +338,12 @@ def parse_space(
     pruner = parse_pruner(raw.get("pruner"), top.at("pruner"))
     weightings, lr, batch, grid = _search(raw["search"], top, level, sampler.type)
     budget = _budget(raw["budget"], top.at("budget"), len(grid) if grid else None, sampler.type)
+    warm_start = checks.boolean(raw.get("warm_start", False), top.at("warm_start"))
+    if warm_start and (sampler.type == "grid" or level == "chain"):
+        why = (
+            "a grid runs its own points" if sampler.type == "grid" else "a chain weights two levels"
+        )
+        top.at("warm_start").fail(f"applies to a sampled search of one level; {why}")
     space = SearchSpace(
         name=name,
         level=level,
@@ -341,6 +362,7 @@ def parse_space(
         grid=grid,
         file=str(file),
         source_text=text,
+        warm_start=warm_start,
     )
     construct(top.at("sampler.options"), lambda: build_sampler(sampler, len(grid)))
     construct(top.at("pruner.options"), lambda: build_pruner(pruner, budget.max_epochs))

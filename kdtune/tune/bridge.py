@@ -72,6 +72,7 @@ class PruningOptunaSearch(OptunaSearch):
         pruner: optuna.pruners.BasePruner,
         storage: optuna.storages.BaseStorage,
         study_name: str,
+        points_to_evaluate: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(
             space=space,
@@ -80,6 +81,7 @@ class PruningOptunaSearch(OptunaSearch):
             sampler=sampler,
             storage=storage,
             study_name=study_name,
+            points_to_evaluate=points_to_evaluate,
         )
         self._kd_pruner = pruner
         self._kd_steps: dict[str, set[int]] = {}  # steps already in the study, per Ray trial

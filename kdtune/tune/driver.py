@@ -233,6 +233,8 @@ def _new_tuner(
         pruner = pruner or make_pruner(space)  # type: ignore[arg-type]
     searcher = PruningOptunaSearch(
         _DefineByRun(space),
+        # a fresh study only (a resumed one holds them already): enqueued, so they run first
+        points_to_evaluate=space.warm_start_points() or None,
         metric=space.metric,
         mode=space.mode,
         sampler=sampler,

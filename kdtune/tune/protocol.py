@@ -45,6 +45,8 @@ class SpaceLike(Protocol):
 
     def trial_config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
+    def warm_start_points(self) -> list[dict[str, Any]]: ...
+
 
 def planned_epochs(config: dict[str, Any]) -> int:
     """The epochs the trial of Ray trial config ``config`` is to run."""
