@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import small_config
 
 from kdtune.augment import apply
 from kdtune.bank import TeacherBank, build_bank, open_or_build, run_teacher, view_affines
@@ -24,20 +25,8 @@ VIEWS = 3
 
 
 def small(synth_root: Path, **over: Any) -> TrainConfig:
-    base: dict[str, Any] = dict(
-        level="second",
-        data=str(synth_root),
-        epochs=1,
-        batch_size=8,
-        max_train_images=12,
-        max_val_images=4,
-        teacher_epochs=1,
-        teacher_recipe="ground_truth",
-        teacher_views=VIEWS,
-        num_threads=1,
-    )
-    base.update(over)
-    return TrainConfig.from_dict(base)
+    sizes = {"epochs": 1, "max_train_images": 12, "max_val_images": 4, "teacher_views": VIEWS}
+    return small_config(synth_root, **{**sizes, **over})
 
 
 def med_teacher(seed: int = 0) -> torch.nn.Module:

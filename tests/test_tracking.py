@@ -353,7 +353,8 @@ def test_parent_run_holds_settings_space_file_report_and_best(logged: dict[str, 
     params = run.data.params
     assert params["sampler"] == "tpe" and params["pruner"] == "median"
     assert params["budget.trials"] == "3" and params["resources.cpu"] == "1"
-    assert run.data.metrics["final/val/ap"] == pytest.approx(0.5)
+    # the parent: the best trial's value (its final val/ap)
+    assert run.data.metrics["best/val/ap"] == pytest.approx(0.5)
     assert run.data.metrics["trials/complete"] == 1.0
     assert run.data.metrics["trials/pruned"] == 1.0
     assert run.data.metrics["trials/failed"] == 1.0
@@ -555,6 +556,7 @@ def test_log_search_result_diagnoses_every_trial(tmp_path_factory: pytest.TempPa
     df = tracking.load_trials(uri, ["oneshot"])
     assert set(df["diagnosis"]) <= {
         "diverged",
+        "pruned",
         "overfitting",
         "underfitting",
         "slow_convergence",
@@ -562,6 +564,7 @@ def test_log_search_result_diagnoses_every_trial(tmp_path_factory: pytest.TempPa
         "healthy",
     }
     assert df.loc[df["state"] == "failed", "diagnosis"].item() == "diverged"
+    assert df.loc[df["state"] == "pruned", "diagnosis"].item() == "pruned"
     assert report.n_trials == 3
     assert report.best is not None and report.best.trial_id == "a_00000"
 

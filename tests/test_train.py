@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import small_config
 
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
@@ -18,19 +19,7 @@ from kdtune.train import TrialDiverged, fit, lr_factor
 
 
 def small(synth_root: Path, **over: Any) -> TrainConfig:
-    base = dict(
-        level="second",
-        data=str(synth_root),
-        epochs=2,
-        batch_size=8,
-        max_train_images=16,
-        max_val_images=8,
-        teacher_epochs=1,
-        teacher_recipe="ground_truth",
-        num_threads=1,
-    )
-    base.update(over)
-    return TrainConfig.from_dict(base)
+    return small_config(synth_root, **over)
 
 
 def test_teacher_level_summary_says_ground_truth_only(synth_root: Path, tmp_path: Path) -> None:
