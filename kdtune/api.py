@@ -527,12 +527,19 @@ def ui(
 ) -> None:
     """``kdtune ui``: serve the MLflow UI on the results store until interrupted; ``ready`` is
     called with (store, address) once it answers."""
+    import signal
+
     from kdtune.paths import results_dir
     from kdtune.tracking import resolve_tracking_uri, start_ui, stop_ui, ui_url, wait_until_up
 
     uri = resolve_tracking_uri(tracking_uri, results_dir(results))
     process = start_ui(uri, host=host, port=port, workers=1)
     url = ui_url(host, port)
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # docker stop, systemd: end as Ctrl-C does
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         wait_until_up(url, 120, process)
         if ready is not None:
@@ -542,3 +549,4 @@ def ui(
         pass
     finally:
         stop_ui(process)
+        signal.signal(signal.SIGTERM, previous)

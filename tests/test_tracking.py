@@ -342,6 +342,8 @@ def test_parent_run_holds_settings_space_file_report_and_best(logged: dict[str, 
     run = client.get_run(logged["parent"])
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == "kdtune/demo"
+    # opens in MLflow 3's model-training view, not the GenAI traces view
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.artifact_location.endswith("mlartifacts/demo")
     assert run.info.run_name == "demo"
     assert run.info.status == "FINISHED"
@@ -650,3 +652,65 @@ def test_search_logged_through_a_real_server_shows_in_rest_api_and_ui(
     df = tracking.load_trials(server, ["remote"])
     assert sorted(df["trial"]) == ["a_00000", "a_00001", "a_00002"]
     assert df.loc[df["trial"] == "a_00000", "val_ap"].item() == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_kdtune_ui_runs_without_the_job_runner_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`kdtune ui` as a user starts it: 2 server processes (no huey job runner), and SIGTERM
+    (docker stop, systemd) ends it and its whole process group, as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdtune.cli", "ui", "--port", str(port), "--results", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.5)
+        time.sleep(3)  # let a job runner start, were it on
+
+        def group_of_server() -> list[int]:
+            """The processes in the mlflow server's process group (start_ui makes one)."""
+            stats = {}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                        pgrp = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+                    except (OSError, ValueError, IndexError):
+                        continue
+                    stats[int(entry.name)] = (cmd, pgrp)
+            leaders = [
+                pid
+                for pid, (cmd, _) in stats.items()
+                if b"server" in cmd and str(port).encode() in cmd and b"mlflow" in b" ".join(cmd)
+            ]
+            groups = {stats[pid][1] for pid in leaders}
+            return [pid for pid, (_, pgrp) in stats.items() if pgrp in groups]
+
+        running = group_of_server()
+        # the server and its one uvicorn worker; with MLflow's job runner it would be 10
+        assert 1 <= len(running) <= 2, running
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+        time.sleep(1)
+        assert group_of_server() == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

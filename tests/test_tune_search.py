@@ -265,3 +265,18 @@ def test_warm_start_runs_the_named_scenarios_first(tmp_path: Path) -> None:
     schedules = [t.config["schedule"] for t in by_number]
     assert len(schedules) == 7
     assert schedules[: len(NAMED_SCENARIOS)] == list(NAMED_SCENARIOS)
+
+
+def test_optuna_trials_carry_their_configuration(tmp_path: Path) -> None:
+    """optuna-dashboard users see each trial's level, seed and schedule beside its params."""
+    space = parse_space(WARM.replace("num_samples: 7", "num_samples: 3"), file="w.yaml")
+    result = run_search(space, results=tmp_path, trial_fn=toy_trial.toy_fit, progress=False)
+    by_number = {t.number: t for t in study_trials(result)}
+    for record in result.trials:
+        attrs = by_number[record.number].user_attrs
+        assert attrs["level"] == "second" and attrs["seed"] == record.config["seed"]
+        assert attrs["schedule"] == record.config["schedule"]
+        if attrs["shape"] == "fixed":
+            assert attrs["alpha"] == pytest.approx(toy_trial.alpha_of(record.config))
+        else:
+            assert {"beta_start", "beta_end", "warmup"} <= set(attrs)

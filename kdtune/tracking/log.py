@@ -18,6 +18,8 @@ from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
 from kdtune.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     FINAL_AP_METRIC,
     MAX_PARAM,
     MAX_TAG,
@@ -112,10 +114,18 @@ class SearchTracker:
                     f"search {self.search!r}: its MLflow experiment {name!r} is deleted; "
                     "restore it in the MLflow UI or choose another search name"
                 )
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before the tag
+                self.client.set_experiment_tag(
+                    found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return str(found.experiment_id)
         root = artifact_root(self.uri, self.results)
         location = None if root is None else str(root / _safe_folder(self.search))
-        return str(self.client.create_experiment(name, artifact_location=location))
+        return str(
+            self.client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        )
 
     def _find_parent(self) -> Run | None:
         runs = search_runs(

@@ -29,6 +29,9 @@ ARTIFACTS_FOLDER = "mlartifacts"
 
 # Tags: MLflow's own, then kdtune's.
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment in the view its kind names (GenAI's traces by default)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 NOTE_TAG = "mlflow.note.content"

@@ -274,4 +274,22 @@ class _DefineByRun:
     def __call__(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         overrides = self.space.suggest(trial)
         train = self.space.trial_config(overrides)
+        for key, value in trial_attributes(train).items():
+            trial.set_user_attr(key, value)  # what optuna-dashboard shows beside the params
         return {CONFIG_KEY: {"train": train, "number": trial.number, "params": dict(trial.params)}}
+
+
+def trial_attributes(train: dict[str, Any]) -> dict[str, Any]:
+    """A trial's configuration as Optuna user attributes: level, seed, learning rate, and its
+    β schedule(s) as the spec and the shape's parameters (``alpha`` for a fixed ratio)."""
+    from kdtune.schedules import parse_schedule
+
+    attrs: dict[str, Any] = {k: train[k] for k in ("level", "seed", "lr", "batch_size")}
+    slots = [("schedule", "")]
+    if train.get("level") == "chain":
+        slots.append(("schedule_second", "_second"))
+    for key, suffix in slots:
+        attrs[key] = train[key]
+        for name, value in parse_schedule(train[key]).params().items():
+            attrs[name + suffix] = value
+    return attrs
