@@ -280,3 +280,23 @@ def test_optuna_trials_carry_their_configuration(tmp_path: Path) -> None:
             assert attrs["alpha"] == pytest.approx(toy_trial.alpha_of(record.config))
         else:
             assert {"beta_start", "beta_end", "warmup"} <= set(attrs)
+
+
+def test_ray_tune_reads_a_kdtune_search_with_its_own_tools(tmp_path: Path) -> None:
+    """Ray users' ExperimentAnalysis and Tuner.restore(...).get_results() see every trial."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+
+    from kdtune.results import RAY_FOLDER
+    from kdtune.tune import ray_trainable
+
+    space = parse_space(WARM.replace("num_samples: 7", "num_samples: 3"), file="w.yaml")
+    result = run_search(space, results=tmp_path, trial_fn=toy_trial.toy_fit, progress=False)
+    folder = tmp_path / "warm" / RAY_FOLDER
+    frame = ExperimentAnalysis(str(folder)).dataframe()
+    assert len(frame) == len(result.trials) == 3
+    finals = sorted(t.value() or 0.0 for t in result.trials)
+    assert sorted(frame["val/ap"]) == pytest.approx(finals)
+    trainable = ray_trainable(tmp_path, trial_fn=toy_trial.toy_fit)
+    results = tune.Tuner.restore(str(folder), trainable=trainable).get_results()
+    assert len(results) == 3 and all("val/ap" in r.metrics for r in results)

@@ -29,7 +29,7 @@ from kdtune.tune.protocol import (
     TrialFn,
 )
 from kdtune.tune.records import _MonitorCallback as _MonitorCallback
-from kdtune.tune.trial import TrainFit
+from kdtune.tune.trial import TrainFit, ray_trainable
 from kdtune.tune.trial import _run_trial as _run_trial
 
 __all__ = [
@@ -44,5 +44,6 @@ __all__ = [
     "TrialDivergedError",
     "TrialFn",
     "check_start",
+    "ray_trainable",
     "run_search",
 ]

@@ -33,6 +33,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from kdtune.errors import KdtuneError
 from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
@@ -178,7 +179,8 @@ def _ray_env(address: str | None) -> Iterator[None]:
     """Environment for Ray while the search runs; restored afterwards.
 
     Local runs disable Ray 2.60's token auth (it would write ``~/.ray/auth_token``); Ray's own
-    progress output is off (kdtune shows its own).
+    progress output is off (kdtune shows its own), and so are its automatic loggers (the JSON
+    and CSV ones are added back explicitly, TensorBoard's is not).
     """
     wanted = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     if not address:
@@ -259,7 +261,10 @@ def _new_tuner(
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
             verbose=0,
-            callbacks=[_MonitorCallback(key)],
+            # Tune's own result files (result.json, progress.csv per trial), so that Ray's
+            # ExperimentAnalysis and Tuner.restore(...).get_results() read a kdtune search;
+            # TensorBoard event files stay off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)
+            callbacks=[_MonitorCallback(key), JsonLoggerCallback(), CSVLoggerCallback()],
         ),
     )
 

@@ -45,6 +45,22 @@ class TrainFit:
         return fit(config, report, workdir=workdir, resume_from=resume_from, results=self.results)
 
 
+def ray_trainable(
+    results: Path | None = None, trial_fn: TrialFn | None = None, cpu: float = 1, gpu: float = 0
+) -> Any:
+    """The Ray Tune trainable of kdtune's searches, for Ray's own tools on a search folder::
+
+        tune.Tuner.restore("results/quickstart/ray", trainable=ray_trainable()).get_results()
+
+    ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``."""
+    from types import SimpleNamespace
+
+    from kdtune.paths import results_dir
+
+    fn = trial_fn or TrainFit(results_dir(results))
+    return _trainable(fn, SimpleNamespace(cpu=cpu, gpu=gpu))
+
+
 def _trainable(trial_fn: TrialFn, resources: Any) -> Any:
     cpu, gpu = float(resources.cpu), float(resources.gpu)
     fn = tune.with_parameters(_run_trial, trial_fn=trial_fn, cpu=cpu)
