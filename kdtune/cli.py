@@ -324,9 +324,12 @@ def _print_search(outcome: Any) -> None:
     from kdtune.report import format_best, summary_table
 
     result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
+    # the table fits the terminal and prose wraps at words; lines that name paths and values
+    # are never broken by rich (soft_wrap), so they copy whole whatever the width
     console = Console()
+    console.line()  # never on the live view's last line
     console.print(summary_table(result))
-    console.print(format_best(result))
+    console.print(format_best(result), soft_wrap=True)
     if outcome.teacher_ap is not None:
         console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
     warning = outcome.teacher_warning()
@@ -334,10 +337,13 @@ def _print_search(outcome: Any) -> None:
         console.print(f"[bold red]warning:[/] {warning}")
     console.print(report.to_text())
     folder = Path(result.results_dir)
-    console.print(f"results: {folder}  (search.json, optuna.db, ray/)")
+    console.print(f"results: {folder}  (search.json, optuna.db, ray/)", soft_wrap=True)
     if outcome.next_space is not None:
-        console.print(f"guidance points as a ready search: kdtune search {outcome.next_space}")
-    console.print(f"tracking: {uri}  (kdtune compare {result.name}; kdtune ui)")
+        console.print(
+            f"guidance points as a ready search: kdtune search {outcome.next_space}",
+            soft_wrap=True,
+        )
+    console.print(f"tracking: {uri}  (kdtune compare {result.name}; kdtune ui)", soft_wrap=True)
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from kdtune.report import (
@@ -110,3 +111,21 @@ def test_progress_table_shows_counts_best_and_time() -> None:
     assert "0.6100 (trial bbb)" in text
     assert "2m05s elapsed, about 1m00s left" in text
     assert "31 run (budget at most 100)" in text
+
+
+def test_search_summary_never_breaks_a_path_at_a_narrow_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdtune.api import SearchOutcome
+    from kdtune.cli import _print_search
+    from kdtune.diagnose import search_report
+
+    monkeypatch.setenv("COLUMNS", "60")
+    res = result()
+    long_path = "/results/" + "deep/" * 16 + "checkpoint_000011"
+    assert res.best is not None
+    res.best.checkpoint_dir = long_path
+    _print_search(SearchOutcome(res, search_report([]), "sqlite:///" + long_path, None, 0.5))
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip() == f"checkpoint  {long_path}" for line in lines)
+    assert any(line.startswith("tracking: sqlite:///" + long_path) for line in lines)
