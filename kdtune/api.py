@@ -183,6 +183,7 @@ class SearchOutcome:
     tracking_uri: str
     next_space: Path | None  # the guidance's next points as a ready search-space file
     teacher_ap: float | None = None  # the level's teacher on the validation split
+    links: dict[str, Any] | None = None  # MLflow UI links: runs, compare view (kdtune ui's address)
 
     def teacher_warning(self) -> str | None:
         """Why this search cannot speak to distillation, if its teacher is no better than its
@@ -268,7 +269,18 @@ def search(
     next_space = write_guided_space(
         space_file, space, report.next_points, root / space.name / NEXT_POINTS_FILE
     )
-    return SearchOutcome(result, report, uri, next_space, teacher_ap)
+    return SearchOutcome(result, report, uri, next_space, teacher_ap, _links(uri, space.name))
+
+
+def _links(uri: str, search: str) -> dict[str, Any] | None:
+    """The search's MLflow UI links: on its server, or where ``kdtune ui`` serves a local store."""
+    from kdtune.tracking import is_server_uri, search_links
+
+    base = uri if is_server_uri(uri) else "http://127.0.0.1:5000"
+    try:
+        return search_links(uri, base, [search]).get(search)
+    except KdtuneError:
+        return None
 
 
 def guided_space(outcome: SearchOutcome) -> Path | None:
@@ -523,14 +535,21 @@ def ui(
     port: int = 5000,
     results: Path | None = None,
     tracking_uri: str | None = None,
-    ready: Callable[[str, str], None] | None = None,
+    ready: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> None:
     """``kdtune ui``: serve the MLflow UI on the results store until interrupted; ``ready`` is
-    called with (store, address) once it answers."""
+    called with (store, address, each search's links) once it answers."""
     import signal
 
     from kdtune.paths import results_dir
-    from kdtune.tracking import resolve_tracking_uri, start_ui, stop_ui, ui_url, wait_until_up
+    from kdtune.tracking import (
+        resolve_tracking_uri,
+        search_links,
+        start_ui,
+        stop_ui,
+        ui_url,
+        wait_until_up,
+    )
 
     uri = resolve_tracking_uri(tracking_uri, results_dir(results))
     process = start_ui(uri, host=host, port=port, workers=1)
@@ -543,7 +562,7 @@ def ui(
     try:
         wait_until_up(url, 120, process)
         if ready is not None:
-            ready(uri, url)
+            ready(uri, url, search_links(uri, url))
         process.wait()
     except KeyboardInterrupt:
         pass

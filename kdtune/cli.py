@@ -344,6 +344,10 @@ def _print_search(outcome: Any) -> None:
             soft_wrap=True,
         )
     console.print(f"tracking: {uri}  (kdtune compare {result.name}; kdtune ui)", soft_wrap=True)
+    if outcome.links:
+        where = "" if uri.startswith("http") else " (once `kdtune ui` serves it)"
+        console.print(f"MLflow runs{where}: {outcome.links['runs']}", soft_wrap=True)
+        console.print(f"MLflow compare view: {outcome.links['compare']}", soft_wrap=True)
 
 
 @cli.command()
@@ -471,8 +475,15 @@ def ui(host: str, port: int, results: Path | None, tracking_uri: str | None) -> 
         port=port,
         results=results,
         tracking_uri=tracking_uri,
-        ready=lambda uri, url: click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)"),
+        ready=_echo_ui_links,
     )
+
+
+def _echo_ui_links(uri: str, url: str, links: dict[str, Any]) -> None:
+    click.echo(f"MLflow UI for {uri} at {url}  (Ctrl-C stops it)")
+    for search, link in links.items():
+        click.echo(f"  {search}: runs {link['runs']}")
+        click.echo(f"  {search}: compare its {link['trials']} trials {link['compare']}")
 
 
 # ---------------------------------------------------------------------------------------------

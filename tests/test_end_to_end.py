@@ -79,6 +79,13 @@ def test_search_compare_export_reproduce(
         row = next(r for r in rows if r["trial"] == record.trial_id)
         assert row["val_ap"] == pytest.approx(final)
 
+    # direct links into the MLflow UI: the experiment's runs, and the compare view of its trials
+    links = outcome.links
+    assert links is not None and links["trials"] == 2
+    assert links["runs"].startswith(server.rstrip("/") + "/#/experiments/")
+    assert links["compare"].startswith(server.rstrip("/") + "/#/compare-runs?runs=")
+    assert all(r["run_id"] in links["compare"] for r in rows)
+
     best_yaml = tmp_path / "best.yaml"
     code, out, err = run_cli(
         [

@@ -31,6 +31,7 @@ from kdtune.tracking.log import (
 )
 from kdtune.tracking.readback import (
     load_trials,
+    search_links,
 )
 from kdtune.tracking.server import (
     start_ui,
@@ -97,6 +98,7 @@ __all__ = [
     "log_search_result",
     "resolve_tracking_uri",
     "schedule_params",
+    "search_links",
     "sqlite_path",
     "start_ui",
     "stop_ui",

@@ -86,3 +86,30 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def search_links(uri: str, base_url: str, searches: Sequence[str] | None = None) -> dict[str, Any]:
+    """Direct links into the MLflow UI at ``base_url`` for each search (default: all): its
+    experiment's runs, and MLflow's compare view of its trials (child runs)."""
+    import json
+    from urllib.parse import quote
+
+    client = existing_store_client(uri)
+    experiments = kdtune_experiments(client)
+    base = base_url.rstrip("/")
+    links: dict[str, Any] = {}
+    for search in searches or sorted(experiments):
+        if search not in experiments:
+            continue
+        exp_id = experiments[search]
+        runs = search_runs(client, [exp_id], f"tags.`{TAG_KIND}` = 'trial'")
+        ids = json.dumps([run.info.run_id for run in runs], separators=(",", ":"))
+        links[search] = {
+            "runs": f"{base}/#/experiments/{exp_id}",
+            "compare": (
+                f"{base}/#/compare-runs?runs={quote(ids)}"
+                f"&experiments={quote(json.dumps([exp_id], separators=(',', ':')))}"
+            ),
+            "trials": len(runs),
+        }
+    return links
