@@ -3,6 +3,7 @@ plain data, so the CLI only parses flags and prints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -230,9 +231,14 @@ def search(
     root = results_dir(results)
     uri = resolve_tracking_uri(tracking_uri, root)
     check_tracking(uri)  # before any work: an unreachable server is refused at once
-    from kdtune.tune import check_start
+    from kdtune.tune import check_resources, check_start
 
     check_start(root / space.name, space, resume)  # before any work: refuse or resume early
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local Ray: this machine's
+        import torch
+
+        here = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        check_resources(space.resources, here)
 
     base = TrainConfig.from_dict(space.trial_config(), where=str(space_file))
     say(f"preparing data and the {base.level} level's teacher (cached under {root / 'cache'})")

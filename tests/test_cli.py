@@ -221,3 +221,19 @@ def test_search_dry_run_describes_the_space(capsys: pytest.CaptureFixture[str]) 
     code, out, _ = run(["search", str(space), "--dry-run"], capsys)
     assert code == 0
     assert "grid" in out and "linear:0.9:0.5" in out
+
+
+def test_search_asking_for_a_gpu_this_machine_lacks_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    text = (Path(__file__).parents[1] / "search_spaces" / "quickstart.yaml").read_text()
+    space = tmp_path / "gpu.yaml"
+    space.write_text(text.replace("  gpu: 0\n", "  gpu: 0.5\n"))
+    code, _, err = run(["search", str(space), "--results", str(tmp_path / "r")], capsys)
+    assert_one_line_error(code, err, "resources.gpu: a trial asks for 0.5 GPU", "has 0")
+    assert not (tmp_path / "r" / "cache").exists()  # refused before any data or teacher work

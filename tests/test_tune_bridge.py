@@ -494,3 +494,22 @@ def test_torch_threads_follow_the_trial_cpus(monkeypatch: pytest.MonkeyPatch) ->
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "gpu", "cluster", "words"),
+    [
+        (1, 0.5, {"CPU": 2.0}, "resources.gpu: a trial asks for 0.5 GPU, the Ray cluster has 0"),
+        (4, 0, {"CPU": 2.0}, "resources.cpu: a trial asks for 4 CPU, the Ray cluster has 2"),
+    ],
+)
+def test_resources_no_node_can_hold_are_refused(
+    cpu: float, gpu: float, cluster: dict[str, float], words: str
+) -> None:
+    from types import SimpleNamespace
+
+    from kdtune.tune.driver import check_resources
+
+    with pytest.raises(KdtuneError, match=words):
+        check_resources(SimpleNamespace(cpu=cpu, gpu=gpu), cluster)
+    check_resources(SimpleNamespace(cpu=1, gpu=0), cluster)  # what fits passes

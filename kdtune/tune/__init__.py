@@ -3,7 +3,7 @@
 The only kdtune package that imports ray. Its modules, one concern each:
 
 - :mod:`kdtune.tune.driver`: :func:`run_search` (Ray's set-up, a new or restored Tune
-  experiment, the time limit) and :func:`check_start`;
+  experiment, the time limit), :func:`check_start` and :func:`check_resources`;
 - :mod:`kdtune.tune.bridge`: the Optuna pruning bridge (:class:`PruningOptunaSearch`,
   :class:`OptunaPruningScheduler`) and the pitfalls of Ray's ``OptunaSearch`` it works around;
 - :mod:`kdtune.tune.trial`: the trial as it runs in the Ray worker (:class:`TrainFit`);
@@ -18,7 +18,7 @@ package was split (as the single module ``kdtune.tune``) resumable.
 from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch
 from kdtune.tune.bridge import _DefineByRun as _DefineByRun
 from kdtune.tune.driver import _trial_name as _trial_name
-from kdtune.tune.driver import check_start, run_search
+from kdtune.tune.driver import check_resources, check_start, run_search
 from kdtune.tune.protocol import (
     CONFIG_KEY,
     NODE_KEY,
@@ -43,6 +43,7 @@ __all__ = [
     "TrainFit",
     "TrialDivergedError",
     "TrialFn",
+    "check_resources",
     "check_start",
     "ray_trainable",
     "run_search",

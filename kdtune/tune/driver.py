@@ -92,6 +92,7 @@ def run_search(
     try:
         with _quiet_logs(), _ray_env(address):
             started = _start_ray(address, temp_dir)
+            check_resources(space.resources, ray.cluster_resources())
             trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
                 tuner = tune.Tuner.restore(
@@ -154,6 +155,18 @@ def _ray_temp_dir(folder: Path) -> Path:
         return candidate
     digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
     return Path("/tmp") / f"kdtune-ray-{digest}"
+
+
+def check_resources(resources: Any, cluster: dict[str, float]) -> None:
+    """Refuse a trial that no node of the Ray cluster can ever hold: Ray would wait for it
+    forever, in silence (its warning is muted with the rest of its output)."""
+    for name, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        wanted, present = float(getattr(resources, name)), float(cluster.get(key, 0.0))
+        if wanted > present:
+            raise KdtuneError(
+                f"resources.{name}: a trial asks for {wanted:g} {key}, the Ray cluster has "
+                f"{present:g}; lower it in the space file or join a cluster that has them"
+            )
 
 
 def _start_ray(address: str | None, temp_dir: Path) -> bool:
