@@ -234,6 +234,11 @@ class _Run:
         for epoch in range(first_epoch, self.cfg.epochs + 1):
             train_metrics = self._train_epoch(epoch)
             if epoch % self.cfg.eval_every and epoch != self.cfg.epochs:
+                # long runs between evaluations (a teacher, export's re-training) show progress
+                self.log(
+                    f"epoch {epoch:3d}/{self.cfg.epochs}  loss {train_metrics['train/loss']:.4f}"
+                    f"  {train_metrics['perf/images_per_s']:.0f} img/s"
+                )
                 continue
             metrics = {
                 "epoch": float(epoch),

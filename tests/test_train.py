@@ -155,3 +155,12 @@ def test_a_trial_reports_in_the_one_metric_vocabulary(synth_root: Path, tmp_path
     fit(small(synth_root, epochs=1), lambda _e, m, _c: seen.append(m), workdir=tmp_path / "r",
         results=tmp_path)  # fmt: skip
     assert seen and set(seen[0]) == set(METRICS) | set(REPORTED)
+
+
+def test_epochs_between_evaluations_still_show_progress(synth_root: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    fit(small(synth_root, epochs=3, eval_every=3), None, workdir=tmp_path / "r",
+        results=tmp_path, log=lines.append)  # fmt: skip
+    progress = [line for line in lines if line.startswith("epoch ") and "/3" in line]
+    assert [line.split()[1] for line in progress] == ["1/3", "2/3"]
+    assert any(line.startswith("epoch   3") and "AP" in line for line in lines)  # the evaluation
