@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdtune.augment import Affine, AugmentParams, apply, sample_affine
+from kdtune.augment import Affine, AugmentParams, apply, normalize, sample_affine
 from kdtune.data.poseset import PoseSet
 from kdtune.errors import KdtuneError
 from kdtune.paths import file_lock
@@ -331,8 +331,6 @@ def source_maps(
     """The approximate ``warped`` mode's source: ``teacher``'s maps (already at the student's
     grid) of every *un-augmented* image of ``data``, computed once and cached on disk (float16)
     under ``cache/teacher_maps``, named by ``key`` (the teacher's digest and sizes) and the data."""
-    from kdtune.augment import normalize
-
     digest = hashlib.sha256(json.dumps([*key, data.ann_file, data.split, len(data)]).encode())
     path = cache / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
     if path.is_file():

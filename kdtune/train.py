@@ -190,9 +190,12 @@ class _Run:
         needs_teacher = self.schedule.alpha != 1.0
         if cfg.level == "teacher":
             return  # the teacher level learns from the ground truth, on fresh views
+        if cfg.teacher_targets == "bank":  # the bank's views (the same numbers as it stores)
+            table = view_affines(bank_spec(cfg, len(train)))
+            self.view_table = Affine(
+                table.matrix.to(self.device), table.flipped.to(self.device), table.input_size
+            )
         if not needs_teacher:
-            if cfg.teacher_targets == "bank":  # the bank's views, without its maps
-                self.view_table = view_affines(bank_spec(cfg, len(train)))
             return
         teacher = prepare_teacher(cfg, self.results, self.log)
         assert teacher is not None
@@ -202,9 +205,9 @@ class _Run:
         elif cfg.teacher_targets == "live":
             self.teacher = net
         else:
-            digest = weights_digest(teacher_at_grid(teacher, cfg))
+            digest = weights_digest(net)
             heat, paf = source_maps(
-                teacher_at_grid(teacher, cfg),
+                net,
                 train,
                 key=[digest, cfg.input_size, cfg.teacher_input_size, cfg.stride],
                 device=self.device,
@@ -308,10 +311,9 @@ class _Run:
 
     def _epoch_views(self, n: int) -> torch.Tensor | None:
         """Which of its K fixed views each image is trained on this epoch (bank mode)."""
-        spec_views = self.cfg.teacher_views
-        if self.bank is None and self.view_table is None:
+        if self.view_table is None:
             return None
-        return torch.randint(spec_views, (n,), generator=self.generator)
+        return torch.randint(self.cfg.teacher_views, (n,), generator=self.generator)
 
     def _batch(
         self, idx: torch.Tensor, views: torch.Tensor | None, *, with_teacher: bool
@@ -319,17 +321,11 @@ class _Run:
         cfg, data = self.cfg, self.train
         t_heat = t_paf = None
         if views is not None:  # one of each image's fixed views, as the bank holds them
+            assert self.view_table is not None
             rows, view = idx.cpu(), views[idx.cpu()]
-            if self.bank is not None:
-                affine = self.bank.views(rows, view)
-                if with_teacher:
-                    t_heat, t_paf = self.bank.maps(rows, view, self.device)
-            else:
-                assert self.view_table is not None
-                affine = self.view_table[rows * cfg.teacher_views + view]
-            affine = Affine(
-                affine.matrix.to(self.device), affine.flipped.to(self.device), affine.input_size
-            )
+            affine = self.view_table[(rows * cfg.teacher_views + view).to(self.device)]
+            if with_teacher and self.bank is not None:
+                t_heat, t_paf = self.bank.maps(rows, view, self.device)
         else:
             affine = sample_affine(
                 idx.numel(), self.aug, self.generator, self.device, input_size=cfg.input_size
