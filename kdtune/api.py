@@ -270,12 +270,61 @@ def search(
         on_trial_end=on_trial_end,
         progress=progress,
     )
+    if space.confirm is not None:
+        result = _confirm(space, result, root, address, tracker, progress, say)
     # diagnose every trial against the search's best, log any trial not logged live, finish
     _, report = log_search_result(result, uri, root, space_file=Path(space_file), settings=settings)
     next_space = write_guided_space(
         space_file, space, report.next_points, root / space.name / NEXT_POINTS_FILE
     )
     return SearchOutcome(result, report, uri, next_space, teacher_ap, _links(uri, space.name))
+
+
+def _confirm(
+    space: Any,
+    result: Any,
+    root: Path,
+    address: str | None,
+    tracker: Any,
+    progress: bool,
+    say: Callable[[str], None],
+) -> Any:
+    """The confirmation stage and its paired verdict, kept in ``search.json``."""
+    from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
+    from kdtune.results import SEARCH_FILE
+    from kdtune.tune import confirm_plan, run_confirm
+    from kdtune.verdict import verdict_of_runs
+
+    default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
+    points = confirm_plan(
+        result, top_k=space.confirm.top_k, seeds=space.confirm.seeds, default_schedule=default
+    )
+    if not points:
+        say("confirmation: no trial completed, so there is nothing to confirm")
+        return result
+    specs = list(dict.fromkeys(p["schedule"] for p in points))
+    say(
+        f"confirming {len(specs)} configurations ({', '.join(specs)}) with "
+        f"{space.confirm.seeds} further seeds each: {len(points)} runs"
+    )
+
+    def on_run_end(record: Any) -> None:
+        try:
+            tracker.log_trial(record, None)
+        except KdtuneError:
+            raise
+        except Exception as exc:  # tracking must never take the search down
+            say(f"warning: could not log confirmation run {record.trial_id} to MLflow: {exc}")
+
+    result.confirmations = run_confirm(
+        space, points, results=root, address=address, on_trial_end=on_run_end, progress=progress
+    )
+    try:
+        result.verdict = verdict_of_runs(result.confirmations, default, seed=0)
+    except KdtuneError as exc:
+        say(f"warning: no verdict: {exc}")
+    result.save(root / space.name / SEARCH_FILE)
+    return result
 
 
 def _links(uri: str, search: str) -> dict[str, Any] | None:

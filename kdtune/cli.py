@@ -321,7 +321,7 @@ def search(
 def _print_search(outcome: Any) -> None:
     from rich.console import Console
 
-    from kdtune.report import format_best, summary_table
+    from kdtune.report import format_best, format_confirmation, summary_table
 
     result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
     # the table fits the terminal and prose wraps at words; lines that name paths and values
@@ -330,6 +330,8 @@ def _print_search(outcome: Any) -> None:
     console.line()  # never on the live view's last line
     console.print(summary_table(result))
     console.print(format_best(result), soft_wrap=True)
+    if confirmation := format_confirmation(result):
+        console.print(confirmation, soft_wrap=True)
     if outcome.teacher_ap is not None:
         console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
     warning = outcome.teacher_warning()

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdtune.errors import KdtuneError
-from kdtune.evaluate import ImageMatches
+from kdtune.evaluate import DETECTIONS_FILE, ImageMatches, load_matches
+from kdtune.results import COMPLETE, TrialRecord
 
 SAMPLES = 2000  # bootstrap replicates of a paired difference
 CONFIDENCE = 0.95
@@ -145,23 +147,27 @@ def confirm_verdict(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The confirmation stage's outcome as a plain record: the ranking, the recommendation
-    (the best mean), its paired differences against the seed's default ``default`` and the
-    runner-up, and the verdict sentence (against the default when the recommendation is not
-    the default, else against the runner-up)."""
+    (the best mean), its paired differences against the seed's default ``default``, the
+    runner-up and any other confirmed configuration, and the verdict sentence (against the
+    default when the recommendation is not the default, else against the runner-up)."""
     values = {spec: {s: m.ap() for s, m in by_seed.items()} for spec, by_seed in matches.items()}
     standings = rank(values)
     if not standings:
         raise KdtuneError("confirmation: no configuration finished a confirmation run")
     best = standings[0]
     default_name = f"the seed default {label(default).split(' (')[0]}"
-    comparisons: list[dict[str, Any]] = []
-    others = [("seed default", default)] if default != best.schedule and default in matches else []
     runner_up = next((s.schedule for s in standings[1:]), None)
-    if runner_up is not None and runner_up != default:
-        others.append(("runner-up", runner_up))
-    for role, other in others:
+    others = [s.schedule for s in standings[1:]]
+    others.sort(key=lambda spec: (spec != default, spec != runner_up))  # default, runner-up, …
+    comparisons: list[dict[str, Any]] = []
+    for other in others:
         diff = paired_difference(matches[best.schedule], matches[other], samples=samples, seed=seed)
-        name = default_name if other == default else f"the runner-up {label(other)}"
+        if other == default:
+            role, name = "seed default", default_name
+        elif other == runner_up:
+            role, name = "runner-up", f"the runner-up {label(other)}"
+        else:
+            role, name = "other", label(other)
         comparisons.append(
             {
                 "against": other,
@@ -179,6 +185,25 @@ def confirm_verdict(
         "comparisons": comparisons,
         "sentence": comparisons[0]["sentence"] if comparisons else _alone(best),
     }
+
+
+def verdict_of_runs(
+    runs: list[TrialRecord], default: str, *, samples: int = SAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`confirm_verdict` of the complete confirmation runs ``runs``, read from the
+    validation detections each kept in its final checkpoint."""
+    matches: dict[str, dict[int, ImageMatches]] = {}
+    for run in runs:
+        if run.state != COMPLETE or not run.checkpoint_dir:
+            continue
+        path = Path(run.checkpoint_dir) / DETECTIONS_FILE
+        if not path.is_file():
+            raise KdtuneError(
+                f"confirmation run {run.trial_id}: no {DETECTIONS_FILE} in {path.parent}"
+            )
+        spec = run.reported_schedule
+        matches.setdefault(spec, {})[int(run.config.get("seed", 0))] = load_matches(path)
+    return confirm_verdict(matches, default, samples=samples, seed=seed)
 
 
 def _subject(spec: str, default: str) -> str:

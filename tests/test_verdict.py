@@ -200,6 +200,7 @@ def test_confirm_verdict_ranks_by_mean_and_compares_with_default_and_runner_up(
     means = [r["mean"] for r in v["ranking"]]
     assert means == sorted(means, reverse=True)
     assert [c["role"] for c in v["comparisons"]] == ["seed default", "runner-up"]
+    assert [c["against"] for c in v["comparisons"]] == ["fixed:0.75", "linear:0.9:0.5"]
     assert v["sentence"].startswith("α = 0.1 (fixed:0.9) beats the seed default α = 0.25 by +")
     assert v["sentence"].endswith(f"(3 seeds × {len(ids)} images)")
     # the default itself ranked first: compared with the runner-up
