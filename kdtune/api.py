@@ -550,13 +550,17 @@ def compare(
     """``kdtune compare``: the trials of one or more searches, read back from MLflow."""
     from kdtune.compare import compare_frame, plot_comparison, render
     from kdtune.paths import results_dir
-    from kdtune.tracking import check_tracking, resolve_tracking_uri
+    from kdtune.tracking import check_tracking, load_verdicts, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, results_dir(results))
     check_tracking(uri)
     frame = compare_frame(uri, searches or None, sort_by=sort_by, ascending=ascending)
     written = plot_comparison(frame, plot) if plot is not None else None
-    return Comparison(render(frame, fmt), written)
+    text = render(frame, fmt)
+    if fmt in ("table", "markdown"):  # CSV and JSON stay one record per run
+        verdicts = load_verdicts(uri, searches or None)
+        text += "".join(f"\nverdict ({name}): {v}" for name, v in verdicts.items())
+    return Comparison(text, written)
 
 
 def export(
@@ -564,12 +568,14 @@ def export(
     output: Path,
     *,
     holdout_split: str | None = "test",
-    samples: int = 200,
+    samples: int = 2000,
+    seeds: int = 2,
     results: Path | None = None,
     tracking_uri: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """``kdtune export``: the best configuration of a search, checked on a held-out split."""
+    """``kdtune export``: the recommended configuration of a search, checked on a held-out
+    split against the seed default, paired."""
     from kdtune.export import export_best
     from kdtune.paths import results_dir
 
@@ -580,6 +586,7 @@ def export(
         tracking_uri=tracking_uri,
         holdout_split=holdout_split,
         samples=samples,
+        seeds=seeds,
         log=log,
     )
 

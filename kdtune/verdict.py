@@ -20,7 +20,7 @@ MLflow parent run, and shown by ``kdtune search``, ``compare`` and ``export``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,16 +91,12 @@ def paired_difference(
                 f"paired difference: seed {s} was evaluated on other images than seed {seeds[0]}"
             )
     per_seed = [a[s].ap() - b[s].ap() for s in seeds]
-    rng = np.random.default_rng(seed)
+    deltas = [
+        float(np.mean([a[s].ap(weights) - b[s].ap(weights) for s in drawn]))
+        for weights, drawn in _replicates(seeds, len(images), samples, seed)
+    ]
+    low, high = _interval(deltas, confidence)
     n = len(images)
-    deltas = np.empty(samples)
-    for r in range(samples):
-        weights = np.bincount(rng.integers(0, n, n), minlength=n)
-        drawn = rng.integers(0, len(seeds), len(seeds))
-        by_seed = {seeds[i]: a[seeds[i]].ap(weights) - b[seeds[i]].ap(weights) for i in set(drawn)}
-        deltas[r] = np.mean([by_seed[seeds[i]] for i in drawn])
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(deltas, [tail, 1.0 - tail])
     return Difference(
         mean=float(np.mean(per_seed)),
         low=float(low),
@@ -109,6 +105,44 @@ def paired_difference(
         seeds=len(seeds),
         images=n,
     )
+
+
+def mean_interval(
+    runs: Mapping[int, ImageMatches],
+    *,
+    samples: int = SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap interval (over images and seeds) of one configuration's mean AP over its
+    seeds (``runs``: training seed → matching)."""
+    seeds = sorted(runs)
+    if not seeds:
+        raise KdtuneError("mean interval: no run")
+    n = len(runs[seeds[0]].image_ids)
+    means = [
+        float(np.mean([runs[s].ap(weights) for s in drawn]))
+        for weights, drawn in _replicates(seeds, n, samples, seed)
+    ]
+    return _interval(means, confidence)
+
+
+def _replicates(
+    seeds: list[int], images: int, samples: int, seed: int
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Bootstrap draws: per replicate, each image's count (drawn with replacement) and the
+    seeds drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    for _ in range(samples):
+        weights = np.bincount(rng.integers(0, images, images), minlength=images)
+        drawn = [seeds[int(i)] for i in rng.integers(0, len(seeds), len(seeds))]
+        yield weights, drawn
+
+
+def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(np.asarray(values, dtype=float), [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def rank(values: Mapping[str, Mapping[int, float]]) -> list[Standing]:
@@ -173,13 +207,19 @@ def confirm_verdict(
                 "against": other,
                 "role": role,
                 **asdict(diff),
+                "per_seed": list(diff.per_seed),  # JSON-native: search.json reads back equal
                 "sentence": sentence(_subject(best.schedule, default), name, diff),
             }
         )
     return {
         "recommended": best.schedule,
         "ranking": [
-            {"schedule": s.schedule, "mean": s.mean, "se": s.se, "values": s.values}
+            {
+                "schedule": s.schedule,
+                "mean": s.mean,
+                "se": s.se,
+                "values": {str(seed): v for seed, v in sorted(s.values.items())},
+            }
             for s in standings
         ],
         "comparisons": comparisons,

@@ -95,6 +95,8 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "diagnosis",
     "recommendation",
     "next",
+    "stage",
+    "seed",
 )
 
 
