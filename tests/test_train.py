@@ -213,3 +213,19 @@ def test_epochs_between_evaluations_still_show_progress(synth_root: Path, tmp_pa
     progress = [line for line in lines if line.startswith("epoch ") and "/3" in line]
     assert [line.split()[1] for line in progress] == ["1/3", "2/3"]
     assert any(line.startswith("epoch   3") and "AP" in line for line in lines)  # the evaluation
+
+
+def test_a_public_layout_teacher_reaches_the_trial_with_its_own_input(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    from kdtune.models import PublicInput, build_model
+    from kdtune.teachers import teacher_at_grid
+    from kdtune.train import prepare_teacher
+
+    path = tmp_path / "checkpoint_iter_370000.pth"
+    torch.save({"state_dict": build_model("teacher").state_dict(), "iter": 370000}, path)
+    cfg = small(synth_root, level="first", teacher_checkpoint=str(path), teacher_input_size=368)
+    teacher = prepare_teacher(cfg)
+    assert isinstance(teacher, PublicInput)
+    at_grid = teacher_at_grid(teacher, cfg)  # what the bank, live targets and eval run
+    assert any(isinstance(m, PublicInput) for m in at_grid.modules())
