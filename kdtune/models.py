@@ -394,7 +394,7 @@ class PublicInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[Stage]:
         pixels = (x + 0.5) * 255.0
-        return self.net(((pixels - 128.0) / 256.0).flip(1))  # type: ignore[no-any-return]
+        return self.net(((pixels - 128.0) / 256.0).flip(1))
 
 
 class AtInputSize(nn.Module):
