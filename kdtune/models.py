@@ -399,9 +399,10 @@ class PublicInput(nn.Module):
 
 class AtInputSize(nn.Module):
     """A net fed its input resized to ``size`` (the reference fed its teacher 368×368) whose
-    maps come back resized to the student's ``grid``."""
+    maps come back resized to the student's ``grid`` (``None``: at the net's own grid, which
+    decoding prefers: 46×46 shrunk to 16×16 loses half an ideal peak's height)."""
 
-    def __init__(self, net: nn.Module, size: int, grid: int):
+    def __init__(self, net: nn.Module, size: int, grid: int | None):
         super().__init__()
         self.net, self.size, self.grid = net, size, grid
 
@@ -411,7 +412,7 @@ class AtInputSize(nn.Module):
         return [(self._grid(h), self._grid(p)) for h, p in self.net(x)]
 
     def _grid(self, maps: torch.Tensor) -> torch.Tensor:
-        if maps.shape[-1] == self.grid:
+        if self.grid is None or maps.shape[-1] == self.grid:
             return maps
         return F.interpolate(
             maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False

@@ -5,6 +5,7 @@ held-out check and the search driver's look at its teacher."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,19 +25,36 @@ def evaluate_model(
     cfg: TrainConfig,
     device: torch.device | None = None,
     prefix: str = "val",
+    net_input_size: int | None = None,
 ) -> dict[str, float]:
     """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
-    ``<prefix>/loss``, ``<prefix>/ap`` ..."""
+    ``<prefix>/loss``, ``<prefix>/ap`` ...
+
+    ``net_input_size``: ``model`` resizes the images to that size and returns its maps at its
+    own grid (``AtInputSize(net, size, grid=None)``); they are decoded there, at the net's
+    stride in its input's pixels, and the loss is taken on them resized to the student's grid.
+    """
     from kdtune.evaluate import evaluate_predictions
 
     device = device or next(model.parameters()).device
     heat, paf, loss = predict_maps(model, data, cfg, device)
+    seen = data
+    if net_input_size and net_input_size != data.input_size:
+        seen = seen_at_size(data, net_input_size)
     metrics = {
         f"{prefix}/{k}": float(v)
-        for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
+        for k, v in evaluate_predictions(heat, paf, seen, cfg.stride).items()
     }
     metrics[f"{prefix}/loss"] = loss
     return metrics
+
+
+def seen_at_size(data: PoseSet, size: int) -> PoseSet:
+    """``data`` as a net sees it after its images are resized to ``size`` (bicubic,
+    ``align_corners=False``): scales and pads that take the resized image's pixels to the
+    original ones, so that its detections decode straight to COCO coordinates."""
+    ratio = data.input_size / size  # a resized pixel p is letterboxed (p + 0.5) * ratio - 0.5
+    return replace(data, scales=data.scales / ratio, pads=(data.pads + 0.5 - 0.5 * ratio) / ratio)
 
 
 def predict_detections(
@@ -84,8 +102,9 @@ def predict_maps(
                 cfg.paf_thickness,
             )
             keep = keep_mask(data.masks[sl].to(device), cfg.stride)
+            at_grid = [(_to_grid(heat, gt_heat), _to_grid(paf, gt_paf))]  # maps at another grid
             loss = kd_loss(
-                [(heat, paf)], gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
+                at_grid, gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
             )
             loss_sum += float(loss["student"]) * x.shape[0]
             heats.append(heat.cpu())
@@ -96,3 +115,10 @@ def predict_maps(
         grid = cfg.input_size // cfg.stride
         return torch.zeros(0, 19, grid, grid), torch.zeros(0, 38, grid, grid), 0.0
     return torch.cat(heats), torch.cat(pafs), loss_sum / n
+
+
+def _to_grid(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``maps`` at ``like``'s grid (bilinear), for the loss of a net that maps at another."""
+    if maps.shape[-2:] == like.shape[-2:]:
+        return maps
+    return F.interpolate(maps, size=like.shape[-2:], mode="bilinear", align_corners=False)
