@@ -14,7 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-SCRIPTS = ("bench_trial.py", "bench_targets.py", "search_throughput.py", "gpu_check_report.py")
+SCRIPTS = (
+    "bench_trial.py",
+    "bench_targets.py",
+    "bench_compile.py",
+    "search_throughput.py",
+    "gpu_check_report.py",
+)
 STEPS = ("env", "gpu_tests", "trial_second", "trial_first", "search_one", "search_four")
 
 
