@@ -18,6 +18,7 @@ SCRIPTS = (
     "bench_trial.py",
     "bench_targets.py",
     "bench_compile.py",
+    "eval_native_grid.py",
     "search_throughput.py",
     "gpu_check_report.py",
 )
