@@ -121,7 +121,8 @@ stop_sampling() {
 }
 trap stop_sampling EXIT
 
-run_step env 30 bash -c "nvidia-smi -L 2>&1 || echo 'nvidia-smi: not found'; \"$PY\" -c \
+run_step env 30 bash -c "git rev-parse HEAD 2>/dev/null; \
+nvidia-smi -L 2>&1 || echo 'nvidia-smi: not found'; \"$PY\" -c \
 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \
 \"available\", torch.cuda.is_available(), \"devices\", torch.cuda.device_count())'"
 

@@ -62,7 +62,7 @@ def step_record(steps: Path, name: str) -> dict[str, Any]:
             word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", text)
         }
     if name == "env":
-        record["output"] = text.strip().splitlines()[-4:]
+        record["output"] = text.strip().splitlines()[-8:]
     return record
 
 
