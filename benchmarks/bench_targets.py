@@ -15,6 +15,11 @@
    default set at the default K, with the shipped med teacher.
 
     python benchmarks/bench_targets.py --repeats 3 --json results/bench/targets.json
+    python benchmarks/bench_targets.py --device cuda --amp --skip-errors --levels first \
+        --first-images 2048 --batch-size 512 --modes bank live
+
+``--device cuda`` runs the trials (and builds the bank) on the GPU and reports the peak GPU
+memory; ``--modes`` and ``--levels`` pick which trials run.
 """
 
 from __future__ import annotations
@@ -111,20 +116,31 @@ def trial_speeds(
     repeats: int,
     amp: bool,
     results: Path,
+    *,
+    modes: tuple[str, ...] = ("warped", "bank", "live"),
+    device: str = "cpu",
+    batch_size: int = 16,
+    epochs: int = 1,
+    data: str = "synthetic",
+    views: int = 8,
 ) -> dict[str, Any]:
     """Median images/s per targets mode; the bank is built before the first timed run."""
     base = TrainConfig(
+        data=data,
+        device=device,
+        batch_size=batch_size,
+        teacher_views=views,
         level=level,
         schedule="fixed:0.75",
-        epochs=1,
-        eval_every=1,
+        epochs=epochs,
+        eval_every=epochs,
         max_train_images=images,
         max_val_images=4,
         teacher_checkpoint=str(teacher_file),
         teacher_input_size=teacher_input_size,
         amp=amp,
     )
-    speeds: dict[str, list[float]] = {"warped": [], "bank": [], "live": []}
+    speeds: dict[str, list[float]] = {mode: [] for mode in modes}
     build: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -183,6 +199,18 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (student and teacher)")
     parser.add_argument("--full-bank", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-errors", action="store_true", help="no warped-vs-exact table")
+    parser.add_argument(
+        "--levels", nargs="+", choices=["second", "first"], default=["second", "first"]
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=["warped", "bank", "live"], default=["warped", "bank", "live"]
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16, help="the trials' batch size")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed trial")
+    parser.add_argument("--views", type=int, default=8, help="the bank's views per image (K)")
+    parser.add_argument("--data", default="synthetic", help="synthetic (default) or a COCO root")
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -190,6 +218,8 @@ def main() -> None:
     report: dict[str, Any] = {"threads": torch.get_num_threads(), "amp": args.amp}
 
     for arch, label in (("med", "second level (med teacher)"), ("teacher", "first level")):
+        if args.skip_errors:
+            break
         net, origin = teacher_net(arch)
         if origin != "shipped":
             print(f"{label}: no shipped {arch!r} net; error table skipped")
@@ -213,15 +243,31 @@ def main() -> None:
             ("second", "med", 128, args.second_images),
             ("first", "teacher", 368, args.first_images),
         ):
+            if level not in args.levels:
+                continue
             net, origin = teacher_net(arch)
             file = results / f"bench_{arch}_{origin}.pt"
             torch.save({"arch": arch, "model": net.state_dict()}, file)
-            out = trial_speeds(level, file, size, images, args.repeats, args.amp, results)
+            out = trial_speeds(
+                level,
+                file,
+                size,
+                images,
+                args.repeats,
+                args.amp,
+                results,
+                modes=tuple(args.modes),
+                device=args.device,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                data=args.data,
+                views=args.views,
+            )
             report[f"speed_{level}"] = {"teacher": origin, "teacher_input": size, **out}
-            s = out["images_per_s"]
+            speeds = ", ".join(f"{m} {v:.1f}" for m, v in out["images_per_s"].items())
             print(
                 f"\n{level} level ({images} images, {arch!r} teacher at {size}, {origin}): "
-                f"images/s warped {s['warped']:.1f}, bank {s['bank']:.1f}, live {s['live']:.1f}; "
+                f"images/s {speeds}; "
                 f"bank of {out['views']} views built in {out['bank_build_s']:.1f} s, "
                 f"{out['bank_mb']:.1f} MB"
             )
@@ -232,6 +278,9 @@ def main() -> None:
             f"\nfull default bank: {fb['images']} images × {fb['views']} views, "
             f"built in {fb['build_s']:.1f} s, {fb['mb']:.0f} MB"
         )
+    if args.device == "cuda":
+        report["device_name"] = torch.cuda.get_device_name()
+        report["cuda_peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -19,6 +19,10 @@ at that batch size and precision can beat it, so ``model_only / reference`` boun
 data pipeline could reach on this machine.
 
     python benchmarks/bench_trial.py --repeats 3
+    python benchmarks/bench_trial.py --device cuda --amp --batch-size 512 --images 4096
+
+With ``--device cuda`` all three run on the GPU (the reference loop still builds its targets on
+the CPU, in its DataLoader, as the reference does) and the peak GPU memory is reported.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from reference_loop import run_reference
 from kdtune.config import TrainConfig
 from kdtune.data.coco import resolve_data
 from kdtune.models import build_model
-from kdtune.train import fit
+from kdtune.train import fit, pick_device
 
 
 def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
@@ -49,24 +53,31 @@ def kdtune_speed(cfg: TrainConfig, work: Path, results: Path) -> float:
     return float(summary["images_per_s"])
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously), before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def model_only_speed(cfg: TrainConfig, steps: int) -> float:
     """Images/s of the tiny student's forward, loss, backward and Adam step alone."""
     from kdtune.losses import kd_loss
 
+    device = pick_device(cfg.device)
     torch.manual_seed(0)
-    model = build_model("tiny")
-    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size)
+    model = build_model("tiny").to(device)
+    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = x.contiguous(memory_format=torch.channels_last)
     grid = cfg.input_size // cfg.stride
-    heat = torch.rand(cfg.batch_size, 19, grid, grid)
-    paf = torch.rand(cfg.batch_size, 38, grid, grid) * 2 - 1
+    heat = torch.rand(cfg.batch_size, 19, grid, grid, device=device)
+    paf = torch.rand(cfg.batch_size, 38, grid, grid, device=device) * 2 - 1
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
         if cfg.amp:
-            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                 outputs = model(x)
         else:
             outputs = model(x)
@@ -78,9 +89,11 @@ def model_only_speed(cfg: TrainConfig, steps: int) -> float:
 
     for _ in range(3):
         step()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
@@ -96,6 +109,11 @@ def main() -> None:
     )
     parser.add_argument("--model-steps", type=int, default=30, help="model-only batches per repeat")
     parser.add_argument("--batch-size", type=int, default=16, help="kdtune's batch size")
+    parser.add_argument(
+        "--reference-batch-size", type=int, default=8, help="the reference loop's batch size"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--data", default="synthetic", help="synthetic (default) or a COCO root")
     parser.add_argument("--amp", action="store_true", help="kdtune with bf16 autocast")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
@@ -104,12 +122,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = args.results.resolve()
 
-    data = resolve_data("synthetic", "train", 128, results, args.images)
+    data = resolve_data(args.data, "train", 128, results, args.images)
     teacher_path = results / "bench_med_teacher.pt"
     if not teacher_path.is_file():
         teacher_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"arch": "med", "model": build_model("med").state_dict()}, teacher_path)
     cfg = TrainConfig(
+        data=args.data,
         level="second",
         schedule="fixed:0.75",
         epochs=args.epochs,
@@ -120,7 +139,9 @@ def main() -> None:
         amp=args.amp,
         batch_size=args.batch_size,
         num_threads=args.threads,
+        device=args.device,
     ).validate()
+    device = pick_device(args.device)
     # warm-up: decode the data, compute and cache the teacher's maps, let oneDNN pick kernels
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +154,16 @@ def main() -> None:
             ours.append(kdtune_speed(cfg, Path(tmp), results))
         teacher = build_model("med")
         teacher.load_state_dict(torch.load(teacher_path, weights_only=True)["model"])
-        theirs.append(run_reference(build_model("tiny"), teacher, data, steps=args.reference_steps))
+        theirs.append(
+            run_reference(
+                build_model("tiny").to(device),
+                teacher.to(device),
+                data,
+                steps=args.reference_steps,
+                batch_size=args.reference_batch_size,
+                device=device,
+            )
+        )
         bound.append(model_only_speed(cfg, steps=args.model_steps))
         print(
             f"repeat {r + 1}: kdtune {ours[-1]:.1f} img/s, reference {theirs[-1]:.1f} img/s, "
@@ -148,6 +178,12 @@ def main() -> None:
         "model_only_ratio": statistics.median(bound) / statistics.median(theirs),
         "kdtune_share_of_model_only": statistics.median(ours) / statistics.median(bound),
         "batch_size": cfg.batch_size,
+        "reference_batch_size": args.reference_batch_size,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda_peak_memory_bytes": (
+            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        ),
         "repeats": args.repeats,
         "threads": args.threads,
         "amp": args.amp,
@@ -159,6 +195,7 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=2))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
 
 

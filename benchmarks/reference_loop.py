@@ -100,8 +100,11 @@ def run_reference(
     alpha: float = 0.25,
     batch_size: int = 8,
     num_workers: int = 0,
+    device: torch.device | None = None,
 ) -> float:
-    """Train ``steps`` batches the reference way; returns images per second."""
+    """Train ``steps`` batches the reference way; returns images per second. With ``device``
+    (the nets already there) each batch is moved to it, as the reference's loop does."""
+    device = device or torch.device("cpu")
     loader = DataLoader(
         ReferenceDataset(data),
         batch_size=batch_size,
@@ -115,7 +118,8 @@ def run_reference(
     seen, done = 0, 0
     start = time.perf_counter()
     while done < steps:
-        for image, heat, paf, keep in loader:
+        for batch in loader:
+            image, heat, paf, keep = (t.to(device, non_blocking=True) for t in batch)
             with torch.no_grad():
                 t_heat, t_paf = teacher(image)[-1]
             losses = kd_loss(
@@ -128,4 +132,6 @@ def run_reference(
             done += 1
             if done >= steps:
                 break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return seen / (time.perf_counter() - start)

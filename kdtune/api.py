@@ -96,7 +96,7 @@ def evaluate_checkpoint(
     """``kdtune eval``: load a checkpoint of ``arch`` and report its COCO keypoint AP on a split.
 
     With ``net_input_size`` the 128×128 letterboxed images are resized to that size before the
-    net (the reference fed its teacher 368×368) and the maps come back to the 16×16 grid.
+    net (the reference fed its teacher 368×368) and its maps are decoded at its own grid.
     """
     import torch
 
@@ -111,9 +111,11 @@ def evaluate_checkpoint(
     device = pick_device("auto")
     model = model.to(device)
     if net_input_size and net_input_size != cfg.input_size:
-        model = AtInputSize(model, net_input_size, cfg.input_size // cfg.stride)
+        model = AtInputSize(model, net_input_size, grid=None)
     with torch.inference_mode():
-        metrics = evaluate_model(model, poseset, cfg, device, prefix=split)
+        metrics = evaluate_model(
+            model, poseset, cfg, device, prefix=split, net_input_size=net_input_size
+        )
     return {
         "checkpoint": str(checkpoint),
         "arch": arch,

@@ -297,6 +297,10 @@ def load_checkpoint(
     Accepts a raw ``state_dict``, the public format ``{'state_dict': ...}`` and kdtune's own
     ``{'model': ..., 'arch': ...}``; a leading ``module.`` on the keys is stripped. Anything
     that does not fit raises :class:`KdtuneError` with a one-line reason.
+
+    A teacher in the public format (``checkpoint_iter_370000.pth``: ``state_dict``, no kdtune
+    ``arch``) was trained on other input, so it comes back wrapped in :class:`PublicInput`:
+    every consumer (bank, live targets, evaluation) feeds it what it was trained on.
     """
     model = build_model(arch)
     path = Path(path)
@@ -313,7 +317,15 @@ def load_checkpoint(
     state = _state_dict_of(obj, path)
     _check_fits(model, state, path, arch)
     model.load_state_dict(state)
+    if arch == "teacher" and is_public_layout(obj):
+        model = PublicInput(model)
     return model.to(map_location).eval()
+
+
+def is_public_layout(obj: object) -> bool:
+    """Whether a loaded checkpoint has the public Lightweight-OpenPose layout (``state_dict``
+    and no ``arch``, which every checkpoint kdtune writes carries)."""
+    return isinstance(obj, Mapping) and "state_dict" in obj and "arch" not in obj
 
 
 def _load_failure(exc: Exception) -> str:
@@ -368,11 +380,29 @@ def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path,
 # --------------------------------------------------------------------------- wrappers
 
 
+class PublicInput(nn.Module):
+    """A net trained on the public Lightweight-OpenPose input, fed kdtune's.
+
+    kdtune's nets eat RGB ``x = u / 255 - 0.5`` (``u`` the uint8 pixel); the public checkpoint
+    was trained on BGR ``(u - 128) / 256``. The conversion is exact and per pixel, so it commutes
+    with any resizing in front of it (:class:`AtInputSize`).
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> list[Stage]:
+        pixels = (x + 0.5) * 255.0
+        return self.net(((pixels - 128.0) / 256.0).flip(1))
+
+
 class AtInputSize(nn.Module):
     """A net fed its input resized to ``size`` (the reference fed its teacher 368×368) whose
-    maps come back resized to the student's ``grid``."""
+    maps come back resized to the student's ``grid`` (``None``: at the net's own grid, which
+    decoding prefers: 46×46 shrunk to 16×16 loses half an ideal peak's height)."""
 
-    def __init__(self, net: nn.Module, size: int, grid: int):
+    def __init__(self, net: nn.Module, size: int, grid: int | None):
         super().__init__()
         self.net, self.size, self.grid = net, size, grid
 
@@ -382,7 +412,7 @@ class AtInputSize(nn.Module):
         return [(self._grid(h), self._grid(p)) for h, p in self.net(x)]
 
     def _grid(self, maps: torch.Tensor) -> torch.Tensor:
-        if maps.shape[-1] == self.grid:
+        if self.grid is None or maps.shape[-1] == self.grid:
             return maps
         return F.interpolate(
             maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False

@@ -5,6 +5,7 @@ held-out check and the search driver's look at its teacher."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,20 +26,37 @@ def evaluate_model(
     device: torch.device | None = None,
     prefix: str = "val",
     detections: list[dict[str, Any]] | None = None,
+    net_input_size: int | None = None,
 ) -> dict[str, float]:
     """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
     ``<prefix>/loss``, ``<prefix>/ap`` ...; the detections scored are appended to
-    ``detections`` when one is given."""
+    ``detections`` when one is given.
+
+    ``net_input_size``: ``model`` resizes the images to that size and returns its maps at its
+    own grid (``AtInputSize(net, size, grid=None)``); they are decoded there, at the net's
+    stride in its input's pixels, and the loss is taken on them resized to the student's grid.
+    """
     from kdtune.evaluate import score_maps
 
     device = device or next(model.parameters()).device
     heat, paf, loss = predict_maps(model, data, cfg, device)
-    figures, found = score_maps(heat, paf, data, cfg.stride)
+    seen = data
+    if net_input_size and net_input_size != data.input_size:
+        seen = seen_at_size(data, net_input_size)
+    figures, found = score_maps(heat, paf, seen, cfg.stride)
     if detections is not None:
         detections.extend(found)
     metrics = {f"{prefix}/{k}": float(v) for k, v in figures.items()}
     metrics[f"{prefix}/loss"] = loss
     return metrics
+
+
+def seen_at_size(data: PoseSet, size: int) -> PoseSet:
+    """``data`` as a net sees it after its images are resized to ``size`` (bicubic,
+    ``align_corners=False``): scales and pads that take the resized image's pixels to the
+    original ones, so that its detections decode straight to COCO coordinates."""
+    ratio = data.input_size / size  # a resized pixel p is letterboxed (p + 0.5) * ratio - 0.5
+    return replace(data, scales=data.scales / ratio, pads=(data.pads + 0.5 - 0.5 * ratio) / ratio)
 
 
 def predict_detections(
@@ -86,8 +104,9 @@ def predict_maps(
                 cfg.paf_thickness,
             )
             keep = keep_mask(data.masks[sl].to(device), cfg.stride)
+            at_grid = [(_to_grid(heat, gt_heat), _to_grid(paf, gt_paf))]  # maps at another grid
             loss = kd_loss(
-                [(heat, paf)], gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
+                at_grid, gt_heat, gt_paf, keep, alpha=1.0, teacher_heat=None, teacher_paf=None
             )
             loss_sum += float(loss["student"]) * x.shape[0]
             heats.append(heat.cpu())
@@ -98,3 +117,10 @@ def predict_maps(
         grid = cfg.input_size // cfg.stride
         return torch.zeros(0, 19, grid, grid), torch.zeros(0, 38, grid, grid), 0.0
     return torch.cat(heats), torch.cat(pafs), loss_sum / n
+
+
+def _to_grid(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``maps`` at ``like``'s grid (bilinear), for the loss of a net that maps at another."""
+    if maps.shape[-2:] == like.shape[-2:]:
+        return maps
+    return F.interpolate(maps, size=like.shape[-2:], mode="bilinear", align_corners=False)

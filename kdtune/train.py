@@ -126,6 +126,12 @@ def prepare_teacher(
     return load_checkpoint(path, arch)
 
 
+def host_rng_state(state: torch.Tensor) -> torch.Tensor:
+    """An RNG state as ``Generator.set_state`` and ``torch.set_rng_state`` take it: a CPU byte
+    tensor, wherever the checkpoint was mapped (``map_location`` CUDA puts it on the GPU)."""
+    return state.to(device="cpu", dtype=torch.uint8)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -416,8 +422,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         rng = state["rng"]
-        self.generator.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(host_rng_state(rng["generator"]))
+        torch.set_rng_state(host_rng_state(rng["torch"]))
         return list(state["history"]), int(state["epoch"]) + 1
 
     def _draw_predictions(self, path: Path, count: int = 8) -> None:

@@ -63,10 +63,29 @@ def _copy_minipose(src: Path, dst: Path, n: int) -> tuple[Path, dict[str, Any]]:
 def test_letterbox_golden_values() -> None:
     out = letterbox(np.full((101, 200, 3), 255, np.uint8), 128)
     assert out.scale == pytest.approx(0.64)
-    assert out.resized == (128, 65) and out.offset == (0, 31)
-    assert out.pad == pytest.approx((0.0, 31 + (65 - 101 * 0.64) / 2))
+    assert out.side == 200 and out.offset == (0, 49)
+    assert out.pad == pytest.approx((0.5 * 0.64 - 0.5, 49.5 * 0.64 - 0.5))
     assert out.image is not None
-    assert out.image[:31].max() == 0 and out.image[96:].max() == 0 and out.image[31:96].min() == 255
+    # the content spans rows 49.5 * 0.64 - 0.5 = 31.18 to 150.5 * 0.64 - 0.5 = 95.82
+    assert out.image[:31].max() == 0 and out.image[97:].max() == 0 and out.image[32:96].min() == 255
+
+
+@pytest.mark.parametrize("hw", [(427, 640), (640, 427), (101, 200), (96, 80), (333, 517)])
+def test_a_drawn_dot_lands_where_its_keypoint_says(hw: tuple[int, int]) -> None:
+    """The image and its labels move together: the letterboxed centroid of a dot drawn at a
+    keypoint is that keypoint's letterboxed position, ``original * scale + pad``."""
+    h, w = hw
+    for x, y in [(0.3 * w, 0.6 * h), (w - 6.0, 5.0), (5.0, h - 6.0)]:
+        image = np.zeros((h, w, 3), np.uint8)
+        cx, cy = round(x), round(y)  # a 9x9 dot centred on pixel (cx, cy)
+        image[cy - 4 : cy + 5, cx - 4 : cx + 5] = 255
+        out = letterbox(image, 128)
+        assert out.image is not None
+        weight = out.image[..., 0].astype(np.float64)
+        rows, cols = np.indices(weight.shape)
+        seen = (cols * weight).sum() / weight.sum(), (rows * weight).sum() / weight.sum()
+        said = cx * out.scale + out.pad[0], cy * out.scale + out.pad[1]
+        assert seen == pytest.approx(said, abs=0.05)
 
 
 @settings(max_examples=40, deadline=None)
@@ -76,9 +95,11 @@ def test_letterbox_maps_the_image_into_the_square(h: int, w: int, size: int) -> 
     assert out.image is not None and out.image.shape == (size, size, 3)
     assert out.scale == pytest.approx(size / max(h, w))
     for pad, extent in zip(out.pad, (w, h), strict=True):
-        # original [0, extent] lands inside the square, centred to within half a pixel
-        assert pad >= -0.5 and pad + extent * out.scale <= size + 0.5
-        assert abs(pad - (size - pad - extent * out.scale)) <= 1.0 + 1e-9
+        # the original's pixels span [-0.5, extent - 0.5] (pixel i centred at i): they land
+        # inside the square's [-0.5, size - 0.5], centred to within one original pixel
+        low, high = pad - 0.5 * out.scale, pad + (extent - 0.5) * out.scale
+        assert low >= -0.5 - 1e-9 and high <= size - 0.5 + 1e-9
+        assert abs((low + 0.5) - (size - 0.5 - high)) <= out.scale + 1e-9
 
 
 # ----------------------------------------------------------------------------- real mini COCO
@@ -115,7 +136,7 @@ def test_minipose_keypoints_land_inside_the_letterbox(mini_train: Any) -> None:
         lo = ps.pads[i]
         hi = lo + ps.scales[i] * torch.tensor([w, h], dtype=torch.float32)
         assert (kp[:, :2] >= lo - 1e-3).all() and (kp[:, :2] <= hi + 1e-3).all()
-        assert (kp[:, :2] >= 0).all() and (kp[:, :2] <= ps.input_size).all()
+        assert (kp[:, :2] >= -0.5).all() and (kp[:, :2] <= ps.input_size - 0.5).all()
 
 
 def test_minipose_to_original_recovers_coco_coordinates(mini_train: Any) -> None:
@@ -238,7 +259,7 @@ def test_all_images_unreadable_is_an_error(tmp_path: Path) -> None:
 
 
 def test_each_segmentation_kind_is_masked_where_it_lies(tmp_path: Path) -> None:
-    """A 64x32 image at size 32 (scale 0.5, pad_y 8): polygon, RLE, compressed RLE, bbox."""
+    """A 64x32 image at size 32 (scale 0.5, 16 rows above it): polygon, RLE (both), bbox."""
     from pycocotools import mask as mask_utils
 
     h, w = 32, 64
@@ -270,13 +291,14 @@ def test_each_segmentation_kind_is_masked_where_it_lies(tmp_path: Path) -> None:
     )
     cv2.imwrite(str(root / "train2017" / "x.jpg"), np.full((h, w, 3), 200, np.uint8))
     ps = load_split(root, "train", 32, cache_dir=tmp_path / "cache")
-    assert ps.scales.tolist() == [0.5] and ps.pads.tolist() == [[0.0, 8.0]]
+    # keypoints (pixel i centred at i): pad (0.5 * 0.5 - 0.5, 16.5 * 0.5 - 0.5)
+    assert ps.scales.tolist() == [0.5] and ps.pads.tolist() == [[-0.25, 7.75]]
     m = ps.masks[0].numpy()
     assert m[8:16, 0:8].all()  # polygon [0,16]^2 -> [0,8] x [8,16]
     assert m[8:12, 20:24].all()  # the RLE block (both encodings) -> x 20..24, y 8..12
     assert m[20:24, 28:32].all()  # the bbox -> x 28..32, y 20..24
     assert m.sum() == 64 + 16 + 16  # and nothing else: the person with keypoints is not ignored
-    np.testing.assert_allclose(ps.keypoints[0, 0, 0].numpy(), [5.0, 18.0, 2.0])
+    np.testing.assert_allclose(ps.keypoints[0, 0, 0].numpy(), [4.75, 17.75, 2.0])
     assert ps.keypoints.shape == (1, 1, 18, 3)
 
 

@@ -7,14 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdtune.augment import normalize
 from kdtune.errors import KdtuneError
 from kdtune.models import (
     ARCHS,
+    PublicInput,
     Teacher,
     build_model,
     count_parameters,
     describe_models,
     load_checkpoint,
+    weights_digest,
 )
 
 
@@ -136,8 +139,28 @@ def test_public_format_teacher_checkpoint_loads(tmp_path: Path, teacher: torch.n
     path = tmp_path / "checkpoint_iter_370000.pth"
     torch.save({"state_dict": teacher.state_dict(), "optimizer": {}, "iter": 370000}, path)
     loaded = load_checkpoint(path, "teacher")
-    _assert_same_weights(loaded, teacher)
+    assert isinstance(loaded, PublicInput)  # fed what the public checkpoint was trained on
+    _assert_same_weights(loaded.net, teacher)
     assert not loaded.training
+
+
+def test_public_teacher_is_fed_bgr_minus_128_over_256(
+    tmp_path: Path, teacher: torch.nn.Module
+) -> None:
+    path = tmp_path / "checkpoint_iter_370000.pth"
+    torch.save({"state_dict": teacher.state_dict(), "iter": 370000}, path)
+    loaded = load_checkpoint(path, "teacher")
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator())
+    with torch.no_grad():
+        got = loaded(normalize(pixels))[-1]  # what every kdtune consumer feeds a net
+        want = teacher((pixels.flip(1).float() - 128) / 256)[-1]  # the public recipe: BGR
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    # a teacher kdtune saved itself keeps kdtune's input
+    own = tmp_path / "own.pt"
+    torch.save({"arch": "teacher", "model": teacher.state_dict()}, own)
+    assert isinstance(load_checkpoint(own, "teacher"), Teacher)
+    assert weights_digest(load_checkpoint(own, "teacher")) != weights_digest(loaded)
 
 
 def test_raw_state_dict_with_module_prefix_loads(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from helpers import small_config
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
 from kdtune.teachers import teacher_key
-from kdtune.train import TrialDiverged, fit, lr_factor
+from kdtune.train import TrialDiverged, fit, host_rng_state, lr_factor
 
 
 def small(synth_root: Path, **over: Any) -> TrainConfig:
@@ -77,6 +77,55 @@ def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: P
     assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
     history = json.loads((tmp_path / "parts" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+class _MappedToCuda(torch.Tensor):
+    """A tensor that says it lives on CUDA (as ``torch.load(map_location="cuda")`` leaves the
+    checkpoint's RNG states): only a copy to the CPU gives its data back, as on a real GPU."""
+
+    inner: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> _MappedToCuda:
+        made = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+            cls, inner.shape, dtype=inner.dtype, device="cuda"
+        )
+        made.inner = inner
+        return made  # type: ignore[no-any-return]
+
+    @classmethod
+    def __torch_dispatch__(
+        cls, func: Any, types: Any, args: Any = (), kwargs: Any = None
+    ) -> torch.Tensor:
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get("device") == torch.device("cpu"):
+            return args[0].inner.to(dtype=kwargs.get("dtype") or args[0].inner.dtype)
+        raise RuntimeError(f"{func} needs the data of a CUDA tensor")
+
+
+def test_resume_restores_rng_states_as_cpu_bytes_whatever_the_map_location(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1)
+    whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
+    first = sorted((tmp_path / "whole" / "checkpoints").glob("epoch_*"))[0]
+    real_load = torch.load
+
+    def load_onto_cuda(*args: Any, **kwargs: Any) -> Any:
+        state = real_load(*args, **kwargs)
+        if isinstance(state, dict) and "rng" in state:
+            state["rng"] = {k: _MappedToCuda(v) for k, v in state["rng"].items()}
+        return state
+
+    state = torch.Generator().manual_seed(3).get_state()
+    with pytest.raises(TypeError, match="ByteTensor"):  # what a CUDA-mapped state meets
+        torch.Generator().set_state(_MappedToCuda(state))
+    restored = host_rng_state(_MappedToCuda(state))
+    assert restored.device.type == "cpu" and restored.dtype == torch.uint8
+    assert torch.equal(restored, state)
+    monkeypatch.setattr(torch, "load", load_onto_cuda)
+    resumed = fit(cfg, None, workdir=tmp_path / "resumed", resume_from=first, results=tmp_path)
+    assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
 
 
 def test_alpha_one_needs_no_teacher(synth_root: Path, tmp_path: Path) -> None:
@@ -164,3 +213,19 @@ def test_epochs_between_evaluations_still_show_progress(synth_root: Path, tmp_pa
     progress = [line for line in lines if line.startswith("epoch ") and "/3" in line]
     assert [line.split()[1] for line in progress] == ["1/3", "2/3"]
     assert any(line.startswith("epoch   3") and "AP" in line for line in lines)  # the evaluation
+
+
+def test_a_public_layout_teacher_reaches_the_trial_with_its_own_input(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    from kdtune.models import PublicInput, build_model
+    from kdtune.teachers import teacher_at_grid
+    from kdtune.train import prepare_teacher
+
+    path = tmp_path / "checkpoint_iter_370000.pth"
+    torch.save({"state_dict": build_model("teacher").state_dict(), "iter": 370000}, path)
+    cfg = small(synth_root, level="first", teacher_checkpoint=str(path), teacher_input_size=368)
+    teacher = prepare_teacher(cfg)
+    assert isinstance(teacher, PublicInput)
+    at_grid = teacher_at_grid(teacher, cfg)  # what the bank, live targets and eval run
+    assert any(isinstance(m, PublicInput) for m in at_grid.modules())

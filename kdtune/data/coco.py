@@ -7,8 +7,8 @@ Layout (the official one)::
 
 Every JPEG is decoded once, letterboxed to ``input_size`` (scaled by ``input_size / max(h, w)``,
 centred, padded with 0) and the whole split is saved as one file under the cache folder, so
-later runs and epochs never decode an image again. Coordinates are continuous pixels:
-``letterboxed = original * scale + pad``.
+later runs and epochs never decode an image again. Keypoint coordinates put pixel ``i``'s centre
+at ``i`` and map exactly as the image does: ``letterboxed = original * scale + pad``.
 
 What each annotation becomes:
 
@@ -47,7 +47,7 @@ from kdtune.errors import KdtuneError
 from kdtune.paths import cache_dir as default_cache_dir
 from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
 
-CACHE_FORMAT = 1  # bump when the cached layout or its meaning changes
+CACHE_FORMAT = 2  # bump when the cached layout or its meaning changes
 SYNTHETIC = "synthetic"
 SYNTHETIC_DIR = "synthetic-v3"  # bump with any change to the default synthetic set
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -123,6 +123,7 @@ def data_fingerprint(data: str, results: Path | None = None) -> str:
     """A short, stable hash naming the data set (its annotation files' contents)."""
     del results  # the synthetic set is named by its version, not by where it lives
     h = hashlib.sha256()
+    h.update(f"cache format {CACHE_FORMAT}|".encode())  # how its images are letterboxed
     if data == SYNTHETIC:
         h.update(SYNTHETIC_DIR.encode())
         return h.hexdigest()[:16]
@@ -220,26 +221,43 @@ class _Decoded:
     image: np.ndarray | None  # HWC RGB letterboxed
     scale: float = 0.0
     pad: tuple[float, float] = (0.0, 0.0)
-    offset: tuple[int, int] = (0, 0)  # integer top-left of the resized image
-    resized: tuple[int, int] = (0, 0)  # (width, height) of the resized image
+    offset: tuple[int, int] = (0, 0)  # top-left of the original in its black square
+    side: int = 0  # the square's side: max(h, w)
+
+    @property
+    def area_pad(self) -> tuple[float, float]:
+        """The pad for coordinates whose pixel ``i`` spans ``[i, i + 1]`` (COCO's polygons and
+        boxes): ``letterboxed = original * scale + area_pad``."""
+        return (self.offset[0] * self.scale, self.offset[1] * self.scale)
+
+    def place(self, plane: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+        """``plane`` (an original-sized image or mask) letterboxed exactly as the image was."""
+        h, w = plane.shape[:2]
+        square = np.zeros((self.side, self.side, *plane.shape[2:]), dtype=plane.dtype)
+        x0, y0 = self.offset
+        square[y0 : y0 + h, x0 : x0 + w] = plane
+        return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
 def letterbox(image: np.ndarray, size: int) -> _Decoded:
-    """Scale ``image`` by ``size / max(h, w)``, centre it on a ``size``² black square.
+    """Centre ``image`` on a black square of side ``max(h, w)`` (at whole pixels), then resize
+    the square to ``size``² (area-averaged when shrinking, bilinear when enlarging).
 
-    The returned pad is the float offset that best fits the integer placement, so that
-    ``original * scale + pad`` lands on the same content up to a quarter pixel.
+    Resizing a square to a square scales both axes by exactly ``scale = size / max(h, w)``, so
+    the content lands where ``original * scale + pad`` says, in the pixel-index coordinates
+    (pixel ``i`` centred at ``i``) that COCO's keypoints, the targets and the decoder use:
+    ``cv2.resize`` maps index ``i`` to ``(i + 0.5) * scale - 0.5``, hence
+    ``pad = (offset + 0.5) * scale - 0.5``.
     """
     h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    side = max(h, w)
+    scale = size / side
+    offset = ((side - w) // 2, (side - h) // 2)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
-    x0, y0 = (size - nw) // 2, (size - nh) // 2
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    out[y0 : y0 + nh, x0 : x0 + nw] = resized
-    pad = (x0 + (nw - w * scale) / 2, y0 + (nh - h * scale) / 2)
-    return _Decoded(out, scale, pad, (x0, y0), (nw, nh))
+    dec = _Decoded(None, scale, (0.0, 0.0), offset, side)
+    dec.image = dec.place(image, size, interp)
+    dec.pad = ((offset[0] + 0.5) * scale - 0.5, (offset[1] + 0.5) * scale - 0.5)
+    return dec
 
 
 def _decode_image(path: Path, size: int, expect_hw: tuple[int, int]) -> _Decoded:
@@ -339,7 +357,7 @@ def _ignore_mask(ann: dict[str, Any], info: dict[str, Any], dec: _Decoded, size:
     seg = ann.get("segmentation")
     polys = [p for p in seg if len(p) >= 6] if isinstance(seg, list) else []
     if polys:
-        pad = np.array(dec.pad)
+        pad = np.array(dec.area_pad)
         scaled = [
             list((np.asarray(p, dtype=np.float64).reshape(-1, 2) * dec.scale + pad).reshape(-1))
             for p in polys
@@ -363,12 +381,7 @@ def _rle_mask(seg: dict[str, Any], info: dict[str, Any], dec: _Decoded, size: in
             "counts": counts.encode() if isinstance(counts, str) else counts,
         }
     full = mask_utils.decode(rle).astype(np.float32)
-    nw, nh = dec.resized
-    small = cv2.resize(full, (nw, nh), interpolation=cv2.INTER_AREA) >= 0.5
-    out = np.zeros((size, size), dtype=np.uint8)
-    x0, y0 = dec.offset
-    out[y0 : y0 + nh, x0 : x0 + nw] = small
-    return out
+    return (dec.place(full, size, cv2.INTER_AREA) >= 0.5).astype(np.uint8)
 
 
 def _bbox_mask(bbox: Any, dec: _Decoded, size: int) -> np.ndarray:
@@ -377,7 +390,7 @@ def _bbox_mask(bbox: Any, dec: _Decoded, size: int) -> np.ndarray:
     if not (isinstance(bbox, list) and len(bbox) == 4):
         return out
     x, y, bw, bh = (float(v) for v in bbox)
-    x0, y0 = x * dec.scale + dec.pad[0], y * dec.scale + dec.pad[1]
+    x0, y0 = x * dec.scale + dec.area_pad[0], y * dec.scale + dec.area_pad[1]
     x1, y1 = x0 + bw * dec.scale, y0 + bh * dec.scale
     c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
     c1, r1 = min(size, int(np.ceil(x1))), min(size, int(np.ceil(y1)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from kdtune.errors import KdtuneError
 from kdtune.tracking.store import (
@@ -109,11 +110,26 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+# The runs table of the trials alone, best val/ap first: the view's facets in the URL (MLflow
+# 3 reads them there; ``isPreview`` keeps them out of the browser's saved view). The bare
+# ``#/experiments/ID`` opens MLflow's GenAI overview in a fresh browser, whatever the
+# experiment's kind tag, and its runs table folds the trials under the search's parent run.
+TRIALS_VIEW = urlencode(
+    {
+        "searchFilter": f"tags.`{TAG_KIND}` = 'trial'",
+        "orderByKey": "metrics.`val/ap`",
+        "orderByAsc": "false",
+        "isPreview": "true",
+    },
+    quote_via=quote,
+)
+
+
 def search_links(uri: str, base_url: str, searches: Sequence[str] | None = None) -> dict[str, Any]:
     """Direct links into the MLflow UI at ``base_url`` for each search (default: all): its
-    experiment's runs, and MLflow's compare view of its trials (child runs)."""
+    experiment's runs (the trials, best val/ap first), and MLflow's compare view of its trials
+    (child runs)."""
     import json
-    from urllib.parse import quote
 
     client = existing_store_client(uri)
     experiments = kdtune_experiments(client)
@@ -126,7 +142,7 @@ def search_links(uri: str, base_url: str, searches: Sequence[str] | None = None)
         runs = search_runs(client, [exp_id], f"tags.`{TAG_KIND}` = 'trial'")
         ids = json.dumps([run.info.run_id for run in runs], separators=(",", ":"))
         links[search] = {
-            "runs": f"{base}/#/experiments/{exp_id}",
+            "runs": f"{base}/#/experiments/{exp_id}/runs?{TRIALS_VIEW}",
             "compare": (
                 f"{base}/#/compare-runs?runs={quote(ids)}"
                 f"&experiments={quote(json.dumps([exp_id], separators=(',', ':')))}"
