@@ -11,7 +11,7 @@ than 0.1 in β start or end. The goal is that this never happens.
 α = 1 (ground truth only) and α = 0 (teacher only), with an *untrained* med net as the
 teacher. The verdict must say that α = 1 beats α = 0 with an interval that excludes 0.
 
-Usage (2-core CPU: about 8 minutes per quickstart):
+Usage (2-core CPU: about 8 minutes per quickstart; ``--reuse`` reads finished ones):
 
     python benchmarks/agreement.py --runs 3 --power --out results/bench/agreement
 """
@@ -27,9 +27,11 @@ from typing import Any
 import yaml
 
 from kdtune import api
+from kdtune.results import SEARCH_FILE, SearchResult
 from kdtune.schedules import parse_schedule
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+REUSE = False  # --reuse: read searches that already finished under --out instead of rerunning
 
 
 def same_answer(a: str, b: str, tolerance: float = 0.1) -> bool:
@@ -51,25 +53,30 @@ def confident(verdict: dict[str, Any] | None) -> bool:
 
 
 def run_search(space: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Run the search (or, with ``--reuse``, read the finished one already in ``folder``)."""
     folder.mkdir(parents=True, exist_ok=True)
     space_file = folder / f"{space['name']}.yaml"
-    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
-    started = time.perf_counter()
-    outcome = api.search(space_file, results=folder / "results", progress=False, log=print)
-    wall = time.perf_counter() - started
-    result = outcome.result
+    record = folder / "results" / space["name"] / SEARCH_FILE
+    wall = None
+    if REUSE and record.is_file() and SearchResult.load(record).verdict is not None:
+        result = SearchResult.load(record)
+    else:
+        space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+        started = time.perf_counter()
+        outcome = api.search(space_file, results=folder / "results", progress=False, log=print)
+        result = outcome.result
+        wall = round(time.perf_counter() - started, 1)
     best = result.best
     return {
         "name": space["name"],
         "sampler_seed": space["sampler"]["seed"],
         "train_seed": space["train"].get("seed", 0),
-        "wall_s": round(wall, 1),
+        "wall_s": wall if wall is not None else round(result.wall_s, 1),
         "search_best": best.reported_schedule if best else None,
         "search_best_ap": best.value() if best else None,
         "recommended": result.recommended,
         "verdict": result.verdict,
         "counts": result.counts(),
-        "teacher_ap": outcome.teacher_ap,
     }
 
 
@@ -88,7 +95,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--power", action="store_true", help="add the untrained-teacher run")
     parser.add_argument("--out", type=Path, default=Path("results/bench/agreement"))
+    parser.add_argument("--reuse", action="store_true", help="read finished searches in --out")
     args = parser.parse_args()
+    global REUSE
+    REUSE = args.reuse
     base = yaml.safe_load(QUICKSTART.read_text())
     rows = []
     for i in range(args.runs):
@@ -112,6 +122,7 @@ def main() -> None:
         space.update(name="power", warm_start=False)
         space["sampler"] = {"type": "grid", "seed": 0}
         space["pruner"] = {"type": "none"}
+        del space["budget"]["num_samples"]  # a grid runs each of its points once
         space["search"] = {"grid": [{"alpha": 1.0}, {"alpha": 0.0}]}
         folder = args.out / "power"
         folder.mkdir(parents=True, exist_ok=True)
