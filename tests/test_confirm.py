@@ -69,3 +69,21 @@ def test_export_takes_the_confirmed_recommendation_not_the_search_best() -> None
     result.confirmations = []
     with pytest.raises(KdtuneError, match="has no run to export"):
         recommended_trial(result)
+
+
+def test_a_teacher_no_better_than_its_students_withholds_the_recommendation() -> None:
+    result = _result()
+    result.teacher_val_ap = 0.6
+    assert result.withheld is None and result.recommended == "fixed:0.9"
+    result.teacher_val_ap = 0.35  # the best student reached 0.35
+    assert result.withheld is not None and "no better than the best student" in result.withheld
+    assert result.recommended is None
+    with pytest.raises(KdtuneError, match="teacher .* no better than the best student"):
+        recommended_trial(result)
+    # confirmed: judged on the recommendation's mean, not on the search's lucky best
+    result.verdict = {
+        "recommended": "fixed:0.9",
+        "ranking": [{"schedule": "fixed:0.9", "mean": 0.34, "se": 0.01, "values": {}}],
+        "comparisons": [],
+    }
+    assert result.withheld is None and result.recommended == "fixed:0.9"
