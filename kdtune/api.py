@@ -191,14 +191,7 @@ class SearchOutcome:
     def teacher_warning(self) -> str | None:
         """Why this search cannot speak to distillation, if its teacher is no better than its
         best student; None otherwise."""
-        best = self.result.best
-        value = best.value(self.result.metric) if best else None
-        if self.teacher_ap is None or value is None or self.teacher_ap > value:
-            return None
-        return (
-            f"the teacher (val AP {self.teacher_ap:.3f}) is no better than the best student "
-            f"({value:.3f}): this search cannot say how much a student should learn from it"
-        )
+        return self.result.withheld
 
 
 def search(
@@ -218,7 +211,7 @@ def search(
     """
     from kdtune.diagnose import diagnose_trial
     from kdtune.paths import results_dir
-    from kdtune.results import NEXT_POINTS_FILE
+    from kdtune.results import NEXT_POINTS_FILE, SEARCH_FILE
     from kdtune.space import check_paths, load_space
     from kdtune.tracking import (
         SearchTracker,
@@ -272,8 +265,10 @@ def search(
         on_trial_end=on_trial_end,
         progress=progress,
     )
+    result.teacher_val_ap = teacher_ap
     if space.confirm is not None:
         result = _confirm(space, result, root, address, tracker, progress, say)
+    result.save(root / space.name / SEARCH_FILE)
     # diagnose every trial against the search's best, log any trial not logged live, finish
     _, report = log_search_result(result, uri, root, space_file=Path(space_file), settings=settings)
     next_space = write_guided_space(
@@ -293,7 +288,6 @@ def _confirm(
 ) -> Any:
     """The confirmation stage and its paired verdict, kept in ``search.json``."""
     from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
-    from kdtune.results import SEARCH_FILE
     from kdtune.tune import confirm_plan, run_confirm
     from kdtune.verdict import verdict_of_runs
 
@@ -325,7 +319,6 @@ def _confirm(
         result.verdict = verdict_of_runs(result.confirmations, default, seed=0)
     except KdtuneError as exc:
         say(f"warning: no verdict: {exc}")
-    result.save(root / space.name / SEARCH_FILE)
     return result
 
 

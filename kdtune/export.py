@@ -91,6 +91,8 @@ def recommended_trial(result: SearchResult) -> TrialRecord:
     best search trial, else a confirmation run with the search's seed), or, unconfirmed, the
     search's best trial."""
     best = best_trial(result)
+    if result.withheld:
+        raise KdtuneError(f"search {result.name!r}: {result.withheld}; nothing to export")
     spec = result.recommended
     if result.verdict is None or spec == best.reported_schedule:
         return best

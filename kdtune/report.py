@@ -151,7 +151,10 @@ def format_confirmation(result: SearchResult) -> str:
         lines.append(
             f"  {rank}. {r['schedule']:<{width}}  {r['mean']:.4f} ± {r['se']:.4f}  ({values})"
         )
-    lines.append(f"recommendation: {verdict['recommended']}")
+    if result.withheld:
+        lines.append(f"no recommendation: {result.withheld}")
+    else:
+        lines.append(f"recommendation: {verdict['recommended']}")
     lines += [f"verdict: {c['sentence']}" for c in verdict["comparisons"]]
     if not verdict["comparisons"]:
         lines.append(f"verdict: {verdict['sentence']}")

@@ -99,6 +99,7 @@ class SearchResult:
     study_name: str | None = None
     confirmations: list[TrialRecord] = field(default_factory=list)  # the confirmation runs
     verdict: dict[str, Any] | None = None  # kdtune.verdict.confirm_verdict's record
+    teacher_val_ap: float | None = None  # the level's teacher on the validation split
 
     @property
     def best(self) -> TrialRecord | None:
@@ -113,10 +114,32 @@ class SearchResult:
     @property
     def recommended(self) -> str | None:
         """The recommended β schedule: the confirmation's best mean where there is one, else
-        the search's best trial's (unconfirmed)."""
+        the search's best trial's (unconfirmed); None where there is none or it is
+        :attr:`withheld`."""
+        if self.withheld is not None:
+            return None
         if self.verdict is not None:
             return str(self.verdict["recommended"])
         return self.best.reported_schedule if self.best is not None else None
+
+    @property
+    def withheld(self) -> str | None:
+        """Why this search can recommend nothing, or None: a teacher no better than its best
+        student cannot say how much a student should learn from it."""
+        if self.teacher_val_ap is None:
+            return None
+        if self.verdict is not None:
+            student = float(self.verdict["ranking"][0]["mean"])
+        elif self.best is not None and self.metric == "val/ap":
+            student = self.best.value(self.metric) or 0.0
+        else:
+            return None
+        if self.teacher_val_ap > student:
+            return None
+        return (
+            f"the teacher (val AP {self.teacher_val_ap:.3f}) is no better than the best student "
+            f"({student:.3f}), so this search cannot say how much a student should learn from it"
+        )
 
     def counts(self) -> dict[str, int]:
         return {s: sum(t.state == s for t in self.trials) for s in STATES}

@@ -42,9 +42,12 @@ def test_the_plan_takes_the_best_distinct_schedules_and_the_default_with_new_see
         assert p["train"]["eval_every"] == p["train"]["epochs"] == 4  # evaluated once, at the end
 
 
-def test_the_default_is_not_doubled_when_it_ranks_among_the_best() -> None:
-    points = confirm_plan(_result(), top_k=3, seeds=1, default_schedule="fixed:0.9")
-    assert [p["schedule"] for p in points] == ["fixed:0.9", "cosine:0.8:0.4", "fixed:0.75"]
+def test_the_default_comes_once_beside_the_best_others() -> None:
+    points = confirm_plan(_result(), top_k=1, seeds=1, default_schedule="fixed:0.9")
+    assert [p["schedule"] for p in points] == ["cosine:0.8:0.4", "fixed:0.9"]
+    assert points[1]["train"]["schedule"] == "fixed:0.9"  # its own search trial's config
+    points = confirm_plan(_result(), top_k=5, seeds=1, default_schedule="fixed:0.9")
+    assert [p["schedule"] for p in points] == ["cosine:0.8:0.4", "fixed:0.75", "fixed:0.9"]
 
 
 def test_no_complete_trial_gives_no_plan() -> None:
@@ -69,3 +72,21 @@ def test_export_takes_the_confirmed_recommendation_not_the_search_best() -> None
     result.confirmations = []
     with pytest.raises(KdtuneError, match="has no run to export"):
         recommended_trial(result)
+
+
+def test_a_teacher_no_better_than_its_students_withholds_the_recommendation() -> None:
+    result = _result()
+    result.teacher_val_ap = 0.6
+    assert result.withheld is None and result.recommended == "fixed:0.9"
+    result.teacher_val_ap = 0.35  # the best student reached 0.35
+    assert result.withheld is not None and "no better than the best student" in result.withheld
+    assert result.recommended is None
+    with pytest.raises(KdtuneError, match=r"teacher .* no better than the best student"):
+        recommended_trial(result)
+    # confirmed: judged on the recommendation's mean, not on the search's lucky best
+    result.verdict = {
+        "recommended": "fixed:0.9",
+        "ranking": [{"schedule": "fixed:0.9", "mean": 0.34, "se": 0.01, "values": {}}],
+        "comparisons": [],
+    }
+    assert result.withheld is None and result.recommended == "fixed:0.9"

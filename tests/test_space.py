@@ -782,12 +782,12 @@ def test_warm_start_refusals() -> None:
 
 def test_confirm_key_is_parsed_and_described() -> None:
     space = load_space(SPACES / "quickstart.yaml")
-    assert space.confirm is not None and (space.confirm.top_k, space.confirm.seeds) == (2, 3)
-    assert "confirm    the best 2 and the seed default (α = 0.25) again with 3 further" in (
+    assert space.confirm is not None and (space.confirm.top_k, space.confirm.seeds) == (1, 3)
+    assert "confirm    the best 1 besides the seed default (α = 0.25) again with 3 further" in (
         describe(space)
     )
     text = (SPACES / "quickstart.yaml").read_text()
-    line = "confirm: {top_k: 2, seeds: 3}"
+    line = "confirm: {top_k: 1, seeds: 3}"
     assert parse_space(text.replace(line, "confirm: true"), file="q.yaml").confirm is not None
     assert parse_space(text.replace(line, ""), file="q.yaml").confirm is None
 
@@ -804,7 +804,7 @@ def test_confirm_key_is_parsed_and_described() -> None:
 )
 def test_confirm_refusals(value: str, message: str) -> None:
     text = (SPACES / "quickstart.yaml").read_text()
-    text = text.replace("confirm: {top_k: 2, seeds: 3}", f"confirm: {value}")
+    text = text.replace("confirm: {top_k: 1, seeds: 3}", f"confirm: {value}")
     with pytest.raises(KdtuneError, match=message):
         parse_space(text, file="q.yaml")
 

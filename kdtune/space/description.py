@@ -75,8 +75,8 @@ def describe(space: SearchSpace) -> str:
         c = space.confirm
         default = REFERENCE_ALPHA.get(space.level)
         lines.append(
-            f"  confirm    the best {c.top_k} and the seed default (α = {default:g}) again with "
-            f"{c.seeds} further seeds each, {b.max_epochs} epochs (at most "
+            f"  confirm    the best {c.top_k} besides the seed default (α = {default:g}) again "
+            f"with {c.seeds} further seeds each, {b.max_epochs} epochs (at most "
             f"{(c.top_k + 1) * c.seeds * b.max_epochs} epochs); paired verdict"
         )
     return "\n".join(lines)

@@ -114,8 +114,9 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class Confirm:
-    """The confirmation stage after the search: the ``top_k`` best configurations and the
-    seed's default, re-trained at full budget with ``seeds`` further training seeds each."""
+    """The confirmation stage after the search: the ``top_k`` best configurations other than
+    the seed's default, and the default, re-trained at full budget with ``seeds`` further
+    training seeds each."""
 
     top_k: int = 3
     seeds: int = 3

@@ -238,6 +238,8 @@ class SearchTracker:
         if result.verdict is not None:
             metrics.update(verdict_metrics(result.verdict))
             tags.update(verdict_tags(result.verdict))
+        if result.withheld:
+            tags["kdtune.recommended"] = f"none: {result.withheld}"
         _log_batch(self.client, parent, metrics=_metric_list(metrics.items(), step=step), tags=tags)
         with tempfile.TemporaryDirectory() as tmp:
             if _report_artifacts(result, report, Path(tmp)):

@@ -1,8 +1,8 @@
 """The confirmation stage: the search's best configurations and the seed's default, trained
 again with further seeds, under Ray Tune like any trial.
 
-- **Plan** (:func:`confirm_plan`): the ``top_k`` best complete trials (distinct β schedules,
-  by the search's value) and the seed's default schedule, each with the training seeds
+- **Plan** (:func:`confirm_plan`): the ``top_k`` best complete trials other than the seed's
+  default (distinct β schedules, by the search's value) and the default, each with the seeds
   ``seed + 1 … seed + R``, at the search's full budget. The search's own run (seed ``seed``)
   is left out of the ranking: it is the run that selected the configuration, so its value is
   biased upwards (the winner's curse). A confirmation run evaluates once, at its last epoch,
@@ -57,15 +57,17 @@ def confirm_plan(
         (t for t in result.trials if t.state == COMPLETE and t.value(result.metric) is not None),
         key=lambda t: -sign * (t.value(result.metric) or 0.0),
     )
+    if not scored:
+        return []
+    best = scored[0].config
     configs: dict[str, dict[str, Any]] = {}
-    for record in scored:
+    for record in scored:  # the best other than the default, which always comes too
         if len(configs) == top_k:
             break
-        configs.setdefault(record.reported_schedule, record.config)
-    if not configs:
-        return []
-    best = next(iter(configs.values()))
-    configs.setdefault(default_schedule, {**best, "schedule": default_schedule})
+        if record.reported_schedule != default_schedule:
+            configs.setdefault(record.reported_schedule, record.config)
+    default = next((t.config for t in scored if t.reported_schedule == default_schedule), None)
+    configs[default_schedule] = default or {**best, "schedule": default_schedule}
     base_seed = int(best.get("seed", 0))
     points = []
     for spec, config in configs.items():
