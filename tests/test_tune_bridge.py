@@ -115,6 +115,21 @@ def test_contract_optuna_search_private_state(space: Any) -> None:
     )
 
 
+def test_contract_loopback_switch() -> None:
+    """A local Ray binds 127.0.0.1 by turning off Ray's cluster support while it starts."""
+    from ray._private import ray_constants, services
+
+    assert isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool), changed(
+        "ray._private.ray_constants.ENABLE_RAY_CLUSTER is gone: local Ray may leave loopback"
+    )
+    from kdtune.tune.driver import LOOPBACK, _loopback_only
+
+    with _loopback_only():
+        assert services.resolve_ip_for_localhost(LOOPBACK) == LOOPBACK, changed(
+            "ray.init no longer keeps a loopback node address without cluster support"
+        )
+
+
 def test_contract_save_restore_keeps_the_whole_dict(space: Any, tmp_path: Path) -> None:
     def plain() -> OptunaSearch:
         return OptunaSearch(space=kt._DefineByRun(space), metric="val/ap", mode="max")

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import ray.cloudpickle
 import toy_trial
 
+from kdtune.diagnose import diagnose_trial
 from kdtune.errors import KdtuneError
 from kdtune.report import format_best, summary_table
 from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
@@ -77,14 +79,21 @@ def alpha(record: TrialRecord) -> float:
 
 def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     ended: list[TrialRecord] = []
+    addresses: set[str] = set()
+
+    def on_trial_end(record: TrialRecord) -> None:
+        ended.append(record)
+        addresses.update(node["NodeManagerAddress"] for node in ray.nodes())
+
     space = parse_space(GRID, file="grid.yaml")
     result = run_search(
         space,
         results=tmp_path,
         trial_fn=toy_trial.toy_fit,
-        on_trial_end=ended.append,
+        on_trial_end=on_trial_end,
         progress=False,
     )
+    assert addresses == {"127.0.0.1"}  # a local Ray listens on loopback only
     by_alpha = {alpha(t): t for t in result.trials}
     assert sorted(by_alpha) == [0.2, 0.3, 0.5, 0.7, 0.95, 1.0]
     assert {a: t.state for a, t in by_alpha.items()} == {
@@ -100,6 +109,8 @@ def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     assert by_alpha[0.5].error == "ValueError: toy failure at epoch 2"
     assert not by_alpha[0.5].diverged
     assert by_alpha[0.7].diverged and "loss became nan" in (by_alpha[0.7].error or "")
+    diverged = diagnose_trial(by_alpha[0.7], by_alpha[0.3].value())  # not "underfitting"
+    assert diverged.label == "diverged" and "learning rate" in diverged.recommendation
     assert by_alpha[0.3].epochs_run == 5 and result.best is by_alpha[0.3]
     assert by_alpha[0.3].history[-1]["val/ap"] == pytest.approx(toy_trial.toy_ap(0.3, 5))
     assert by_alpha[0.3].checkpoint_dir and Path(by_alpha[0.3].checkpoint_dir).is_dir()

@@ -55,6 +55,7 @@ class _Child:
     run_id: str
     state: str
     status: str
+    diagnosis: tuple[str, str] = ("", "")  # its diagnosis tags: label, reason
 
 
 class SearchTracker:
@@ -156,7 +157,8 @@ class SearchTracker:
             trial = run.data.tags.get(TAG_TRIAL)
             if trial:
                 state = run.data.tags.get(TAG_STATE, "")
-                children[trial] = _Child(run.info.run_id, state, run.info.status)
+                said = (run.data.tags.get(TAG_DIAGNOSIS, ""), run.data.tags.get(TAG_REASON, ""))
+                children[trial] = _Child(run.info.run_id, state, run.info.status, said)
         return children
 
     # -- one child run per trial
@@ -168,14 +170,16 @@ class SearchTracker:
     def log_trial(self, record: TrialRecord, diagnosis: Diagnosis | None = None) -> str:
         """Log a trial as a nested child run and end it with its state's status.
 
-        A trial already logged in the same, final state is skipped (its run id is returned);
-        one logged in another state (e.g. ``running`` before, ``complete`` now) or left half
+        A trial already logged in the same, final state is skipped (its run id is returned),
+        its diagnosis tags updated where they changed (the search's best moved since); one
+        logged in another state (e.g. ``running`` before, ``complete`` now) or left half
         logged by a crash is replaced.
         """
         parent = self._require_parent()
         old = self._children.get(record.trial_id)
         if old is not None:
             if old.status != "RUNNING" and old.state == record.state:
+                self._update_diagnosis(old, record, diagnosis)
                 return old.run_id
             self.client.delete_run(old.run_id)
             del self._children[record.trial_id]
@@ -201,8 +205,24 @@ class SearchTracker:
         except BaseException:
             self.client.delete_run(run_id)  # never leave a half-logged trial behind
             raise
-        self._children[record.trial_id] = _Child(run_id, record.state, status)
+        self._children[record.trial_id] = _Child(
+            run_id, record.state, status, _diagnosis_tags(record, diagnosis)
+        )
         return run_id
+
+    def _update_diagnosis(
+        self, child: _Child, record: TrialRecord, diagnosis: Diagnosis | None
+    ) -> None:
+        """Rewrite a logged trial's tags and diagnosis.json where its diagnosis changed, so
+        that MLflow says what the search report says."""
+        said = _diagnosis_tags(record, diagnosis)
+        if diagnosis is None or child.diagnosis == said:
+            return
+        _log_batch(self.client, child.run_id, tags=trial_tags(record, diagnosis))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _write_json(Path(tmp) / "diagnosis.json", diagnosis.to_dict())
+            self.client.log_artifact(child.run_id, str(path))
+        child.diagnosis = said
 
     def _fill_trial(self, run_id: str, record: TrialRecord, diagnosis: Diagnosis | None) -> None:
         _log_batch(
@@ -296,6 +316,11 @@ def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, An
         tags["kdtune.error"] = _one_line(record.error)
     tags[NOTE_TAG] = _trial_note(record, diagnosis)
     return tags
+
+
+def _diagnosis_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> tuple[str, str]:
+    tags = trial_tags(record, diagnosis)
+    return str(tags[TAG_DIAGNOSIS]), _tag(tags[TAG_REASON])
 
 
 def _trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:

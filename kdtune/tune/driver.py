@@ -47,6 +47,7 @@ from kdtune.tune.trial import TrainFit, _trainable
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 _KEEP_CHECKPOINTS = 2
+LOOPBACK = "127.0.0.1"
 
 
 def run_search(
@@ -177,14 +178,35 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         temp_dir.mkdir(parents=True, exist_ok=True)
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            _temp_dir=str(temp_dir),
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        with _loopback_only():
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                _temp_dir=str(temp_dir),
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
     return True
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray listens on 127.0.0.1 only, not on the host's network address.
+
+    ``ray.init`` turns a loopback ``_node_ip_address`` into the host's address unless Ray
+    runs without cluster support (its constant ``ENABLE_RAY_CLUSTER``, read at import from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``): off while this local Ray starts, as on a laptop.
+    ``tests/test_tune_bridge.py`` checks that the constant still exists.
+    """
+    from ray._private import ray_constants
+
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
 
 
 @contextlib.contextmanager
