@@ -69,8 +69,8 @@ def diagnose(
     relative to the search's best (without any ``val/ap``, high training loss alone means
     underfitting). Missing keys and NaN AP values are skipped; a NaN or infinite loss means
     divergence, and so does ``diverged`` (why a trial that stopped at a non-finite loss did: its
-    history ends before it). ``level == "teacher"`` gets no ratio moves (there is no distillation). Bad
-    arguments raise :class:`KdtuneError`.
+    history ends before it). ``level == "teacher"`` gets no ratio moves (there is no
+    distillation). Bad arguments raise :class:`KdtuneError`.
     """
     sched = parse_schedule(schedule)
     _check_args(level, max_epochs, state)
