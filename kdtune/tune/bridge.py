@@ -134,6 +134,7 @@ class PruningOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if getattr(self, "_kd_closed", False):
             return Searcher.FINISHED
+        self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         if config is not None:
             self._kd_planned[trial_id] = planned_epochs(config)
@@ -196,9 +197,12 @@ class PruningOptunaSearch(OptunaSearch):
     def _reconcile(self) -> None:
         """After a kill, the study may hold ends and trials that the snapshot does not know.
 
-        Finished trials are noted (a restarted trial is not told twice; a pruned one is
-        stopped at its first result); trials created after the snapshot, which no Ray trial
-        will run, are told FAIL so that the study holds no trial RUNNING forever.
+        Finished trials are noted (the scheduler stops a restored trial that already ended
+        before it runs again; a restarted trial is never told twice). Trials created after
+        the snapshot, which no restored Ray trial runs (*orphans*), are handed to the next
+        Ray trials that ask (:meth:`_adopt_orphan`) rather than told FAIL: a FAIL counts as
+        visited for the grid sampler, which would then never run that point (and, were it the
+        last one, calls ``study.stop()``, which raises outside ``optimize``).
         """
         self.study.pruner = self._kd_pruner
         stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
@@ -211,9 +215,33 @@ class PruningOptunaSearch(OptunaSearch):
             self._kd_steps[trial_id] = set(frozen.intermediate_values)
             if frozen.state.is_finished():
                 self._kd_final[trial_id] = frozen.state.name
-        for number, frozen in stored.items():
-            if frozen.state == TrialState.RUNNING and number not in known:
-                self.study.tell(number, state=TrialState.FAIL)
+        self._kd_orphans = [
+            number
+            for number, frozen in sorted(stored.items())
+            if frozen.state == TrialState.RUNNING and number not in known
+        ]
+
+    def orphans(self) -> list[int]:
+        """The numbers of the study's trials that wait for a Ray trial to run them."""
+        return list(getattr(self, "_kd_orphans", []))
+
+    def _adopt_orphan(self, trial_id: str) -> None:
+        """Give Ray trial ``trial_id`` the study's oldest orphan (its parameters, grid point
+        and number), if any: it runs from its first epoch, its steps already in the study
+        are not reported twice."""
+        orphans: list[int] = getattr(self, "_kd_orphans", [])
+        if trial_id in self._ot_trials or not orphans:
+            return
+        number = orphans.pop(0)
+        storage = self.study._storage
+        study_id = storage.get_study_id_from_name(self.study.study_name)
+        frozen = storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        )
+        if frozen.state != TrialState.RUNNING:
+            return self._adopt_orphan(trial_id)
+        self._ot_trials[trial_id] = optuna.Trial(self.study, frozen._trial_id)
+        self._kd_steps[trial_id] = set(frozen.intermediate_values)
 
 
 class OptunaPruningScheduler(FIFOScheduler):
@@ -250,6 +278,10 @@ class OptunaPruningScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        for trial in list(tune_controller.get_trials()):
+            # restored from a snapshot older than the study, it ended already: never rerun it
+            if trial.status in ("PENDING", "PAUSED") and self._searcher.final_state(trial.trial_id):
+                tune_controller.stop_trial(trial)
         if not self._out_of_time():
             return super().choose_trial_to_run(tune_controller)
         for trial in list(tune_controller.get_trials()):
