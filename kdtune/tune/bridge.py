@@ -22,7 +22,9 @@ searches started before this package was split pickled them).
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -44,7 +46,13 @@ from kdtune.tune.protocol import (
 
 log = logging.getLogger(__name__)
 
-_DEADLINES: dict[str, float] = {}  # search folder -> time.monotonic() at which its run stops
+_DEADLINES: dict[str, float] = {}  # search -> time.monotonic() at which its run stops
+# study name -> the storage URL of the search being run now: a searcher unpickled from a
+# moved results folder opens its study there, not at the path it was pickled with
+_STORAGE_URLS: dict[str, str] = {}
+# search -> its folder now (Tune's storage path): trials that a resumed search creates after
+# its results folder moved are put there (Ray would use the path pickled in its snapshot)
+_FOLDERS: dict[str, str] = {}
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -167,11 +175,48 @@ class PruningOptunaSearch(OptunaSearch):
         else:
             self._tell(trial_id, TrialState.FAIL, reason="never ran")
 
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__getstate__(), file)
+
     def restore(self, checkpoint_path: str) -> None:
         """Load the snapshot, then catch up with the study, which may be ahead of it."""
         super().restore(checkpoint_path)
+        self._kd_open_study()
         self._kd_closed = False  # a resumed search may suggest again
         self._reconcile()
+
+    # -- pickling: the study by name and URL, never its SQLite connection ---------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The searcher's state with its study as (name, storage URL) and its Optuna trials
+        as storage ids: Ray pickles it (the snapshot, the Tuner), and an unpickled SQLite
+        storage would open the file at its old absolute path."""
+        state = self.__dict__.copy()
+        url = _storage_url(self.study)
+        if url is None:  # in-memory storage: pickled whole
+            return state
+        state["_ot_study"] = state["_storage"] = None
+        state["_kd_study_ref"] = (self.study.study_name, url)
+        state["_ot_trials"] = {k: t._trial_id for k, t in self._ot_trials.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._kd_open_study()
+
+    def _kd_open_study(self) -> None:
+        """Open the study of a state pickled by name and URL: at the URL of the search being
+        run now (:data:`_STORAGE_URLS`), else at the one it was pickled with."""
+        ref = self.__dict__.pop("_kd_study_ref", None)
+        if ref is None:
+            return
+        name, url = ref
+        storage = optuna.storages.RDBStorage(_STORAGE_URLS.get(name, url))
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=self._sampler, pruner=self._kd_pruner
+        )
+        self._ot_study, self._storage = study, storage  # type: ignore[assignment]
+        self._ot_trials = {k: optuna.Trial(study, i) for k, i in self._ot_trials.items()}
 
     # -- internals ---------------------------------------------------------------------------
     def _tell(
@@ -244,6 +289,14 @@ class PruningOptunaSearch(OptunaSearch):
         self._kd_steps[trial_id] = set(frozen.intermediate_values)
 
 
+def _storage_url(study: optuna.Study) -> str | None:
+    """The URL of a study's RDB storage (Optuna wraps it in a cache); None for others."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    url = getattr(backend, "url", None)
+    return url if isinstance(url, str) else None
+
+
 class OptunaPruningScheduler(FIFOScheduler):
     """Lets the Optuna pruner decide at each reported evaluation whether a trial goes on.
 
@@ -276,6 +329,15 @@ class OptunaPruningScheduler(FIFOScheduler):
         if stop or (int(epoch) < planned and self._out_of_time()):
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        folder = _FOLDERS.get(self._key)
+        storage = getattr(trial, "storage", None)
+        if folder and storage is not None and storage.storage_fs_path != folder:
+            moved = copy.copy(storage)
+            moved.storage_fs_path = folder
+            trial.set_storage(moved)  # as Tune does for the trials it restores
+        super().on_trial_add(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         for trial in list(tune_controller.get_trials()):

@@ -24,6 +24,8 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,9 +37,16 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
-from kdtune.tune.bridge import _DEADLINES, OptunaPruningScheduler, PruningOptunaSearch, _DefineByRun
+from kdtune.tune.bridge import (
+    _DEADLINES,
+    _FOLDERS,
+    _STORAGE_URLS,
+    OptunaPruningScheduler,
+    PruningOptunaSearch,
+    _DefineByRun,
+)
 from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
 from kdtune.tune.records import _MONITORS, _empty_result, _Monitor, _MonitorCallback, _prior_result
 from kdtune.tune.trial import TrainFit, _trainable
@@ -61,6 +70,7 @@ def run_search(
     progress: bool = True,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    search_id: str = "",
 ) -> SearchResult:
     """Run (or, with ``resume``, continue) the search ``space`` under ``results/<space.name>``.
 
@@ -68,6 +78,9 @@ def run_search(
     locally with its files under the results folder. ``trial_fn`` defaults to
     :func:`kdtune.train.fit`; ``sampler``/``pruner`` default to the space file's.
     ``on_trial_end`` is called on the driver with each trial's record as it ends.
+    ``search_id`` names a new search apart from earlier ones of its name (a resumed search
+    keeps its own). SIGINT or SIGTERM raise :class:`~kdtune.errors.SearchInterrupted` once
+    the state is saved (see :class:`_Interrupts`).
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     root = Path(results).resolve()
@@ -79,16 +92,23 @@ def run_search(
     storage_url = f"sqlite:///{folder / STUDY_FILE}"
     prior = _prior_result(folder, space, storage_url) if resume else None
     monitor = _Monitor(
-        prior or _empty_result(folder, space, storage_url),
+        prior or _empty_result(folder, space, storage_url, search_id),
         path=folder / SEARCH_FILE,
         storage_url=storage_url,
         budget=space.budget,
         on_trial_end=on_trial_end,
         progress=progress,
     )
-    key = str(folder)
-    _MONITORS[key] = monitor
+    # what the pickled scheduler and callback find this run's monitor and deadline by: the
+    # search's name, which a moved results folder keeps (searches started before this change
+    # pickled their folder's path: registered too)
+    key, keys = space.name, (space.name, str(folder))
+    for k in keys:
+        _MONITORS[k] = monitor
+    _STORAGE_URLS[space.name] = storage_url  # where a restored searcher finds its study
+    _FOLDERS[space.name] = str(folder)  # where new trials of a resumed search go
     started = False
+    interrupts = _Interrupts()
     temp_dir = _ray_temp_dir(folder)
     try:
         with _quiet_logs(), _ray_env(address):
@@ -108,17 +128,74 @@ def run_search(
             monitor.start()
             limit = getattr(space.budget, "time_limit_s", None)
             if limit:  # the whole search's wall time: what earlier runs spent counts
-                _DEADLINES[key] = time.monotonic() + float(limit) - monitor.prior_wall_s
-            tuner.fit()
+                for k in keys:
+                    _DEADLINES[k] = time.monotonic() + float(limit) - monitor.prior_wall_s
+            with interrupts:
+                try:
+                    tuner.fit()
+                except KeyboardInterrupt:  # a signal outside Tune's loop (restore, set-up)
+                    interrupts.caught = interrupts.caught or signal.SIGINT
     finally:
         monitor.stop()
-        _MONITORS.pop(key, None)
-        _DEADLINES.pop(key, None)
+        for k in keys:
+            _MONITORS.pop(k, None)
+            _DEADLINES.pop(k, None)
+        _STORAGE_URLS.pop(space.name, None)
+        _FOLDERS.pop(space.name, None)
         if started:
             ray.shutdown()
     if started and not temp_dir.is_relative_to(folder):
         shutil.rmtree(temp_dir, ignore_errors=True)  # the /tmp fallback: its logs go on success
-    return monitor.finish()
+    result = monitor.finish()
+    if interrupts.caught:
+        raise SearchInterrupted(interrupts.caught, result=result)
+    return result
+
+
+class _Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, cluster managers) end a search as
+    Tune's own Ctrl-C does: Tune's loop stops, its state is saved with the running trials
+    unfinished (a resume continues each from its last checkpoint) and their Optuna trials stay
+    RUNNING. ``caught`` says which signal came.
+
+    Tune installs its SIGINT handler inside ``fit`` over this one, and on the first SIGINT
+    puts this one back: so after ``fit``, this handler being in place again means Tune was
+    interrupted. SIGTERM (whose default here is Ray's handler, which dumps a native stack and
+    exits 134) calls whatever SIGINT handler is in place. Outside the main thread, where no
+    handler can be set, nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.caught: int = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._old:
+            return
+        if signal.getsignal(signal.SIGINT) == self._on_sigint and not self.caught:
+            self.caught = signal.SIGINT  # Tune's handler ran, and put this one back
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.caught = self.caught or signum
+        raise KeyboardInterrupt
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.caught = signum
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler != self._on_sigint:
+            handler(signal.SIGINT, frame)  # Tune's: stop the loop, save the state
+        else:
+            raise KeyboardInterrupt
 
 
 def check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
@@ -293,7 +370,8 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=RAY_FOLDER,
             storage_path=str(folder),
-            failure_config=tune.FailureConfig(max_failures=0),
+            # a trial whose worker or node died restarts from its last checkpoint this often
+            failure_config=tune.FailureConfig(max_failures=getattr(budget, "max_failures", 0)),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
             verbose=0,
             # Tune's own result files (result.json, progress.csv per trial), so that Ray's

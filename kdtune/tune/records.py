@@ -223,8 +223,11 @@ class _Monitor:
         )
 
 
-def _empty_result(folder: Path, space: SpaceLike, storage_url: str) -> SearchResult:
+def _empty_result(
+    folder: Path, space: SpaceLike, storage_url: str, search_id: str = ""
+) -> SearchResult:
     return SearchResult(
+        search_id=search_id,
         name=space.name,
         space_file=str(getattr(space, "file", "")),
         results_dir=str(folder),
