@@ -214,7 +214,17 @@ def server_store(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     procs: list[Any] = []
 
     def start() -> None:
-        proc = tracking.start_ui(uri, port=port, workers=1, log_file=store / "server.log")
+        from kdtune.errors import KdtuneError
+
+        deadline = time.monotonic() + 120
+        while True:  # the killed server's port may linger for a while (TIME_WAIT)
+            try:
+                proc = tracking.start_ui(uri, port=port, workers=1, log_file=store / "server.log")
+                break
+            except KdtuneError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
         procs.append(proc)
         tracking.wait_until_up(url, timeout=240, process=proc)
 
