@@ -161,6 +161,7 @@ def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: 
         lambda: any(len(t["history"]) >= 2 for t in records(folder)),
         proc,
     )
+    before = {t["trial_id"]: len(t["history"]) for t in records(folder) if t["state"] == RUNNING}
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # what Ctrl-C does
     else:
@@ -169,11 +170,16 @@ def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: 
 
     assert code == 128 + sig, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("interrupted: "), err
-    assert f"kdtune search {spec} --resume --results {results}" in lines[0]
+    assert len(lines) == 2, err  # the notice, then one line naming the command that resumes
+    assert lines[0].startswith(f"{signal.Signals(sig).name}: stopping each trial at its next")
+    assert lines[1].startswith("interrupted: ")
+    assert f"kdtune search {spec} --resume --results {results}" in lines[1]
     assert "Traceback" not in err + out and "Stack" not in err
     running = [t for t in records(folder) if t["state"] == RUNNING]
     assert running
+    stopped_at = {t["trial_id"]: len(t["history"]) for t in running}
+    for trial_id, epochs in before.items():  # it went on to its next checkpoint, then stopped
+        assert stopped_at[trial_id] > epochs, (before, stopped_at)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
     assert "FAIL" not in {t.state.name for t in study.trials}
     stored = {t.number: t.state.name for t in study.trials}
@@ -195,9 +201,10 @@ def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: 
     for record in result.trials:  # checkpoints found at the new place
         assert record.checkpoint_dir and Path(record.checkpoint_dir).is_relative_to(folder)
         assert [h["epoch"] for h in record.history] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    resumed = [t for t in result.trials if t.trial_id in killed]
-    starts = [h.get("toy/start_epoch", 1.0) for t in resumed for h in t.history]
-    assert max(starts) > 1  # an interrupted trial went on from its checkpoint
+    for record in result.trials:  # each stopped trial went on from the checkpoint it stopped at
+        if stopped_at.get(record.trial_id):
+            starts = {h.get("toy/start_epoch", 1.0) for h in record.history}
+            assert starts == {1.0, stopped_at[record.trial_id] + 1.0}, record.history
 
 
 # ------------------------------------------------------------------------------ the server

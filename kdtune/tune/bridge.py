@@ -53,6 +53,8 @@ _STORAGE_URLS: dict[str, str] = {}
 # search -> its folder now (Tune's storage path): trials that a resumed search creates after
 # its results folder moved are put there (Ray would use the path pickled in its snapshot)
 _FOLDERS: dict[str, str] = {}
+# searches stopping on a signal: each trial pauses at its next checkpoint, none starts
+_STOPPING: set[str] = set()
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -142,6 +144,8 @@ class PruningOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if getattr(self, "_kd_closed", False):
             return Searcher.FINISHED
+        if self.study.study_name in _STOPPING:  # not FINISHED: a resume suggests again
+            return None
         self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         if config is not None:
@@ -328,6 +332,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         )
         if stop or (int(epoch) < planned and self._out_of_time()):
             return TrialScheduler.STOP
+        if int(epoch) < planned and self._key in _STOPPING:
+            return TrialScheduler.PAUSE  # at this checkpoint; a resume goes on from it
         return TrialScheduler.CONTINUE
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
@@ -344,6 +350,8 @@ class OptunaPruningScheduler(FIFOScheduler):
             # restored from a snapshot older than the study, it ended already: never rerun it
             if trial.status in ("PENDING", "PAUSED") and self._searcher.final_state(trial.trial_id):
                 tune_controller.stop_trial(trial)
+        if self._key in _STOPPING:
+            return None
         if not self._out_of_time():
             return super().choose_trial_to_run(tune_controller)
         for trial in list(tune_controller.get_trials()):

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -42,13 +43,21 @@ from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, Sear
 from kdtune.tune.bridge import (
     _DEADLINES,
     _FOLDERS,
+    _STOPPING,
     _STORAGE_URLS,
     OptunaPruningScheduler,
     PruningOptunaSearch,
     _DefineByRun,
 )
 from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import _MONITORS, _empty_result, _Monitor, _MonitorCallback, _prior_result
+from kdtune.tune.records import (
+    _MONITORS,
+    _SIGNALS,
+    _empty_result,
+    _Monitor,
+    _MonitorCallback,
+    _prior_result,
+)
 from kdtune.tune.trial import TrainFit, _trainable
 
 # AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
@@ -108,7 +117,7 @@ def run_search(
     _STORAGE_URLS[space.name] = storage_url  # where a restored searcher finds its study
     _FOLDERS[space.name] = str(folder)  # where new trials of a resumed search go
     started = False
-    interrupts = _Interrupts()
+    interrupts = _Interrupts(keys)
     temp_dir = _ray_temp_dir(folder)
     try:
         with _quiet_logs(), _ray_env(address):
@@ -153,49 +162,78 @@ def run_search(
 
 
 class _Interrupts:
-    """SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, cluster managers) end a search as
-    Tune's own Ctrl-C does: Tune's loop stops, its state is saved with the running trials
-    unfinished (a resume continues each from its last checkpoint) and their Optuna trials stay
-    RUNNING. ``caught`` says which signal came.
+    """SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, cluster managers) stop a search at
+    each running trial's next checkpoint; a second signal stops it at once. Either way Tune
+    saves its state with those trials unfinished (PAUSED at their checkpoint, or RUNNING), their
+    Optuna trials stay RUNNING, and a resume continues each from its last checkpoint.
+    ``caught`` says which signal came.
 
-    Tune installs its SIGINT handler inside ``fit`` over this one, and on the first SIGINT
-    puts this one back: so after ``fit``, this handler being in place again means Tune was
-    interrupted. SIGTERM (whose default here is Ray's handler, which dumps a native stack and
-    exits 134) calls whatever SIGINT handler is in place. Outside the main thread, where no
-    handler can be set, nothing changes.
+    The first signal: the scheduler pauses each trial at its next result (every result carries
+    a checkpoint), starts none and the searcher suggests none (:data:`_STOPPING`); once no trial
+    runs, :meth:`settle` (called after each step of Tune's loop) calls Tune's own SIGINT
+    handler, which ends the loop and saves the state. Tune installs that handler inside ``fit``
+    (over this object's), so :meth:`arm` puts this object's back on top at the first step and
+    keeps Tune's to call. SIGTERM's default here is Ray's handler (a native stack dump, exit
+    134): replaced too. Outside the main thread, where no handler can be set, nothing changes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: tuple[str, ...] = ("",)) -> None:
+        self.key, self.keys = keys[0], keys  # what the scheduler and searcher know it by
         self.caught: int = 0
         self._old: dict[int, Any] = {}
+        self._tune: Any = None  # Tune's SIGINT handler, once armed
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is not threading.main_thread():
             return self
         self._old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGINT, self._on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        _SIGNALS[self.key] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._old:
-            return
-        if signal.getsignal(signal.SIGINT) == self._on_sigint and not self.caught:
-            self.caught = signal.SIGINT  # Tune's handler ran, and put this one back
+        _SIGNALS.pop(self.key, None)
+        _STOPPING.difference_update(self.keys)
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self.caught = self.caught or signum
-        raise KeyboardInterrupt
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.caught = signum
+    def arm(self) -> None:
+        """Inside Tune's loop: this object's handler over Tune's, which it keeps to call."""
+        if self._tune is not None or not self._old:
+            return
         handler = signal.getsignal(signal.SIGINT)
-        if callable(handler) and handler != self._on_sigint:
-            handler(signal.SIGINT, frame)  # Tune's: stop the loop, save the state
-        else:
+        if callable(handler) and handler != self._on_signal:
+            self._tune = handler
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def settle(self, trials: list[Any]) -> None:
+        """After a step of Tune's loop: once stopping and no trial runs, end the loop."""
+        if self.key in _STOPPING and not any(t.status == "RUNNING" for t in trials):
+            self._stop_now()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        first = not self.caught
+        self.caught = self.caught or signum
+        if self._tune is None:  # outside Tune's loop (set-up, restore): stop there
             raise KeyboardInterrupt
+        if first:
+            _STOPPING.update(self.keys)
+            print(
+                f"{signal.Signals(signum).name}: stopping each trial at its next checkpoint "
+                "(Ctrl-C again to stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        tune_handler, self._tune = self._tune, None
+        _STOPPING.difference_update(self.keys)
+        if callable(tune_handler):
+            tune_handler(signal.SIGINT, None)  # Tune's: end the loop, save the state
+        signal.signal(signal.SIGINT, self._on_signal)  # a later signal: KeyboardInterrupt
 
 
 def check_start(folder: Path, space: SpaceLike, resume: bool) -> None:

@@ -32,7 +32,8 @@ from kdtune.tune.protocol import (
 
 _STATE_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED, "RUNNING": RUNNING}
 
-_MONITORS: dict[str, _Monitor] = {}  # search folder -> the monitor of the search running there
+_MONITORS: dict[str, _Monitor] = {}  # search -> the monitor of the search running now
+_SIGNALS: dict[str, Any] = {}  # search -> its signal handling (driver._Interrupts: arm, settle)
 
 
 class _MonitorCallback(tune.Callback):
@@ -56,9 +57,15 @@ class _MonitorCallback(tune.Callback):
         if (m := _MONITORS.get(self.key)) is not None:
             m.trial_end(trial, errored=True)
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if (s := _SIGNALS.get(self.key)) is not None:
+            s.arm()
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if (m := _MONITORS.get(self.key)) is not None:
             m.refresh()
+        if (s := _SIGNALS.get(self.key)) is not None:
+            s.settle(trials)
 
 
 class _Monitor:
