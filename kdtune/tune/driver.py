@@ -182,6 +182,7 @@ class _Interrupts:
         self.caught: int = 0
         self._old: dict[int, Any] = {}
         self._tune: Any = None  # Tune's SIGINT handler, once armed
+        self._armed = False
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is not threading.main_thread():
@@ -193,6 +194,8 @@ class _Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._old and not self._armed and signal.getsignal(signal.SIGINT) == self._on_signal:
+            self.caught = self.caught or signal.SIGINT  # Tune's handler ran and put ours back
         _SIGNALS.pop(self.key, None)
         _STOPPING.difference_update(self.keys)
         for sig, handler in self._old.items():
@@ -204,7 +207,7 @@ class _Interrupts:
             return
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler) and handler != self._on_signal:
-            self._tune = handler
+            self._tune, self._armed = handler, True
             signal.signal(signal.SIGINT, self._on_signal)
 
     def settle(self, trials: list[Any]) -> None:
@@ -215,8 +218,12 @@ class _Interrupts:
     def _on_signal(self, signum: int, frame: Any) -> None:
         first = not self.caught
         self.caught = self.caught or signum
-        if self._tune is None:  # outside Tune's loop (set-up, restore): stop there
-            raise KeyboardInterrupt
+        if self._tune is None:  # before Tune's first step: Tune's handler if it is in place
+            handler = signal.getsignal(signal.SIGINT)
+            if callable(handler) and handler != self._on_signal:
+                handler(signal.SIGINT, frame)  # stops the loop at once, saves the state
+                return
+            raise KeyboardInterrupt  # set-up, restore: stop there
         if first:
             _STOPPING.update(self.keys)
             print(
