@@ -253,6 +253,11 @@ def search(
         address=address,
         resume=resume,
         progress=progress,
+        after_search=(
+            None
+            if space.confirm is None
+            else lambda found, live: _confirm(space, found, root, address, live, progress, say)
+        ),
     )
     result, report = tracked.result, tracked.report
     next_space = write_guided_space(
@@ -290,6 +295,53 @@ def sync(
     settings = _space_settings(parse_space(copy.read_text(), file=str(copy)))
     parent = sync_search(folder, uri, root, settings)
     return {"search": name, "tracking_uri": uri, "parent_run_id": parent}
+
+
+def _confirm(
+    space: Any,
+    result: Any,
+    root: Path,
+    address: str | None,
+    tracker: Any,
+    progress: bool,
+    say: Callable[[str], None],
+) -> Any:
+    """The confirmation stage and its paired verdict, kept in ``search.json``."""
+    from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
+    from kdtune.results import SEARCH_FILE
+    from kdtune.tune import confirm_plan, run_confirm
+    from kdtune.verdict import verdict_of_runs
+
+    default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
+    points = confirm_plan(
+        result, top_k=space.confirm.top_k, seeds=space.confirm.seeds, default_schedule=default
+    )
+    if not points:
+        say("confirmation: no trial completed, so there is nothing to confirm")
+        return result
+    specs = list(dict.fromkeys(p["schedule"] for p in points))
+    say(
+        f"confirming {len(specs)} configurations ({', '.join(specs)}) with "
+        f"{space.confirm.seeds} further seeds each: {len(points)} runs"
+    )
+
+    def on_run_end(record: Any) -> None:
+        try:
+            tracker.log_trial(record, None)
+        except KdtuneError:
+            raise
+        except Exception as exc:  # tracking must never take the search down
+            say(f"warning: could not log confirmation run {record.trial_id} to MLflow: {exc}")
+
+    result.confirmations = run_confirm(
+        space, points, results=root, address=address, on_trial_end=on_run_end, progress=progress
+    )
+    try:
+        result.verdict = verdict_of_runs(result.confirmations, default, seed=0)
+    except KdtuneError as exc:
+        say(f"warning: no verdict: {exc}")
+    result.save(root / space.name / SEARCH_FILE)
+    return result
 
 
 def _links(uri: str, search: str) -> dict[str, Any] | None:
@@ -515,13 +567,17 @@ def compare(
     """``kdtune compare``: the trials of one or more searches, read back from MLflow."""
     from kdtune.compare import compare_frame, plot_comparison, render
     from kdtune.paths import results_dir
-    from kdtune.tracking import check_tracking, resolve_tracking_uri
+    from kdtune.tracking import check_tracking, load_verdicts, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, results_dir(results))
     check_tracking(uri)
     frame = compare_frame(uri, searches or None, sort_by=sort_by, ascending=ascending)
     written = plot_comparison(frame, plot) if plot is not None else None
-    return Comparison(render(frame, fmt), written)
+    text = render(frame, fmt)
+    if fmt in ("table", "markdown"):  # CSV and JSON stay one record per run
+        verdicts = load_verdicts(uri, searches or None)
+        text += "".join(f"\nverdict ({name}): {v}" for name, v in verdicts.items())
+    return Comparison(text, written)
 
 
 def export(
@@ -529,12 +585,14 @@ def export(
     output: Path,
     *,
     holdout_split: str | None = "test",
-    samples: int = 200,
+    samples: int = 2000,
+    seeds: int = 2,
     results: Path | None = None,
     tracking_uri: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """``kdtune export``: the best configuration of a search, checked on a held-out split."""
+    """``kdtune export``: the recommended configuration of a search, checked on a held-out
+    split against the seed default, paired."""
     from kdtune.export import export_best
     from kdtune.paths import results_dir
 
@@ -545,6 +603,7 @@ def export(
         tracking_uri=tracking_uri,
         holdout_split=holdout_split,
         samples=samples,
+        seeds=seeds,
         log=log,
     )
 

@@ -321,7 +321,7 @@ def search(
 def _print_search(outcome: Any) -> None:
     from rich.console import Console
 
-    from kdtune.report import format_best, summary_table
+    from kdtune.report import format_best, format_confirmation, summary_table
 
     result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
     # the table fits the terminal and prose wraps at words; lines that name paths and values
@@ -330,6 +330,8 @@ def _print_search(outcome: Any) -> None:
     console.line()  # never on the live view's last line
     console.print(summary_table(result))
     console.print(format_best(result), soft_wrap=True)
+    if confirmation := format_confirmation(result):
+        console.print(confirmation, soft_wrap=True)
     if outcome.teacher_ap is not None:
         console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
     warning = outcome.teacher_warning()
@@ -437,9 +439,16 @@ def compare(
 @click.option(
     "--bootstrap",
     type=click.IntRange(10),
-    default=200,
+    default=2000,
     show_default=True,
-    help="Bootstrap samples for the 95% interval.",
+    help="Bootstrap replicates (over images and seeds) for the 95% intervals.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=2,
+    show_default=True,
+    help="New training seeds for the held-out check (each config trained once per seed).",
 )
 @RESULTS_OPTION
 @TRACKING_OPTION
@@ -449,11 +458,12 @@ def export(
     holdout_split: str,
     no_holdout: bool,
     bootstrap: int,
+    seeds: int,
     results: Path | None,
     tracking_uri: str | None,
 ) -> None:
-    """Write the best configuration of a search for `kdtune train --config`, checked on
-    held-out data."""
+    """Write the recommended configuration of a search for `kdtune train --config`, checked
+    on held-out data against the seed default, paired."""
     from kdtune import api
 
     payload = api.export(
@@ -461,20 +471,32 @@ def export(
         output,
         holdout_split=None if no_holdout else holdout_split,
         samples=bootstrap,
+        seeds=seeds,
         results=results,
         tracking_uri=tracking_uri,
         log=click.echo,
     )
     click.echo(
         f"wrote {output}: {payload['train']['level']} level, "
-        f"schedule {payload['train']['schedule']}, validation {payload['validation']}"
+        f"schedule {payload['train']['schedule']}"
     )
-    for name, figures in payload.get("holdout", {}).items():
-        low, high = figures["ap_ci95"]
-        click.echo(
-            f"held-out {figures['split']} AP, {name:<9} {figures['ap']:.3f}  "
-            f"95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']})"
-        )
+    confirmation = payload["validation"].get("confirmation")
+    if confirmation:
+        click.echo(f"validation (confirmation): {confirmation['verdict']}")
+    else:
+        click.echo(f"validation: {payload['validation']} (unconfirmed: one seed)")
+    holdout = payload.get("holdout")
+    if holdout:
+        seeds_text = ", ".join(str(s) for s in holdout["seeds"])
+        for name in ("best", "reference"):
+            if name in holdout:
+                figures = holdout[name]
+                low, high = figures["ap_ci95"]
+                click.echo(
+                    f"held-out {holdout['split']} AP, {name:<9} {figures['ap']:.3f}  "
+                    f"95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']}; seeds {seeds_text})"
+                )
+        click.echo(f"held-out verdict: {holdout['paired']['sentence']}")
 
 
 @cli.command()

@@ -26,6 +26,8 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "schedule",
     "epochs_run",
     "state",
+    "stage",
+    "seed",
     "val_ap",
     "diagnosis",
 )

@@ -13,10 +13,12 @@ import contextlib
 import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -138,6 +140,17 @@ def evaluate_predictions(
 ) -> dict[str, float]:
     """Decode maps of every image of ``poseset`` (in order) and evaluate them against its
     COCO file."""
+    return score_maps(heatmaps, pafs, poseset, stride, **decode_options)[0]
+
+
+def score_maps(
+    heatmaps: torch.Tensor,
+    pafs: torch.Tensor,
+    poseset: PoseSet,
+    stride: int,
+    **decode_options: Any,
+) -> tuple[dict[str, float], list[dict]]:
+    """:func:`evaluate_predictions`'s figures and the detections they were computed from."""
     from kdtune.decode import decode_batch
 
     if heatmaps.shape[0] != len(poseset) or pafs.shape[0] != len(poseset):
@@ -145,9 +158,45 @@ def evaluate_predictions(
             f"got maps for {heatmaps.shape[0]}/{pafs.shape[0]} images, the set has {len(poseset)}"
         )
     persons = decode_batch(heatmaps, pafs, stride=stride, **decode_options)
-    return coco_keypoint_ap(
-        load_coco(poseset.ann_file), detections_for(persons, poseset), poseset.image_ids.tolist()
-    )
+    detections = detections_for(persons, poseset)
+    figures = coco_keypoint_ap(load_coco(poseset.ann_file), detections, poseset.image_ids.tolist())
+    return figures, detections
+
+
+DETECTIONS_FILE = "val_detections.json"  # in a trial's final checkpoint: what its AP scored
+
+
+def save_detections(
+    path: Path, ann_file: str | Path, image_ids: Sequence[int], detections: Sequence[dict]
+) -> None:
+    """Write the detections an AP was computed from, with the images and the ground truth they
+    were scored on (atomically), so the AP can be recomputed and paired later."""
+    payload = {
+        "ann_file": str(Path(ann_file).resolve()),
+        "image_ids": [int(i) for i in image_ids],
+        "detections": [
+            {
+                "image_id": int(d["image_id"]),
+                "category_id": int(d.get("category_id", 1)),
+                "keypoints": [round(float(v), 2) for v in d["keypoints"]],
+                "score": float(d["score"]),
+            }
+            for d in detections
+        ],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, separators=(",", ":")))
+    tmp.replace(path)
+
+
+def load_matches(path: Path) -> ImageMatches:
+    """The matching of the detections saved at ``path`` (:func:`save_detections`)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        ann_file, ids, dets = raw["ann_file"], raw["image_ids"], raw["detections"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KdtuneError(f"{path}: not a kdtune detections file ({exc})") from None
+    return match_images(load_coco(ann_file), dets, ids)
 
 
 def bootstrap_ap(
@@ -160,8 +209,6 @@ def bootstrap_ap(
     seed: int = 0,
 ) -> tuple[float, float]:
     """A percentile bootstrap interval of keypoint AP over images."""
-    import numpy as np
-
     if not image_ids:
         return 0.0, 0.0
     values = bootstrap_replicates(
@@ -184,49 +231,116 @@ def bootstrap_replicates(
     of the images: paired, so that differences between the sets can be read replicate by
     replicate.
 
-    Each replicate draws ``len(image_ids)`` images with replacement; a drawn image keeps its own
-    ground truth and detections under a fresh id, so that an image drawn twice counts twice.
+    Each replicate draws ``len(image_ids)`` images with replacement; an image drawn twice counts
+    twice (its persons and its detections). Each set is matched once (:func:`match_images`);
+    a replicate only reweights the images.
     """
-    import numpy as np
-
-    ids = [int(i) for i in image_ids]
+    ids = sorted({int(i) for i in image_ids})
     values: dict[str, list[float]] = {name: [] for name in detections}
     if not ids:
         return values
-    gt_by_image = {i: coco_gt.imgToAnns.get(i, []) for i in ids}
-    dt_by_image: dict[str, dict[int, list[dict]]] = {}
-    for name, dets in detections.items():
-        by_image = dt_by_image.setdefault(name, {})
-        for det in dets:
-            by_image.setdefault(int(det["image_id"]), []).append(det)
+    matches = {name: match_images(coco_gt, dets, ids) for name, dets in detections.items()}
     rng = np.random.default_rng(seed)
     for _ in range(samples):
-        drawn = [ids[int(j)] for j in rng.integers(0, len(ids), len(ids))]
-        images: list[dict] = []
-        anns: list[dict] = []
-        for new_id, old in enumerate(drawn, start=1):
-            images.append({**coco_gt.imgs[old], "id": new_id})
-            anns += [
-                {**a, "id": len(anns) + k + 1, "image_id": new_id}
-                for k, a in enumerate(gt_by_image[old])
-            ]
-        with _quiet():
-            replicate = COCO()
-            replicate.dataset = {
-                "images": images,
-                "annotations": anns,
-                "categories": coco_gt.dataset["categories"],
-            }
-            replicate.createIndex()
-        new_ids = range(1, len(ids) + 1)
-        for name, by_image in dt_by_image.items():
-            dets = [
-                {**d, "image_id": new_id}
-                for new_id, old in enumerate(drawn, start=1)
-                for d in by_image.get(old, [])
-            ]
-            values[name].append(coco_keypoint_ap(replicate, dets, new_ids)["ap"])
+        weights = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
+        for name, m in matches.items():
+            values[name].append(m.ap(weights))
     return values
+
+
+@dataclass(frozen=True)
+class ImageMatches:
+    """COCOeval's matching of one set of detections on a fixed list of images, kept per
+    detection so that AP can be recomputed for any reweighting of the images (a bootstrap
+    replicate) without matching again.
+
+    Detections are in COCOeval's order (score descending, stable); ``tp``/``fp`` are
+    ``[thresholds, detections]`` (a detection matched to an ignored person is neither).
+    """
+
+    image_ids: tuple[int, ...]
+    image_of: np.ndarray  # [D] index into image_ids of each detection
+    tp: np.ndarray  # [T, D] bool
+    fp: np.ndarray  # [T, D] bool
+    persons: np.ndarray  # [N] persons per image that count (not ignored)
+
+    def ap(self, weights: np.ndarray | None = None) -> float:
+        """Keypoint AP @ OKS 0.50:0.95 with image ``i`` counted ``weights[i]`` times
+        (COCOeval's accumulate and summarize; 0.0 where nothing can be measured)."""
+        w = np.ones(len(self.image_ids)) if weights is None else np.asarray(weights, float)
+        total = float(np.dot(w, self.persons))
+        if total <= 0:
+            return 0.0
+        det_w = w[self.image_of]
+        tp_sum = np.cumsum(self.tp * det_w, axis=1)
+        fp_sum = np.cumsum(self.fp * det_w, axis=1)
+        if tp_sum.shape[1] == 0:
+            return 0.0
+        recall = tp_sum / total
+        precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
+        # the precision envelope: the best precision at any recall at least this one
+        precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        total_ap = 0.0
+        for t in range(recall.shape[0]):
+            idx = np.searchsorted(recall[t], _RECALL_THRESHOLDS, side="left")
+            hit = idx < recall.shape[1]
+            total_ap += float(precision[t, idx[hit]].sum())
+        return total_ap / (recall.shape[0] * len(_RECALL_THRESHOLDS))
+
+
+_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs
+
+
+def match_images(
+    coco_gt: COCO, detections: Sequence[dict], image_ids: Sequence[int]
+) -> ImageMatches:
+    """Match ``detections`` to the persons of ``image_ids`` once, as COCOeval does (keypoint
+    OKS, area range "all", at most 20 detections per image)."""
+    ids = sorted({int(i) for i in image_ids})
+    wanted = set(ids)
+    dets = [dict(d) for d in detections if int(d["image_id"]) in wanted]
+    thresholds = 10
+    if not dets:  # nothing detected: every person counts, no detection
+        persons = np.array(
+            [sum(1 for a in coco_gt.imgToAnns.get(i, []) if _counts(a)) for i in ids],
+            dtype=float,
+        )
+        empty = np.zeros((thresholds, 0), dtype=bool)
+        return ImageMatches(tuple(ids), np.zeros(0, dtype=int), empty, empty, persons)
+    with _quiet():
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(dets), "keypoints")
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+    max_det = evaluator.params.maxDets[-1]
+    thresholds = len(evaluator.params.iouThrs)
+    scores, image_of, matched, ignored = [], [], [], []
+    persons = np.zeros(len(ids))
+    # evalImgs: [category][area range][image]; the first len(ids) entries are area "all"
+    for i, e in enumerate(evaluator.evalImgs[: len(ids)]):
+        if e is None:
+            continue
+        persons[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+        n = len(e["dtScores"][:max_det])
+        scores.append(np.asarray(e["dtScores"][:max_det], dtype=float))
+        image_of.append(np.full(n, i))
+        matched.append(np.asarray(e["dtMatches"])[:, :max_det].reshape(thresholds, n))
+        ignored.append(np.asarray(e["dtIgnore"])[:, :max_det].reshape(thresholds, n))
+    order = np.argsort(-np.concatenate(scores), kind="mergesort")
+    dtm = np.concatenate(matched, axis=1)[:, order].astype(bool)
+    dtig = np.concatenate(ignored, axis=1)[:, order].astype(bool)
+    return ImageMatches(
+        tuple(ids),
+        np.concatenate(image_of)[order],
+        dtm & ~dtig,
+        ~dtm & ~dtig,
+        persons,
+    )
+
+
+def _counts(ann: dict) -> bool:
+    """Whether a ground-truth person counts in keypoint AP (COCOeval ignores crowds and
+    persons without labelled keypoints)."""
+    return not ann.get("iscrowd", 0) and ann.get("num_keypoints", 0) > 0
 
 
 def ceiling(

@@ -1,10 +1,12 @@
 """``kdtune export``: the best configuration of a search, checked on a held-out split.
 
-The best trial (by the search's metric, complete trials only) is written as a YAML that
-``kdtune train --config`` reproduces. Unless told not to, export also trains that
-configuration and the reference default (α = 0.25 at the second level, 0.3 at the first) the
-same way and evaluates both on a split the search never used for selection, with a 95 %
-bootstrap interval over images.
+The recommended configuration (the confirmation's best mean; without a confirmation stage,
+the search's best trial) is written as a YAML that ``kdtune train --config`` reproduces.
+Unless told not to, export also trains that configuration and the reference default (α = 0.25
+at the second level, 0.3 at the first) with the same new seeds (never the search's or its
+confirmation's) and evaluates both on a split the search never used for selection: each one's
+mean AP with a 95 % interval, and their paired difference (bootstrap over the split's images
+and the seeds) as one sentence.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kdtune.config import REFERENCE_ALPHA, TrainConfig, alpha_to_schedule
 from kdtune.errors import KdtuneError
-from kdtune.results import SEARCH_FILE, SearchResult, TrialRecord
+from kdtune.results import COMPLETE, SEARCH_FILE, SearchResult, TrialRecord
+
+if TYPE_CHECKING:
+    from kdtune.evaluate import ImageMatches
 
 
 def load_search(results: Path, name: str | None) -> SearchResult:
@@ -78,44 +83,117 @@ def reference_config(best: TrainConfig) -> TrainConfig:
     return replace(best, schedule=alpha_to_schedule(REFERENCE_ALPHA.get(best.level, 1.0)))
 
 
-def holdout_check(
+EXPORT_SEED_OFFSET = 1000  # export's training seeds: never the search's nor its confirmation's
+
+
+def recommended_trial(result: SearchResult) -> TrialRecord:
+    """The trial whose configuration export writes: the confirmation's recommendation (its
+    best search trial, else a confirmation run with the search's seed), or, unconfirmed, the
+    search's best trial."""
+    best = best_trial(result)
+    spec = result.recommended
+    if result.verdict is None or spec == best.reported_schedule:
+        return best
+    runs = [t for t in result.trials if t.state == COMPLETE and t.reported_schedule == spec]
+    if runs:
+        sign = 1.0 if result.mode == "max" else -1.0
+        return max(runs, key=lambda t: sign * (t.value(result.metric) or 0.0))
+    for run in result.confirmations:
+        if run.reported_schedule == spec:
+            config = {**run.config, "seed": best.config.get("seed", 0)}
+            config["eval_every"] = best.config.get("eval_every", config["eval_every"])
+            return replace(run, config=config)
+    raise KdtuneError(f"search {result.name!r}: its recommendation {spec} has no run to export")
+
+
+def train_and_match(
     cfg: TrainConfig,
     *,
     split: str,
     workdir: Path,
     results: Path,
-    samples: int = 200,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Train ``cfg`` from scratch and evaluate its final model on ``split`` with a bootstrap
-    interval over images."""
+) -> tuple[ImageMatches, dict[str, Any]]:
+    """Train ``cfg`` from scratch; its final model's matching on ``split`` and its summary."""
     from kdtune.data.coco import resolve_data
-    from kdtune.evaluate import bootstrap_ap, coco_keypoint_ap, load_coco
+    from kdtune.evaluate import load_coco, match_images
     from kdtune.models import load_checkpoint
     from kdtune.predict import predict_detections
     from kdtune.train import fit, pick_device
 
     holdout = resolve_data(cfg.data, split, cfg.input_size, results)
-    run_cfg = replace(cfg, eval_every=cfg.epochs)
-    summary = fit(run_cfg, None, workdir=workdir, results=results, log=log)
-    arch = summary["arch"]
+    summary = fit(
+        replace(cfg, eval_every=cfg.epochs), None, workdir=workdir, results=results, log=log
+    )
     device = pick_device(cfg.device)
-    model = load_checkpoint(Path(summary["model"]), arch).to(device)
+    model = load_checkpoint(Path(summary["model"]), summary["arch"]).to(device)
     detections = predict_detections(model, holdout, cfg, device)
-    gt = load_coco(holdout.ann_file)
-    ids = holdout.image_ids.tolist()
-    figures = coco_keypoint_ap(gt, detections, ids)
-    low, high = bootstrap_ap(gt, detections, ids, samples=samples, seed=cfg.seed)
-    return {
-        "split": split,
-        "images": len(holdout),
-        "ap": figures["ap"],
-        "ap50": figures["ap50"],
-        "ap_ci95": [low, high],
-        "val_ap": summary["final"].get("val/ap"),
-        "schedule": cfg.schedule if cfg.level != "chain" else [cfg.schedule, cfg.schedule_second],
-        "wall_s": summary["wall_s"],
-    }
+    return match_images(
+        load_coco(holdout.ann_file), detections, holdout.image_ids.tolist()
+    ), summary
+
+
+def paired_holdout(
+    best: TrainConfig,
+    reference: TrainConfig,
+    *,
+    split: str,
+    seeds: list[int],
+    workdir: Path,
+    results: Path,
+    samples: int = 2000,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``best`` and ``reference`` with each of ``seeds`` and evaluate both on ``split``:
+    each one's AP per seed, mean and interval, and their paired difference (bootstrap over the
+    split's images and the seeds) as a verdict sentence."""
+    from kdtune.verdict import label, mean_interval, paired_difference, sentence
+
+    say = log or (lambda _m: None)
+    configs = {"best": best}
+    if reference.schedule != best.schedule or best.level == "chain":
+        configs["reference"] = reference
+    matches: dict[str, dict[int, ImageMatches]] = {name: {} for name in configs}
+    summaries: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in configs}
+    for s in seeds:
+        for name, cfg in configs.items():
+            say(f"held-out check: training the {name} configuration ({cfg.schedule}), seed {s}")
+            matches[name][s], summaries[name][s] = train_and_match(
+                replace(cfg, seed=s),
+                split=split,
+                workdir=workdir / f"{name}_seed{s}",
+                results=results,
+                log=log,
+            )
+    out: dict[str, Any] = {"split": split, "seeds": list(seeds)}
+    for name, cfg in configs.items():
+        per_seed = {s: m.ap() for s, m in matches[name].items()}
+        low, high = mean_interval(matches[name], samples=samples)
+        first = next(iter(matches[name].values()))
+        out[name] = {
+            "schedule": cfg.schedule
+            if cfg.level != "chain"
+            else [cfg.schedule, cfg.schedule_second],
+            "images": len(first.image_ids),
+            "ap": sum(per_seed.values()) / len(per_seed),
+            "ap_per_seed": per_seed,
+            "ap_ci95": [low, high],
+            "val_ap": [summaries[name][s]["final"].get("val/ap") for s in seeds],
+            "wall_s": sum(summaries[name][s]["wall_s"] for s in seeds),
+        }
+    if "reference" in configs:
+        diff = paired_difference(matches["best"], matches["reference"], samples=samples)
+        out["paired"] = {
+            **asdict(diff),
+            "sentence": sentence(
+                label(best.schedule),
+                f"the seed default {label(reference.schedule).split(' (')[0]}",
+                diff,
+            ),
+        }
+    else:
+        out["paired"] = {"sentence": f"the recommendation is the seed default ({best.schedule})"}
+    return out
 
 
 def export_best(
@@ -125,14 +203,18 @@ def export_best(
     results: Path,
     tracking_uri: str | None = None,
     holdout_split: str | None = "test",
-    samples: int = 200,
+    samples: int = 2000,
+    seeds: int = 2,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Write the best configuration of search ``name`` to ``out``; with ``holdout_split``,
-    also train and evaluate it and the reference default on that split."""
+    """Write the recommended configuration of search ``name`` to ``out``; with
+    ``holdout_split``, also train it and the reference default with ``seeds`` new seeds each
+    and compare them, paired, on that split."""
     check_writable(out)
+    if seeds < 1:
+        raise KdtuneError(f"--seeds: must be at least 1, got {seeds}")
     result = load_search(results, name)
-    best = best_trial(result)
+    best = recommended_trial(result)
     cfg = TrainConfig.from_dict(best.config, where=f"search {result.name} trial {best.trial_id}")
     if holdout_split is not None and holdout_split == cfg.val_split:
         raise KdtuneError(
@@ -144,6 +226,18 @@ def export_best(
         from kdtune.data.coco import resolve_data
 
         resolve_data(cfg.data, holdout_split, cfg.input_size, results)
+    validation: dict[str, Any] = {
+        result.metric: best.value(result.metric),
+        "epochs_run": best.epochs_run,
+    }
+    if result.verdict is not None:
+        top = result.verdict["ranking"][0]
+        validation["confirmation"] = {
+            "mean": top["mean"],
+            "se": top["se"],
+            "seeds": sorted(int(s) for s in top["values"]),
+            "verdict": result.verdict["sentence"],
+        }
     payload: dict[str, Any] = {
         "kdtune": {
             "search": result.name,
@@ -151,36 +245,23 @@ def export_best(
             "optuna_trial": best.number,
             "mlflow_run_id": run_id,
             "space_file": result.space_file,
+            "confirmed": result.verdict is not None,
         },
-        "validation": {
-            result.metric: best.value(result.metric),
-            "epochs_run": best.epochs_run,
-        },
+        "validation": validation,
         "train": cfg.to_dict(),
     }
     if holdout_split is not None:
-        work = results / result.name / "export"
-        say = log or (lambda _m: None)
-        say(f"training the best configuration ({cfg.schedule}) for the held-out check")
-        chosen = holdout_check(
+        first = cfg.seed + EXPORT_SEED_OFFSET
+        payload["holdout"] = paired_holdout(
             cfg,
+            reference_config(cfg),
             split=holdout_split,
-            workdir=work / "best",
+            seeds=list(range(first, first + seeds)),
+            workdir=results / result.name / "export",
             results=results,
             samples=samples,
             log=log,
         )
-        ref_cfg = reference_config(cfg)
-        say(f"training the reference default ({ref_cfg.schedule}) the same way")
-        reference = holdout_check(
-            ref_cfg,
-            split=holdout_split,
-            workdir=work / "reference",
-            results=results,
-            samples=samples,
-            log=log,
-        )
-        payload["holdout"] = {"best": chosen, "reference": reference}
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(yaml.safe_dump(payload, sort_keys=False))
     os.replace(tmp, out)

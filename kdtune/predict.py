@@ -24,17 +24,19 @@ def evaluate_model(
     cfg: TrainConfig,
     device: torch.device | None = None,
     prefix: str = "val",
+    detections: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Loss (ground truth L2) and COCO keypoint AP figures of ``model`` on ``data``, named
-    ``<prefix>/loss``, ``<prefix>/ap`` ..."""
-    from kdtune.evaluate import evaluate_predictions
+    ``<prefix>/loss``, ``<prefix>/ap`` ...; the detections scored are appended to
+    ``detections`` when one is given."""
+    from kdtune.evaluate import score_maps
 
     device = device or next(model.parameters()).device
     heat, paf, loss = predict_maps(model, data, cfg, device)
-    metrics = {
-        f"{prefix}/{k}": float(v)
-        for k, v in evaluate_predictions(heat, paf, data, cfg.stride).items()
-    }
+    figures, found = score_maps(heat, paf, data, cfg.stride)
+    if detections is not None:
+        detections.extend(found)
+    metrics = {f"{prefix}/{k}": float(v) for k, v in figures.items()}
     metrics[f"{prefix}/loss"] = loss
     return metrics
 

@@ -133,6 +133,31 @@ def format_best(result: SearchResult) -> str:
     return "\n".join(lines)
 
 
+def format_confirmation(result: SearchResult) -> str:
+    """The confirmation stage's ranking (mean ± standard error over its seeds) and the paired
+    verdict; without one, a plain statement that the best trial is unconfirmed."""
+    verdict = result.verdict
+    if verdict is None:
+        if result.best is None:
+            return ""
+        return (
+            "unconfirmed: the best trial ran with one training seed and was chosen on the same "
+            "images; add `confirm: {top_k: 3, seeds: 3}` to the space for a verdict"
+        )
+    lines = ["confirmation (further seeds; mean ± standard error of final val AP):"]
+    width = max(len(r["schedule"]) for r in verdict["ranking"])
+    for rank, r in enumerate(verdict["ranking"], start=1):
+        values = ", ".join(f"{v:.3f}" for v in r["values"].values())
+        lines.append(
+            f"  {rank}. {r['schedule']:<{width}}  {r['mean']:.4f} ± {r['se']:.4f}  ({values})"
+        )
+    lines.append(f"recommendation: {verdict['recommended']}")
+    lines += [f"verdict: {c['sentence']}" for c in verdict["comparisons"]]
+    if not verdict["comparisons"]:
+        lines.append(f"verdict: {verdict['sentence']}")
+    return "\n".join(lines)
+
+
 def _weighting(config: dict[str, Any]) -> str:
     """The trial's β schedule(s): ``fixed:0.75``, or ``first → second`` for a chain."""
     if config.get("level") == "chain":

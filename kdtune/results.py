@@ -20,6 +20,10 @@ STUDY_FILE = "optuna.db"  # the Optuna study (SQLite)
 SPACE_COPY = "space.yaml"  # the space file the search started with (checked on resume)
 RAY_FOLDER = "ray"  # the Ray Tune experiment: trial folders and checkpoints
 NEXT_POINTS_FILE = "next_points.yaml"  # the guidance's next points as a ready grid search
+CONFIRM_FOLDER = "confirm"  # the confirmation stage: its own Tune experiment and records
+
+# A trial's stage: sampled by the search, or a confirmation run of a chosen configuration.
+SEARCH_STAGE, CONFIRM_STAGE = "search", "confirm"
 
 # The one metric vocabulary: what a trial reports at each evaluation, and the names Ray,
 # Optuna, MLflow, compare and a space's `metric:` use. A search may optimise any of them
@@ -58,6 +62,7 @@ class TrialRecord:
     checkpoint_dir: str | None = None  # the last checkpoint (holds the trial's artifacts)
     wall_s: float = 0.0
     node: str | None = None  # the host the trial ran on
+    stage: str = SEARCH_STAGE  # SEARCH_STAGE or CONFIRM_STAGE
 
     def value(self, metric: str = "val/ap") -> float | None:
         """The trial's value: ``metric`` at its final evaluation (the last finite one).
@@ -92,6 +97,8 @@ class SearchResult:
     wall_s: float = 0.0
     study_storage: str | None = None
     study_name: str | None = None
+    confirmations: list[TrialRecord] = field(default_factory=list)  # the confirmation runs
+    verdict: dict[str, Any] | None = None  # kdtune.verdict.confirm_verdict's record
     search_id: str = ""  # this search, apart from earlier ones of the same name (MLflow tag)
 
     @property
@@ -103,6 +110,14 @@ class SearchResult:
             return None
         sign = 1.0 if self.mode == "max" else -1.0
         return max(scored, key=lambda t: sign * (t.value(self.metric) or 0.0))
+
+    @property
+    def recommended(self) -> str | None:
+        """The recommended β schedule: the confirmation's best mean where there is one, else
+        the search's best trial's (unconfirmed)."""
+        if self.verdict is not None:
+            return str(self.verdict["recommended"])
+        return self.best.reported_schedule if self.best is not None else None
 
     def counts(self) -> dict[str, int]:
         return {s: sum(t.state == s for t in self.trials) for s in STATES}
@@ -127,7 +142,8 @@ class SearchResult:
         raw = json.loads(Path(path).read_text())
         _rebase(raw, Path(path).resolve().parent, relative=False)
         trials = [TrialRecord(**t) for t in raw.pop("trials", [])]
-        return cls(**raw, trials=trials)
+        confirmations = [TrialRecord(**t) for t in raw.pop("confirmations", [])]
+        return cls(**raw, trials=trials, confirmations=confirmations)
 
 
 _SQLITE = "sqlite:///"
@@ -149,5 +165,5 @@ def _rebase(raw: dict[str, Any], folder: Path, *, relative: bool) -> None:
     storage = raw.get("study_storage")
     if isinstance(storage, str) and storage.startswith(_SQLITE):
         raw["study_storage"] = _SQLITE + str(move(storage[len(_SQLITE) :]))
-    for trial in raw.get("trials", []):
+    for trial in [*raw.get("trials", []), *raw.get("confirmations", [])]:
         trial["checkpoint_dir"] = move(trial.get("checkpoint_dir"))

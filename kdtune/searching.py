@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,13 @@ def run_tracked(
     resume: bool = False,
     progress: bool = True,
     trial_fn: Any = None,
+    after_search: Callable[[SearchResult, Any], SearchResult] | None = None,
 ) -> TrackedSearch:
     """Run the search ``space`` under ``root`` with live and final logging to ``uri``.
 
     ``resume_command`` is what the message of an interrupted search tells the user to run.
+    ``after_search(result, live)`` (the confirmation stage) runs once the search has ended and
+    before the final logging; ``live.log_trial(record, diagnosis)`` queues a run's logging.
     """
     from kdtune.tune import run_search
 
@@ -97,6 +100,8 @@ def run_tracked(
                 f"it with `{resume_command}`{note}",
                 exc.result,
             ) from None
+        if after_search is not None:
+            result = after_search(result, live)
         drained = live.close(QUEUE_WAIT_S)
         lag = _log_final(result, uri, root, space_file, settings)
     if lag is None and (live.lagged or not drained):

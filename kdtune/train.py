@@ -38,6 +38,7 @@ from kdtune.config import STUDENT_OF, TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
 from kdtune.data.coco import resolve_data
 from kdtune.errors import KdtuneError, TrialDiverged
+from kdtune.evaluate import DETECTIONS_FILE, save_detections
 from kdtune.losses import kd_loss
 from kdtune.models import (
     build_model,
@@ -243,13 +244,15 @@ class _Run:
                     f"  {train_metrics['perf/images_per_s']:.0f} img/s"
                 )
                 continue
+            final = epoch == self.cfg.epochs
+            found: list[dict[str, Any]] | None = [] if final else None
             metrics = {
                 "epoch": float(epoch),
                 **train_metrics,
-                **evaluate_model(self.model, self.val, self.cfg, self.device),
+                **evaluate_model(self.model, self.val, self.cfg, self.device, detections=found),
             }
             history.append(metrics)
-            ckpt = self._checkpoint(epoch, history)
+            ckpt = self._checkpoint(epoch, history, found)
             self._write_json("metrics.json", history)
             self.log(_format_metrics(epoch, metrics))
             if report is not None:
@@ -369,7 +372,12 @@ class _Run:
             },
         }
 
-    def _checkpoint(self, epoch: int, history: list[dict[str, float]]) -> Path:
+    def _checkpoint(
+        self,
+        epoch: int,
+        history: list[dict[str, float]],
+        detections: list[dict[str, Any]] | None = None,
+    ) -> Path:
         root = self.workdir / "checkpoints"
         ckpt = root / f"epoch_{epoch:04d}"
         tmp = root / f".epoch_{epoch:04d}.tmp"
@@ -380,6 +388,10 @@ class _Run:
         (tmp / "metrics.json").write_text(json.dumps(history, indent=2))
         if epoch == self.cfg.epochs or epoch + self.cfg.eval_every > self.cfg.epochs:
             self._draw_predictions(tmp / "val_keypoints.png")
+        if detections is not None:  # the final model's: what a paired verdict resamples
+            save_detections(
+                tmp / DETECTIONS_FILE, self.val.ann_file, self.val.image_ids.tolist(), detections
+            )
         shutil.rmtree(ckpt, ignore_errors=True)
         os.replace(tmp, ckpt)
         for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:

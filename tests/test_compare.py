@@ -22,11 +22,11 @@ def frame() -> pd.DataFrame:
     """Three trials in the shape :func:`kdtune.tracking.load_trials` returns."""
     rows = [
         ("s1", "t0", 0, "r0", "second", 0.25, "fixed:0.75",
-         5, "complete", 0.4123, "overfitting", "more distillation", "fixed:0.8"),
+         5, "complete", 0.4123, "overfitting", "more distillation", "fixed:0.8", "search", 0),
         ("s1", "t1", 1, "r1", "second", math.nan, "linear:0.9:0.5",
-         2, "pruned", 0.1, "plateau", "a|b", ""),
+         2, "pruned", 0.1, "plateau", "a|b", "", "search", 0),
         ("s2", "t2", None, "r2", "chain", math.nan, "fixed:0.7 -> fixed:0.75",
-         0, "failed", math.nan, "none", "", ""),
+         0, "failed", math.nan, "none", "", "", "confirm", 3),
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=list(tracking.TRIAL_COLUMNS))
     df["number"] = df["number"].astype("Int64")
@@ -37,14 +37,15 @@ def test_table_is_aligned_with_missing_values_as_dashes() -> None:
     text = compare.render(frame(), "table")
     assert text.splitlines() == [
         "search  trial  level   alpha  schedule                 "
-        "epochs_run  state     val_ap  diagnosis",
+        "epochs_run  state     stage    seed  val_ap  diagnosis",
         "------  -----  ------  -----  -----------------------  "
-        "----------  --------  ------  -----------",
+        "----------  --------  -------  ----  ------  -----------",
         "s1      t0     second   0.25  fixed:0.75               "
-        "         5  complete   0.412  overfitting",
+        "         5  complete  search      0   0.412  overfitting",
         "s1      t1     second      -  linear:0.9:0.5           "
-        "         2  pruned     0.100  plateau",
-        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75           0  failed         -  none",
+        "         2  pruned    search      0   0.100  plateau",
+        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75  "
+        "         0  failed    confirm     3       -  none",
     ]
 
 
@@ -94,7 +95,7 @@ def test_empty_frame_and_bad_arguments() -> None:
 def test_plot_comparison_writes_a_png(tmp_path: Path) -> None:
     df = frame()
     df.loc[len(df)] = ["s2", "t3", 3, "r3", "second", math.nan, "cosine:0.8:0.4",
-                       5, "complete", 0.3, "healthy", "", ""]  # fmt: skip
+                       5, "complete", 0.3, "healthy", "", "", "search", 0]  # fmt: skip
     out = compare.plot_comparison(df, tmp_path / "plots" / "ap.png")
     assert out == tmp_path / "plots" / "ap.png"
     assert out.read_bytes().startswith(b"\x89PNG")

@@ -12,6 +12,8 @@ import yaml
 from helpers import free_port, run_cli
 
 from kdtune import api, tracking
+from kdtune.export import recommended_trial
+from kdtune.results import SearchResult
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,7 @@ def test_search_compare_export_reproduce(
         "sampler": {"type": "grid", "seed": 0},
         "pruner": {"type": "none"},
         "search": {"grid": [{"alpha": 0.25}, {"schedule": "linear:0.9:0.5"}]},
+        "confirm": {"top_k": 2, "seeds": 2},
     }
     space_file = tmp_path / "e2e.yaml"
     space_file.write_text(yaml.safe_dump(space))
@@ -53,6 +56,24 @@ def test_search_compare_export_reproduce(
     assert [t.state for t in outcome.result.trials] == ["complete", "complete"]
     assert {t.config["schedule"] for t in outcome.result.trials} == {"fixed:0.75", "linear:0.9:0.5"}
     assert outcome.report.n_trials == 2
+    # the confirmation stage: both configurations (one is the seed default) with 2 new seeds
+    runs = outcome.result.confirmations
+    assert sorted((r.config["schedule"], r.config["seed"]) for r in runs) == [
+        ("fixed:0.75", 1),
+        ("fixed:0.75", 2),
+        ("linear:0.9:0.5", 1),
+        ("linear:0.9:0.5", 2),
+    ]
+    assert all(r.state == "complete" and r.stage == "confirm" for r in runs)
+    verdict = outcome.result.verdict
+    assert verdict is not None and verdict["recommended"] == outcome.result.recommended
+    ranking = {r["schedule"]: r for r in verdict["ranking"]}
+    for r in runs:  # the ranking's values are the runs' final val AP
+        assert ranking[r.config["schedule"]]["values"][str(r.config["seed"])] == pytest.approx(
+            r.value(), abs=1e-9
+        )
+    assert verdict["sentence"].endswith("(2 seeds × 8 images)")
+    assert SearchResult.load(results / "e2e" / "search.json").verdict == verdict
     capsys.readouterr()
 
     code, out, err = run_cli(
@@ -61,8 +82,17 @@ def test_search_compare_export_reproduce(
     )
     assert code == 0, err
     rows = json.loads(out)
-    assert sorted(r["schedule"] for r in rows) == ["fixed:0.75", "linear:0.9:0.5"]
-    assert all(r["state"] == "complete" and r["diagnosis"] for r in rows)
+    searched = [r for r in rows if r["stage"] == "search"]
+    assert sorted(r["schedule"] for r in searched) == ["fixed:0.75", "linear:0.9:0.5"]
+    assert all(r["state"] == "complete" and r["diagnosis"] for r in searched)
+    assert sorted((r["schedule"], r["seed"]) for r in rows if r["stage"] == "confirm") == sorted(
+        (r.config["schedule"], r.config["seed"]) for r in runs
+    )
+    code, out, err = run_cli(
+        ["compare", "e2e", "--tracking-uri", server, "--results", str(results)], capsys
+    )
+    assert code == 0, err
+    assert f"verdict (e2e): {verdict['sentence']}" in out
 
     # one value per trial everywhere: its final evaluation's val/ap, in search.json (the
     # records), the Optuna study, MLflow (compare reads final/val/ap) and, below, export
@@ -72,6 +102,9 @@ def test_search_compare_export_reproduce(
         study_name=outcome.result.study_name, storage=outcome.result.study_storage
     )
     by_number = {t.number: t.value for t in study.trials}
+    confirmed = [t for t in study.trials if t.user_attrs.get("stage") == "confirm"]
+    assert len(confirmed) == 4 and all(not t.params for t in confirmed)  # none was sampled
+    assert sorted(t.value for t in confirmed) == pytest.approx(sorted(r.value() for r in runs))
     for record in outcome.result.trials:
         final = record.history[-1]["val/ap"]
         assert record.value() == final
@@ -81,7 +114,7 @@ def test_search_compare_export_reproduce(
 
     # direct links into the MLflow UI: the experiment's runs, and the compare view of its trials
     links = outcome.links
-    assert links is not None and links["trials"] == 2
+    assert links is not None and links["trials"] == 6  # 2 trials, 4 confirmation runs
     assert links["runs"].startswith(server.rstrip("/") + "/#/experiments/")
     assert links["compare"].startswith(server.rstrip("/") + "/#/compare-runs?runs=")
     assert all(r["run_id"] in links["compare"] for r in rows)
@@ -94,7 +127,9 @@ def test_search_compare_export_reproduce(
             "-o",
             str(best_yaml),
             "--bootstrap",
-            "20",
+            "50",
+            "--seeds",
+            "1",
             "--tracking-uri",
             server,
             "--results",
@@ -104,16 +139,28 @@ def test_search_compare_export_reproduce(
     )
     assert code == 0, err
     exported = yaml.safe_load(best_yaml.read_text())
-    best = outcome.result.best
-    assert best is not None
+    best = recommended_trial(outcome.result)  # the confirmation's recommendation
+    assert best.config["schedule"] == verdict["recommended"]
     assert exported["kdtune"]["trial"] == best.trial_id and exported["kdtune"]["mlflow_run_id"]
+    assert exported["kdtune"]["confirmed"] is True
     assert exported["train"]["schedule"] == best.config["schedule"]
     assert exported["validation"]["val/ap"] == pytest.approx(best.history[-1]["val/ap"])
-    for name in ("best", "reference"):
-        low, high = exported["holdout"][name]["ap_ci95"]
-        assert 0.0 <= low <= exported["holdout"][name]["ap"] + 1e-9 and low <= high <= 1.0
-        assert exported["holdout"][name]["split"] == "test"
-    assert exported["holdout"]["reference"]["schedule"] == "fixed:0.75"
+    assert exported["validation"]["confirmation"]["verdict"] == verdict["sentence"]
+    holdout = exported["holdout"]
+    assert holdout["split"] == "test" and holdout["seeds"] == [1000]  # a seed no search used
+    compared = ["best", "reference"] if best.config["schedule"] != "fixed:0.75" else ["best"]
+    assert [k for k in ("best", "reference") if k in holdout] == compared
+    for name in compared:
+        low, high = holdout[name]["ap_ci95"]
+        assert 0.0 <= low <= holdout[name]["ap"] + 1e-9 and low <= high <= 1.0
+    if "reference" in holdout:
+        assert holdout["reference"]["schedule"] == "fixed:0.75"
+        assert holdout["paired"]["mean"] == pytest.approx(
+            holdout["best"]["ap"] - holdout["reference"]["ap"]
+        )
+        assert holdout["paired"]["sentence"].endswith("(1 seed × 8 images)")
+    else:
+        assert "is the seed default" in holdout["paired"]["sentence"]
 
     # the exported configuration reproduces the trial's validation figure
     code, _, err = run_cli(

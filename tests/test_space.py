@@ -789,3 +789,38 @@ def test_max_failures_is_read_and_defaults_to_none() -> None:
     assert parse(raw).budget.max_failures == 0
     raw["budget"]["max_failures"] = 2
     assert parse(raw).budget.max_failures == 2
+
+
+def test_confirm_key_is_parsed_and_described() -> None:
+    space = load_space(SPACES / "quickstart.yaml")
+    assert space.confirm is not None and (space.confirm.top_k, space.confirm.seeds) == (2, 3)
+    assert "confirm    the best 2 and the seed default (α = 0.25) again with 3 further" in (
+        describe(space)
+    )
+    text = (SPACES / "quickstart.yaml").read_text()
+    line = "confirm: {top_k: 2, seeds: 3}"
+    assert parse_space(text.replace(line, "confirm: true"), file="q.yaml").confirm is not None
+    assert parse_space(text.replace(line, ""), file="q.yaml").confirm is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{top_k: 0, seeds: 3}", r"confirm\.top_k: must be"),
+        ("{top_k: 2, seeds: 0}", r"confirm\.seeds: must be"),
+        ("{top_k: 2, seeds: 1.5}", r"confirm\.seeds: must be an integer"),
+        ("{top_k: 2, seed: 3}", r"confirm"),
+        ("[2, 3]", r"confirm"),
+    ],
+)
+def test_confirm_refusals(value: str, message: str) -> None:
+    text = (SPACES / "quickstart.yaml").read_text()
+    text = text.replace("confirm: {top_k: 2, seeds: 3}", f"confirm: {value}")
+    with pytest.raises(KdtuneError, match=message):
+        parse_space(text, file="q.yaml")
+
+
+def test_confirm_needs_one_level_and_val_ap() -> None:
+    text = (SPACES / "quickstart.yaml").read_text()
+    with pytest.raises(KdtuneError, match="confirm: pairs validation AP image by image"):
+        parse_space(text.replace("metric: val/ap", "metric: val/loss"), file="q.yaml")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdtune.config import REFERENCE_ALPHA
 from kdtune.schedules import parse_schedule
 from kdtune.space.dimensions import SLOTS
 from kdtune.space.optuna_objects import PrunerSpec
@@ -70,6 +71,14 @@ def describe(space: SearchSpace) -> str:
     lines.append(
         f"  trials     {b.num_samples} (at most {b.num_samples * b.max_epochs} epochs in all)"
     )
+    if space.confirm is not None:
+        c = space.confirm
+        default = REFERENCE_ALPHA.get(space.level)
+        lines.append(
+            f"  confirm    the best {c.top_k} and the seed default (α = {default:g}) again with "
+            f"{c.seeds} further seeds each, {b.max_epochs} epochs (at most "
+            f"{(c.top_k + 1) * c.seeds * b.max_epochs} epochs); paired verdict"
+        )
     return "\n".join(lines)
 
 

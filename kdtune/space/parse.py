@@ -72,6 +72,7 @@ _TOP_KEYS: tuple[str, ...] = (
     "train",
     "search",
     "warm_start",
+    "confirm",
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -110,6 +111,31 @@ class TeacherSpec:
     checkpoint: str | None = None
     epochs: int = 20
     recipe: str = "auto"
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """The confirmation stage after the search: the ``top_k`` best configurations and the
+    seed's default, re-trained at full budget with ``seeds`` further training seeds each."""
+
+    top_k: int = 3
+    seeds: int = 3
+
+
+def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
+    if raw is None or raw is False:
+        return None
+    if level == "chain":
+        where.fail("applies to a search of one level (a chain weights two)", raw)
+    if metric != "val/ap":
+        where.fail(f"pairs validation AP image by image; the space's metric is {metric}", raw)
+    if raw is True:
+        return Confirm()
+    checks.mapping(raw, where, ("top_k", "seeds"))
+    return Confirm(
+        top_k=checks.integer(raw.get("top_k", 3), where.at("top_k"), low=1, high=50),
+        seeds=checks.integer(raw.get("seeds", 3), where.at("seeds"), low=1, high=100),
+    )
 
 
 def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budget:
@@ -258,6 +284,7 @@ class SearchSpace:
     file: str = "<string>"
     source_text: str = ""
     warm_start: bool = False  # measure the named scenarios this space contains first
+    confirm: Confirm | None = None  # the confirmation stage; None: the search's best stands
 
     def warm_start_scenarios(self) -> list[tuple[str, dict[str, Any]]]:
         """The reference's named scenarios that this space contains, in their order, each
@@ -372,6 +399,7 @@ def parse_space(
         file=str(file),
         source_text=text,
         warm_start=warm_start,
+        confirm=_confirm(raw.get("confirm"), top.at("confirm"), level, metric),
     )
     construct(top.at("sampler.options"), lambda: build_sampler(sampler, len(grid)))
     construct(top.at("pruner.options"), lambda: build_pruner(pruner, budget.max_epochs))

@@ -31,6 +31,7 @@ from kdtune.tracking.log import (
 )
 from kdtune.tracking.readback import (
     load_trials,
+    load_verdicts,
     search_links,
 )
 from kdtune.tracking.server import (
@@ -97,6 +98,7 @@ __all__ = [
     "experiment_name",
     "is_server_uri",
     "load_trials",
+    "load_verdicts",
     "log_search_result",
     "resolve_tracking_uri",
     "schedule_params",

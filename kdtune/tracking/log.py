@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdtune.checks import is_number
 from kdtune.errors import KdtuneError
-from kdtune.results import COMPLETE, RUNNING, SearchResult, TrialRecord
+from kdtune.results import COMPLETE, CONFIRM_STAGE, RUNNING, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
 from kdtune.tracking.store import (
     EXPERIMENT_KIND,
@@ -37,6 +37,7 @@ from kdtune.tracking.store import (
     TAG_SEARCH_ID,
     TAG_STATE,
     TAG_TRIAL,
+    TAG_VERDICT,
     TRIAL_PARAM_KEYS,
     artifact_root,
     client,
@@ -262,6 +263,9 @@ class SearchTracker:
             if value is not None:
                 metrics[f"best/{result.metric}"] = value
             tags.update(_best_tags(best, self._children.get(best.trial_id)))
+        if result.verdict is not None:
+            metrics.update(verdict_metrics(result.verdict))
+            tags.update(verdict_tags(result.verdict))
         _log_batch(self.client, parent, metrics=_metric_list(metrics.items(), step=step), tags=tags)
         with tempfile.TemporaryDirectory() as tmp:
             if _report_artifacts(result, report, Path(tmp)):
@@ -321,6 +325,7 @@ def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, An
         TAG_REASON: _one_line(diagnosis.reason) if diagnosis else "",
         TAG_NEXT: ", ".join(diagnosis.next_schedules) if diagnosis else "",
     }
+    tags["stage"] = record.stage  # search, or confirm: a confirmation run
     if record.number is not None:
         tags["kdtune.number"] = record.number
     if record.node:
@@ -391,6 +396,33 @@ def _trial_artifacts(record: TrialRecord, diagnosis: Diagnosis | None, tmp: Path
     return paths
 
 
+def verdict_metrics(verdict: Mapping[str, Any]) -> dict[str, float]:
+    """The confirmation's figures on the parent run: the recommendation's mean AP and its
+    standard error, and ΔAP with its interval against the seed default and the runner-up."""
+    top = verdict["ranking"][0]
+    metrics = {"confirm/mean/val/ap": float(top["mean"]), "confirm/se/val/ap": float(top["se"])}
+    roles = {"seed default": "default", "runner-up": "runner_up"}
+    for c in verdict["comparisons"]:
+        role = roles.get(c["role"])
+        if role is None:
+            continue
+        metrics[f"verdict/{role}/delta_ap"] = float(c["mean"])
+        metrics[f"verdict/{role}/low"] = float(c["low"])
+        metrics[f"verdict/{role}/high"] = float(c["high"])
+    return metrics
+
+
+def verdict_tags(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict in words on the parent run: its sentence (also the run's description, so
+    the runs table shows it) and the recommended schedule."""
+    sentences = [c["sentence"] for c in verdict["comparisons"]] or [verdict["sentence"]]
+    return {
+        TAG_VERDICT: _one_line(verdict["sentence"]),
+        "kdtune.recommended": verdict["recommended"],
+        NOTE_TAG: "\n\n".join(sentences),
+    }
+
+
 def _best_tags(best: TrialRecord, child: _Child | None) -> dict[str, Any]:
     tags: dict[str, Any] = {"kdtune.best_trial": best.trial_id}
     if child is not None:
@@ -447,6 +479,8 @@ def log_search_result(
                 diagnosis,
             )
         )
+    for record in result.confirmations:
+        tracker.log_trial(record, None)
     report = search_report(summaries)
     tracker.finish(result, report)
     if status:
@@ -517,8 +551,10 @@ def _safe_folder(name: str) -> str:
 
 
 def _trial_run_name(record: TrialRecord) -> str:
-    head = f"trial {record.number}" if record.number is not None else record.trial_id
     cfg = record.config
+    if record.stage == CONFIRM_STAGE:
+        return f"confirm | {record.reported_schedule} | seed {cfg.get('seed')}"
+    head = f"trial {record.number}" if record.number is not None else record.trial_id
     schedule = cfg.get("schedule", "")
     if cfg.get("level") == "chain":
         schedule = f"{schedule} -> {cfg.get('schedule_second', '')}"

@@ -18,6 +18,7 @@ from kdtune.tracking.store import (
     TAG_SEARCH,
     TAG_STATE,
     TAG_TRIAL,
+    TAG_VERDICT,
     TRIAL_COLUMNS,
     existing_store_client,
     kdtune_experiments,
@@ -47,6 +48,7 @@ def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     frame["number"] = frame["number"].astype("Int64")
     frame["epochs_run"] = frame["epochs_run"].astype("int64")
+    frame["seed"] = frame["seed"].astype("Int64")
     if not frame.empty:
         frame = frame.sort_values(["search", "number", "trial"], na_position="last")
     return frame.reset_index(drop=True)
@@ -106,7 +108,26 @@ def _trial_row(search: str, run: Run) -> dict[str, Any]:
         "diagnosis": tags.get(TAG_DIAGNOSIS, ""),
         "recommendation": tags.get(TAG_RECOMMENDATION, ""),
         "next": tags.get(TAG_NEXT, ""),
+        "stage": tags.get("stage", "search"),
+        "seed": _int_or_none(params.get("seed")),
     }
+
+
+def load_verdicts(uri: str, searches: Sequence[str] | None = None) -> dict[str, str]:
+    """Search name → its confirmation's verdict sentence (from the parent run), for the
+    searches (default: all) that have one."""
+    client = existing_store_client(uri)
+    experiments = kdtune_experiments(client)
+    verdicts: dict[str, str] = {}
+    for search in searches or sorted(experiments):
+        if search not in experiments:
+            continue
+        parents = search_runs(client, [experiments[search]], f"tags.`{TAG_KIND}` = 'search'")
+        for run in parents:
+            if TAG_VERDICT in run.data.tags:
+                verdicts[search] = run.data.tags[TAG_VERDICT]
+                break
+    return verdicts
 
 
 def _float_or_nan(value: Any) -> float:

@@ -68,6 +68,8 @@ TAG_DIVERGED = "kdtune.diverged"
 
 
 TAG_EPOCHS_RUN = "kdtune.epochs_run"
+# On the parent run: the confirmation's paired verdict, one sentence.
+TAG_VERDICT = "kdtune.verdict"
 
 
 FINAL_AP_METRIC = "final/val/ap"
@@ -96,6 +98,8 @@ TRIAL_COLUMNS: tuple[str, ...] = (
     "diagnosis",
     "recommendation",
     "next",
+    "stage",
+    "seed",
 )
 
 

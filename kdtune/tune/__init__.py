@@ -6,6 +6,8 @@ The only kdtune package that imports ray. Its modules, one concern each:
   experiment, the time limit), :func:`check_start` and :func:`check_resources`;
 - :mod:`kdtune.tune.bridge`: the Optuna pruning bridge (:class:`PruningOptunaSearch`,
   :class:`OptunaPruningScheduler`) and the pitfalls of Ray's ``OptunaSearch`` it works around;
+- :mod:`kdtune.tune.confirm`: the confirmation stage (:func:`confirm_plan`,
+  :func:`run_confirm`): chosen configurations trained again with further seeds;
 - :mod:`kdtune.tune.trial`: the trial as it runs in the Ray worker (:class:`TrainFit`);
 - :mod:`kdtune.tune.records`: the driver's records (``search.json``) and live progress view;
 - :mod:`kdtune.tune.protocol`: what they agree on (config layout, result keys, types).
@@ -17,6 +19,7 @@ package was split (as the single module ``kdtune.tune``) resumable.
 
 from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch
 from kdtune.tune.bridge import _DefineByRun as _DefineByRun
+from kdtune.tune.confirm import confirm_plan, run_confirm
 from kdtune.tune.driver import _trial_name as _trial_name
 from kdtune.tune.driver import check_resources, check_start, run_search
 from kdtune.tune.protocol import (
@@ -45,6 +48,8 @@ __all__ = [
     "TrialFn",
     "check_resources",
     "check_start",
+    "confirm_plan",
     "ray_trainable",
+    "run_confirm",
     "run_search",
 ]

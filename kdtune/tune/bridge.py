@@ -386,7 +386,8 @@ def trial_attributes(train: dict[str, Any]) -> dict[str, Any]:
     β schedule(s) as the spec and the shape's parameters (``alpha`` for a fixed ratio)."""
     from kdtune.schedules import parse_schedule
 
-    attrs: dict[str, Any] = {k: train[k] for k in ("level", "seed", "lr", "batch_size")}
+    attrs: dict[str, Any] = {"stage": "search"}  # confirmation runs: "confirm"
+    attrs.update({k: train[k] for k in ("level", "seed", "lr", "batch_size")})
     slots = [("schedule", "")]
     if train.get("level") == "chain":
         slots.append(("schedule_second", "_second"))

@@ -20,7 +20,16 @@ from ray import tune
 
 from kdtune.checks import is_number
 from kdtune.report import Progress, estimate_eta, progress_table
-from kdtune.results import COMPLETE, FAILED, PRUNED, RUNNING, SEARCH_FILE, SearchResult, TrialRecord
+from kdtune.results import (
+    COMPLETE,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    SEARCH_FILE,
+    SEARCH_STAGE,
+    SearchResult,
+    TrialRecord,
+)
 from kdtune.tune.protocol import (
     CONFIG_KEY,
     NODE_KEY,
@@ -141,6 +150,7 @@ class _Monitor:
                 config=dict(kd.get("train", {})),
                 params=dict(kd.get("params", {})),
                 number=kd.get("number"),
+                stage=kd.get("stage", SEARCH_STAGE),
             )
             self.records[trial.trial_id] = record
         return record
@@ -196,6 +206,7 @@ class _Monitor:
         if self._live is not None:
             self._live.update(self._table(), refresh=True)
             self._live.stop()
+            self._live.console.line()  # what follows starts on a line of its own
             self._live = None
 
     def refresh(self, force: bool = False) -> None:

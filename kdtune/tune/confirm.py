@@ -1,0 +1,231 @@
+"""The confirmation stage: the search's best configurations and the seed's default, trained
+again with further seeds, under Ray Tune like any trial.
+
+- **Plan** (:func:`confirm_plan`): the ``top_k`` best complete trials (distinct β schedules,
+  by the search's value) and the seed's default schedule, each with the training seeds
+  ``seed + 1 … seed + R``, at the search's full budget. The search's own run (seed ``seed``)
+  is left out of the ranking: it is the run that selected the configuration, so its value is
+  biased upwards (the winner's curse). A confirmation run evaluates once, at its last epoch,
+  and keeps its validation detections for the paired verdict.
+- **Runs** (:func:`run_confirm`): one Tune experiment under ``<results>/<name>/confirm/``
+  (a grid of (configuration, seed) runs, no searcher, no pruning; resumable), with the
+  search's trainable, resources and concurrency. Each finished run is added to the search's
+  Optuna study as a trial of its own, with no parameters (nothing sampled it) and the user
+  attributes ``stage=confirm``, its schedule, seed and Ray trial id; the driver logs it to
+  MLflow as a child run tagged ``stage=confirm``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from kdtune.results import (
+    COMPLETE,
+    CONFIRM_FOLDER,
+    CONFIRM_STAGE,
+    RAY_FOLDER,
+    SEARCH_FILE,
+    STUDY_FILE,
+    SearchResult,
+    TrialRecord,
+)
+from kdtune.tune.driver import _quiet_logs, _ray_env, _ray_temp_dir, _start_ray
+from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
+from kdtune.tune.records import _MONITORS, _Monitor, _MonitorCallback
+from kdtune.tune.trial import TrainFit, _trainable
+
+STAGE_ATTR = "stage"  # Optuna user attribute (and MLflow tag) of a confirmation run
+
+
+def confirm_plan(
+    result: SearchResult, *, top_k: int, seeds: int, default_schedule: str
+) -> list[dict[str, Any]]:
+    """The Ray trial configs of the confirmation runs (see the module's docstring); none when
+    no search trial completed."""
+    sign = 1.0 if result.mode == "max" else -1.0
+    scored = sorted(
+        (t for t in result.trials if t.state == COMPLETE and t.value(result.metric) is not None),
+        key=lambda t: -sign * (t.value(result.metric) or 0.0),
+    )
+    configs: dict[str, dict[str, Any]] = {}
+    for record in scored:
+        if len(configs) == top_k:
+            break
+        configs.setdefault(record.reported_schedule, record.config)
+    if not configs:
+        return []
+    best = next(iter(configs.values()))
+    configs.setdefault(default_schedule, {**best, "schedule": default_schedule})
+    base_seed = int(best.get("seed", 0))
+    points = []
+    for spec, config in configs.items():
+        for k in range(1, seeds + 1):
+            train = {**config, "seed": base_seed + k, "eval_every": int(config["epochs"])}
+            points.append(
+                {
+                    "train": train,
+                    "number": None,
+                    "params": {},
+                    "stage": CONFIRM_STAGE,
+                    "schedule": spec,
+                    "seed": base_seed + k,
+                }
+            )
+    return points
+
+
+def run_confirm(
+    space: SpaceLike,
+    points: list[dict[str, Any]],
+    *,
+    results: Path,
+    address: str | None = None,
+    trial_fn: TrialFn | None = None,
+    on_trial_end: OnTrialEnd | None = None,
+    progress: bool = True,
+) -> list[TrialRecord]:
+    """Run the confirmation runs ``points`` (resuming an interrupted stage); their records."""
+    root = Path(results).resolve()
+    folder = root / space.name / CONFIRM_FOLDER
+    experiment = folder / RAY_FOLDER
+    resume = tune.Tuner.can_restore(str(experiment))
+    if not resume and folder.exists():
+        shutil.rmtree(folder)  # stopped before its first snapshot: nothing to keep
+    folder.mkdir(parents=True, exist_ok=True)
+    storage_url = f"sqlite:///{folder.parent / STUDY_FILE}"
+    prior = _prior(folder / SEARCH_FILE) if resume else None
+    metric = space.metric
+
+    def ended(record: TrialRecord) -> None:
+        _add_to_study(storage_url, space.name, record, metric)
+        if on_trial_end is not None:
+            on_trial_end(record)
+
+    epochs = max((int(p["train"]["epochs"]) for p in points), default=0)
+    monitor = _Monitor(
+        prior
+        or SearchResult(
+            name=f"{space.name} (confirmation)",
+            space_file=str(getattr(space, "file", "")),
+            results_dir=str(folder),
+            metric=metric,
+            mode=space.mode,
+            study_storage=storage_url,
+            study_name=space.name,
+        ),
+        path=folder / SEARCH_FILE,
+        storage_url=storage_url,
+        budget=SimpleNamespace(num_samples=len(points), max_epochs=epochs),
+        on_trial_end=ended,
+        progress=progress,
+    )
+    key = str(folder)
+    _MONITORS[key] = monitor
+    started = False
+    temp_dir = _ray_temp_dir(folder.parent)
+    try:
+        with _quiet_logs(), _ray_env(address):
+            started = _start_ray(address, temp_dir)
+            trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+            if resume:
+                tuner = tune.Tuner.restore(
+                    str(experiment),
+                    trainable,
+                    resume_unfinished=True,
+                    resume_errored=False,
+                    restart_errored=False,
+                )
+            else:
+                tuner = _tuner(trainable, points, folder, key, space.budget.max_concurrent)
+            monitor.start()
+            tuner.fit()
+    finally:
+        monitor.stop()
+        _MONITORS.pop(key, None)
+        if started:
+            ray.shutdown()
+    if started and not temp_dir.is_relative_to(folder.parent):
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return monitor.finish().trials
+
+
+def _tuner(
+    trainable: Any, points: list[dict[str, Any]], folder: Path, key: str, concurrent: int
+) -> tune.Tuner:
+    return tune.Tuner(
+        trainable,
+        param_space={CONFIG_KEY: tune.grid_search(points)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrent or None,
+            trial_name_creator=_run_name,
+            trial_dirname_creator=_run_name,
+        ),
+        run_config=tune.RunConfig(
+            name=RAY_FOLDER,
+            storage_path=str(folder),
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+            callbacks=[_MonitorCallback(key), JsonLoggerCallback(), CSVLoggerCallback()],
+        ),
+    )
+
+
+def _run_name(trial: Any) -> str:
+    kd = trial.config.get(CONFIG_KEY, {})
+    spec = str(kd.get("schedule", "")).replace(":", "-").replace(",", "_")
+    return f"confirm_{spec}_seed{kd.get('seed')}_{trial.trial_id}"
+
+
+def _prior(path: Path) -> SearchResult | None:
+    try:
+        return SearchResult.load(path) if path.is_file() else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _add_to_study(storage_url: str, study_name: str, record: TrialRecord, metric: str) -> None:
+    """The confirmation run as a finished trial of the search's study: no parameters (nothing
+    sampled it), tagged ``stage=confirm``; a run already added (a resumed stage) is not added
+    again."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if any(
+        t.user_attrs.get("ray_trial_id") == record.trial_id
+        for t in study.get_trials(deepcopy=False)
+    ):
+        return
+    value = record.value(metric) if record.state == COMPLETE else None
+    steps = {
+        int(h["epoch"]): float(h[metric])
+        for h in record.history
+        if "epoch" in h and isinstance(h.get(metric), float) and math.isfinite(h[metric])
+    }
+    now = time.time()
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE
+            if value is not None
+            else optuna.trial.TrialState.FAIL,
+            value=value,
+            intermediate_values=steps,
+            user_attrs={
+                STAGE_ATTR: CONFIRM_STAGE,
+                "schedule": record.reported_schedule,
+                "seed": int(record.config.get("seed", 0)),
+                "ray_trial_id": record.trial_id,
+                "wall_s": round(record.wall_s, 1),
+                "finished_at": now,
+            },
+        )
+    )
