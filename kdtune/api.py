@@ -187,6 +187,7 @@ class SearchOutcome:
     next_space: Path | None  # the guidance's next points as a ready search-space file
     teacher_ap: float | None = None  # the level's teacher on the validation split
     links: dict[str, Any] | None = None  # MLflow UI links: runs, compare view (kdtune ui's address)
+    tracking_lag: str | None = None  # one line when MLflow lagged behind the search
 
     def teacher_warning(self) -> str | None:
         """Why this search cannot speak to distillation, if its teacher is no better than its
@@ -209,16 +210,11 @@ def search(
 
     The guidance's next points are written as a ready search-space file beside the results.
     """
-    from kdtune.diagnose import diagnose_trial
     from kdtune.paths import results_dir
-    from kdtune.results import NEXT_POINTS_FILE, SEARCH_FILE
+    from kdtune.results import NEXT_POINTS_FILE
+    from kdtune.searching import run_tracked
     from kdtune.space import check_paths, load_space
-    from kdtune.tracking import (
-        SearchTracker,
-        check_tracking,
-        log_search_result,
-        resolve_tracking_uri,
-    )
+    from kdtune.tracking import check_tracking, resolve_tracking_uri
 
     say = log or (lambda _m: None)
     space = load_space(space_file)
@@ -240,41 +236,79 @@ def search(
     teacher_ap = _prepare(base, root, say)
     settings = {**_space_settings(space), "teacher_val_ap": teacher_ap}
 
-    tracker = SearchTracker(uri, root, space.name)
-    tracker.start(Path(space_file), settings)
-    best_ap: list[float] = []
-
-    def on_trial_end(record: Any) -> None:
-        value = record.value(space.metric)
-        if value is not None and record.state == "complete":
-            best_ap.append(value)
-        try:
-            tracker.log_trial(record, diagnose_trial(record, max(best_ap, default=None)))
-        except KdtuneError:
-            raise
-        except Exception as exc:  # tracking must never take the search down
-            say(f"warning: could not log trial {record.trial_id} to MLflow: {exc}")
-
-    from kdtune.tune import run_search
-
-    result = run_search(
+    # live logging off Tune's loop; every trial diagnosed against the search's best and the
+    # report logged at the end (guarded: the report and next points never wait on MLflow)
+    tracked = run_tracked(
         space,
-        results=root,
+        Path(space_file),
+        root=root,
+        uri=uri,
+        settings=settings,
+        resume_command=_resume_command(space_file, results),
         address=address,
         resume=resume,
-        on_trial_end=on_trial_end,
         progress=progress,
+        after_search=lambda found, live: _after_search(
+            space, found, root, address, live, progress, say, teacher_ap
+        ),
     )
+    result, report = tracked.result, tracked.report
+    next_space = write_guided_space(
+        space_file, space, report.next_points, root / space.name / NEXT_POINTS_FILE
+    )
+    links = _links(uri, space.name) if tracked.tracking_lag is None else None
+    return SearchOutcome(
+        result, report, uri, next_space, teacher_ap, links, tracking_lag=tracked.tracking_lag
+    )
+
+
+def _resume_command(space_file: Path, results: Path | None) -> str:
+    where = f" --results {results}" if results is not None else ""
+    return f"kdtune search {space_file} --resume{where}"
+
+
+def sync(
+    name: str, *, results: Path | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """``kdtune sync NAME``: bring MLflow up to date with a search's own records (after a
+    tracking server was down): every trial's child run, metrics and tags, none twice."""
+    from kdtune.paths import results_dir
+    from kdtune.results import SEARCH_FILE, SPACE_COPY
+    from kdtune.searching import sync_search
+    from kdtune.space import parse_space
+    from kdtune.tracking import check_tracking, resolve_tracking_uri
+
+    root = results_dir(results)
+    folder = root / name
+    if not (folder / SEARCH_FILE).is_file():
+        raise KdtuneError(f"sync: no search named {name!r} under {root} (no {SEARCH_FILE})")
+    uri = resolve_tracking_uri(tracking_uri, root)
+    check_tracking(uri)
+    copy = folder / SPACE_COPY
+    settings = _space_settings(parse_space(copy.read_text(), file=str(copy)))
+    parent = sync_search(folder, uri, root, settings)
+    return {"search": name, "tracking_uri": uri, "parent_run_id": parent}
+
+
+def _after_search(
+    space: Any,
+    result: Any,
+    root: Path,
+    address: str | None,
+    tracker: Any,
+    progress: bool,
+    say: Callable[[str], None],
+    teacher_ap: float | None,
+) -> Any:
+    """After the trials, before the final logging: the teacher's AP (a teacher no better than
+    its students withholds the recommendation) and the confirmation stage, in ``search.json``."""
+    from kdtune.results import SEARCH_FILE
+
     result.teacher_val_ap = teacher_ap
     if space.confirm is not None:
         result = _confirm(space, result, root, address, tracker, progress, say)
     result.save(root / space.name / SEARCH_FILE)
-    # diagnose every trial against the search's best, log any trial not logged live, finish
-    _, report = log_search_result(result, uri, root, space_file=Path(space_file), settings=settings)
-    next_space = write_guided_space(
-        space_file, space, report.next_points, root / space.name / NEXT_POINTS_FILE
-    )
-    return SearchOutcome(result, report, uri, next_space, teacher_ap, _links(uri, space.name))
+    return result
 
 
 def _confirm(

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from kdtune import __version__
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SearchInterrupted
 
 # Shared options, defined once.
 DATA_OPTION = click.option(
@@ -346,10 +346,26 @@ def _print_search(outcome: Any) -> None:
             soft_wrap=True,
         )
     console.print(f"tracking: {uri}  (kdtune compare {result.name}; kdtune ui)", soft_wrap=True)
+    if outcome.tracking_lag:
+        console.print(f"[bold yellow]warning:[/] {outcome.tracking_lag}", soft_wrap=True)
     if outcome.links:
         where = "" if uri.startswith("http") else " (once `kdtune ui` serves it)"
         console.print(f"MLflow runs{where}: {outcome.links['runs']}", soft_wrap=True)
         console.print(f"MLflow compare view: {outcome.links['compare']}", soft_wrap=True)
+
+
+@cli.command()
+@click.argument("name")
+@RESULTS_OPTION
+@TRACKING_OPTION
+def sync(name: str, results: Path | None, tracking_uri: str | None) -> None:
+    """Bring MLflow up to date with search NAME's own records (after the tracking server was
+    down): every trial's run, metrics and tags, none twice."""
+    from kdtune import api
+
+    done = api.sync(name, results=results, tracking_uri=tracking_uri)
+    click.echo(f"synced search {done['search']} to {done['tracking_uri']}", err=True)
+    _echo_json(done)
 
 
 @cli.command()
@@ -516,6 +532,9 @@ def main(argv: list[str] | None = None) -> None:
     except KdtuneError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except SearchInterrupted as exc:  # its state saved: one line, 130 (SIGINT) or 143 (SIGTERM)
+        click.echo(f"interrupted: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -100,6 +100,7 @@ class SearchResult:
     confirmations: list[TrialRecord] = field(default_factory=list)  # the confirmation runs
     verdict: dict[str, Any] | None = None  # kdtune.verdict.confirm_verdict's record
     teacher_val_ap: float | None = None  # the level's teacher on the validation split
+    search_id: str = ""  # this search, apart from earlier ones of the same name (MLflow tag)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -148,14 +149,44 @@ class SearchResult:
         return sum(t.epochs_run for t in self.trials)
 
     def save(self, path: Path) -> None:
-        """Write atomically, so that a killed search never leaves a half-written file."""
+        """Write atomically, so that a killed search never leaves a half-written file.
+
+        Paths inside the file's folder are stored relative to it (``load`` resolves them),
+        so a results folder moved elsewhere still reads, and resumes, from its new place.
+        """
+        raw = asdict(self)
+        _rebase(raw, Path(path).resolve().parent, relative=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.write_text(json.dumps(raw, indent=2, default=str))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> SearchResult:
         raw = json.loads(Path(path).read_text())
+        _rebase(raw, Path(path).resolve().parent, relative=False)
         trials = [TrialRecord(**t) for t in raw.pop("trials", [])]
         confirmations = [TrialRecord(**t) for t in raw.pop("confirmations", [])]
         return cls(**raw, trials=trials, confirmations=confirmations)
+
+
+_SQLITE = "sqlite:///"
+
+
+def _rebase(raw: dict[str, Any], folder: Path, *, relative: bool) -> None:
+    """A search's stored paths (its folder, its study's SQLite file, its trials' checkpoints)
+    made relative to ``folder`` (``relative``), or absolute again from it."""
+
+    def move(text: str | None) -> str | None:
+        if not text:
+            return text
+        if relative:
+            path = Path(text)
+            return os.path.relpath(path, folder) if path.is_relative_to(folder) else text
+        return text if Path(text).is_absolute() else str(folder / text)
+
+    raw["results_dir"] = move(raw.get("results_dir"))
+    storage = raw.get("study_storage")
+    if isinstance(storage, str) and storage.startswith(_SQLITE):
+        raw["study_storage"] = _SQLITE + str(move(storage[len(_SQLITE) :]))
+    for trial in [*raw.get("trials", []), *raw.get("confirmations", [])]:
+        trial["checkpoint_dir"] = move(trial.get("checkpoint_dir"))

@@ -264,7 +264,7 @@ class _Run:
             if report is not None:
                 report(epoch, metrics, ckpt)
         final_path = self.workdir / "model.pt"
-        torch.save(self._state(self.cfg.epochs, history), final_path)
+        _save_atomic(self._state(self.cfg.epochs, history), final_path)
         summary = self._summary(history, n_params, time.perf_counter() - started, final_path)
         self._write_json("summary.json", summary)
         return summary
@@ -508,8 +508,18 @@ def _fit_chain(
         log=log,
     )
     summary = {**summary, "level": "chain", "first": first}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = workdir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, workdir / "summary.json")
     return summary
+
+
+def _save_atomic(state: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a killed save never leaves a
+    truncated file under ``path`` (a teacher's ``model.pt`` becomes the teacher cache)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

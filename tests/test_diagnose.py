@@ -144,6 +144,25 @@ def test_infinite_loss_is_divergence() -> None:
     assert run(history).label == "diverged"
 
 
+def test_a_trial_stopped_by_a_nan_loss_is_diverged_not_underfitting() -> None:
+    """kdtune.train raises at the first NaN loss, so the history ends before it: the record's
+    flag and error say it. The move is the learning rate, never the ratio."""
+    from kdtune.diagnose import diagnose_trial
+    from kdtune.results import FAILED, TrialRecord
+
+    record = TrialRecord(
+        "t_0", FAILED, {"level": "second", "schedule": "fixed:0.75", "epochs": 6}, {}, 0,
+        UNDERFIT[:3], error="TrialDivergedError: TrialDiverged: loss became nan at epoch 4",
+        diverged=True,
+    )  # fmt: skip
+    found = diagnose_trial(record, best_ap_in_search=0.5)
+    assert found.label == "diverged"
+    assert "loss became nan at epoch 4" in found.reason
+    assert "learning rate" in found.recommendation and found.next_schedules == []
+    record.diverged = False  # the same curves, without the flag, read as underfitting
+    assert diagnose_trial(record, best_ap_in_search=0.5).label == "underfitting"
+
+
 def test_evidence_carries_the_numbers() -> None:
     ev = run(OVERFIT_RISING).evidence
     assert ev["train_loss_ratio"] == pytest.approx(0.17)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
@@ -129,3 +131,33 @@ def test_search_summary_never_breaks_a_path_at_a_narrow_terminal(
     lines = capsys.readouterr().out.splitlines()
     assert any(line.strip() == f"checkpoint  {long_path}" for line in lines)
     assert any(line.startswith("tracking: sqlite:///" + long_path) for line in lines)
+
+
+def test_search_json_follows_its_folder_when_moved(tmp_path: Path) -> None:
+    """Paths inside a search's folder are stored relative to it: a moved folder reads its own
+    study and checkpoints; a path outside it stays as it was."""
+    import json
+    import shutil
+
+    folder = tmp_path / "a" / "s"
+    ckpt = folder / "ray" / "trial_0" / "checkpoint_000001"
+    ckpt.mkdir(parents=True)
+    outside = str(tmp_path / "elsewhere" / "ckpt")
+    result = SearchResult(
+        "s", "s.yaml", str(folder), study_storage=f"sqlite:///{folder / 'optuna.db'}",
+        trials=[
+            TrialRecord("t0", "complete", {}, checkpoint_dir=str(ckpt)),
+            TrialRecord("t1", "complete", {}, checkpoint_dir=outside),
+        ],
+    )  # fmt: skip
+    result.save(folder / "search.json")
+    stored = json.loads((folder / "search.json").read_text())
+    assert stored["study_storage"] == "sqlite:///optuna.db"
+    assert stored["trials"][0]["checkpoint_dir"] == "ray/trial_0/checkpoint_000001"
+    shutil.move(str(tmp_path / "a"), tmp_path / "b")
+    moved = SearchResult.load(tmp_path / "b" / "s" / "search.json")
+    new = tmp_path / "b" / "s"
+    assert moved.results_dir == str(new)
+    assert moved.study_storage == f"sqlite:///{new / 'optuna.db'}"
+    assert moved.trials[0].checkpoint_dir == str(new / "ray" / "trial_0" / "checkpoint_000001")
+    assert moved.trials[1].checkpoint_dir == outside

@@ -455,6 +455,8 @@ BAD_VALUES = [
     ("budget.max_epochs", 2.5, "budget.max_epochs", "2.5"),
     ("budget.eval_every", 5, "budget.eval_every", "5"),
     ("budget.time_limit_s", -1, "budget.time_limit_s", "-1"),
+    ("budget.max_failures", -1, "budget.max_failures", "-1"),
+    ("budget.max_failures", 1.5, "budget.max_failures", "1.5"),
     ("budget.max_epochs", DELETE, "budget.max_epochs", "missing"),
     ("level", "third", "level", "'third'"),
     ("level", "teacher", "level", "'teacher'"),
@@ -628,7 +630,8 @@ def test_chain_needs_both_weightings() -> None:
 
 KEYS = str.split(
     "name level data metric mode sampler pruner budget resources teacher train search type seed "
-    "options num_samples max_epochs eval_every max_concurrent time_limit_s cpu gpu checkpoint "
+    "options num_samples max_epochs eval_every max_concurrent time_limit_s max_failures cpu gpu "
+    "checkpoint "
     "epochs weighting weighting_first weighting_second fixed adaptive alpha shapes beta_start "
     "beta_end warmup at low high step log values lr batch_size grid schedule percentile patience "
     "wrapped_pruner n_startup_trials stride input_size recipe"
@@ -778,6 +781,14 @@ def test_warm_start_refusals() -> None:
     )
     with pytest.raises(KdtuneError, match="warm_start: applies to a sampled search of one level"):
         parse_space(grid, file="g.yaml")
+
+
+def test_max_failures_is_read_and_defaults_to_none() -> None:
+    """How often Ray Tune restarts a failed trial (a lost node): none unless the file says."""
+    raw = minimal()
+    assert parse(raw).budget.max_failures == 0
+    raw["budget"]["max_failures"] = 2
+    assert parse(raw).budget.max_failures == 2
 
 
 def test_confirm_key_is_parsed_and_described() -> None:

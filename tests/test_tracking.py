@@ -714,3 +714,34 @@ def test_kdtune_ui_runs_without_the_job_runner_and_stops_on_sigterm(tmp_path: Pa
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_mlflow_says_the_diagnosis_the_search_report_says(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A trial logged live is diagnosed against the best so far; at the end of the search its
+    tags take the report's diagnosis (against the search's final best), in the same run."""
+    from kdtune.diagnose import diagnose_trial
+
+    uri, results = new_store(tmp_path_factory, "agree")
+    trials = records(results)
+    live = tracking.SearchTracker(uri, results, "agree")
+    live.start(None, SETTINGS)
+    ids = {t.trial_id: live.log_trial(t, diagnosis("plateau")) for t in trials}  # stale
+    result = SearchResult("agree", "", str(results), trials=trials)
+    _, report = tracking.log_search_result(result, uri, results, settings=SETTINGS)
+
+    best = result.best.value() if result.best else None
+    client = tracking.client(uri)
+    said: dict[str, int] = {}
+    for record in trials:
+        run = client.get_run(ids[record.trial_id])  # the same run, its tags rewritten
+        expected = diagnose_trial(record, best)
+        assert run.data.tags[tracking.TAG_DIAGNOSIS] == expected.label
+        assert run.data.tags[tracking.TAG_REASON] == " ".join(expected.reason.split())
+        if record.state == "complete":  # the report's spread counts complete trials
+            said[expected.label] = said.get(expected.label, 0) + 1
+    assert {k: v for k, v in report.counts.items() if v} == said
+    labels = {client.get_run(i).data.tags[tracking.TAG_DIAGNOSIS] for i in ids.values()}
+    assert "plateau" not in labels and "diverged" in labels

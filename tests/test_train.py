@@ -175,6 +175,13 @@ def test_nan_loss_raises_trial_diverged(
         )
 
 
+def test_a_huge_learning_rate_diverges_at_once(synth_root: Path, tmp_path: Path) -> None:
+    """``lr: 1e6``: the first step's loss is not finite; the trial stops there."""
+    cfg = small(synth_root, alpha=1.0, epochs=2, lr=1e6)
+    with pytest.raises(TrialDiverged, match=r"loss became (nan|inf) at epoch 1"):
+        fit(cfg, None, workdir=tmp_path / "run", results=tmp_path)
+
+
 def test_chain_runs_both_levels(synth_root: Path, tmp_path: Path) -> None:
     seen: list[dict[str, float]] = []
     cfg = small(synth_root, level="chain", alpha=0.3, alpha_second=0.25, epochs=1)

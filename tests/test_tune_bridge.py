@@ -23,7 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 from kdtune import tune as kt
 from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, FAILED, SEARCH_FILE, SPACE_COPY, SearchResult
-from kdtune.space import parse_space
+from kdtune.space import make_sampler, parse_space
 from kdtune.tune import bridge, driver, records
 from kdtune.tune.trial import _set_torch_threads
 
@@ -113,6 +113,21 @@ def test_contract_optuna_search_private_state(space: Any) -> None:
     assert isinstance(study.pruner, optuna.pruners.NopPruner), changed(
         "OptunaSearch no longer fixes NopPruner: the bridge may now be redundant or clash"
     )
+
+
+def test_contract_loopback_switch() -> None:
+    """A local Ray binds 127.0.0.1 by turning off Ray's cluster support while it starts."""
+    from ray._private import ray_constants, services
+
+    assert isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool), changed(
+        "ray._private.ray_constants.ENABLE_RAY_CLUSTER is gone: local Ray may leave loopback"
+    )
+    from kdtune.tune.driver import LOOPBACK, _loopback_only
+
+    with _loopback_only():
+        assert services.resolve_ip_for_localhost(LOOPBACK) == LOOPBACK, changed(
+            "ray.init no longer keeps a loopback node address without cluster support"
+        )
 
 
 def test_contract_save_restore_keeps_the_whole_dict(space: Any, tmp_path: Path) -> None:
@@ -247,7 +262,7 @@ def test_restore_catches_up_with_a_study_that_ran_ahead(space: Any, tmp_path: Pa
     s.on_trial_complete("done-later", {"val/ap": 0.8, "epoch": 5, "done": True})
     s.report_epoch("pruned-later", 1, 0.1, may_prune=True)
     s.report_epoch("pruned-later", 2, 0.1, may_prune=True)
-    s.suggest("orphan")
+    orphan = suggest(s, "orphan")
 
     restored = make_searcher(space, optuna.storages.RDBStorage(url))
     restored.restore(str(tmp_path / "snap.pkl"))
@@ -260,11 +275,58 @@ def test_restore_catches_up_with_a_study_that_ran_ahead(space: Any, tmp_path: Pa
         "done-later", {"val/ap": 0.8, "epoch": 5, "done": True}
     )  # no second tell
     study = optuna.load_study(study_name="bridge", storage=url)
-    assert states(study) == {0: "COMPLETE", 1: "PRUNED", 2: "RUNNING", 3: "FAIL"}
+    assert states(study) == {0: "COMPLETE", 1: "PRUNED", 2: "RUNNING", 3: "RUNNING"}
     assert study.trials[2].intermediate_values == {1: 0.5}
-    # the sampler goes on in the same study: new trials take the next numbers
-    config = suggest(restored, "next")
-    assert config[kt.CONFIG_KEY]["number"] == 4
+    # the orphan (created after the snapshot) goes to the next Ray trial, with its parameters
+    assert restored.orphans() == [3]
+    assert suggest(restored, "next") == orphan and restored.orphans() == []
+    # then the sampler goes on in the same study: new trials take the next numbers
+    assert suggest(restored, "after")[kt.CONFIG_KEY]["number"] == 4
+
+
+GRID = """
+name: bridge
+level: second
+sampler: {type: grid, seed: 0}
+budget: {num_samples: 3, max_epochs: 2}
+search:
+  grid: [{alpha: 0.1}, {alpha: 0.5}, {alpha: 0.9}]
+"""
+
+
+def test_a_grid_point_orphaned_by_a_kill_runs_once_after_resume(tmp_path: Path) -> None:
+    """The kill came after the last grid point was asked and before the snapshot: restore
+    must not stop the study (Optuna's GridSampler would, on that point's FAIL), and the point
+    must still run, once."""
+    grid = parse_space(GRID, file="grid.yaml")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def searcher() -> kt.PruningOptunaSearch:
+        return kt.PruningOptunaSearch(
+            kt._DefineByRun(grid),
+            metric="val/ap",
+            mode="max",
+            sampler=make_sampler(grid),
+            pruner=optuna.pruners.NopPruner(),
+            storage=optuna.storages.RDBStorage(url),
+            study_name="bridge",
+        )
+
+    s = searcher()
+    for trial_id in ("a", "b"):
+        suggest(s, trial_id)
+        s.on_trial_complete(trial_id, {"val/ap": 0.5, "epoch": 2})
+    s.save(str(tmp_path / "snap.pkl"))
+    last = suggest(s, "c")  # the last grid point: asked, then the process dies
+
+    restored = searcher()
+    restored.restore(str(tmp_path / "snap.pkl"))  # no RuntimeError from study.stop()
+    assert suggest(restored, "c2") == last
+    restored.on_trial_complete("c2", {"val/ap": 0.4, "epoch": 2})
+    study = optuna.load_study(study_name="bridge", storage=url)
+    assert states(study) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    schedules = sorted(t.user_attrs["schedule"] for t in study.trials)
+    assert schedules == ["fixed:0.1", "fixed:0.5", "fixed:0.9"]  # each grid point once
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import ray.cloudpickle
 import toy_trial
 
+from kdtune.diagnose import diagnose_trial
 from kdtune.errors import KdtuneError
 from kdtune.report import format_best, summary_table
 from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
@@ -62,7 +64,10 @@ from pathlib import Path
 from kdtune.space import parse_space
 from kdtune.tune import run_search
 space = parse_space(Path({space!r}).read_text(), file={space!r})
-run_search(space, results=Path({results!r}), trial_fn=toy_trial.toy_fit, progress=False)
+run_search(
+    space, results=Path({results!r}), trial_fn=toy_trial.toy_fit, progress=False,
+    resume={resume!r},
+)
 """
 
 
@@ -77,14 +82,21 @@ def alpha(record: TrialRecord) -> float:
 
 def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     ended: list[TrialRecord] = []
+    addresses: set[str] = set()
+
+    def on_trial_end(record: TrialRecord) -> None:
+        ended.append(record)
+        addresses.update(node["NodeManagerAddress"] for node in ray.nodes())
+
     space = parse_space(GRID, file="grid.yaml")
     result = run_search(
         space,
         results=tmp_path,
         trial_fn=toy_trial.toy_fit,
-        on_trial_end=ended.append,
+        on_trial_end=on_trial_end,
         progress=False,
     )
+    assert addresses == {"127.0.0.1"}  # a local Ray listens on loopback only
     by_alpha = {alpha(t): t for t in result.trials}
     assert sorted(by_alpha) == [0.2, 0.3, 0.5, 0.7, 0.95, 1.0]
     assert {a: t.state for a, t in by_alpha.items()} == {
@@ -100,6 +112,8 @@ def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     assert by_alpha[0.5].error == "ValueError: toy failure at epoch 2"
     assert not by_alpha[0.5].diverged
     assert by_alpha[0.7].diverged and "loss became nan" in (by_alpha[0.7].error or "")
+    diverged = diagnose_trial(by_alpha[0.7], by_alpha[0.3].value())  # not "underfitting"
+    assert diverged.label == "diverged" and "learning rate" in diverged.recommendation
     assert by_alpha[0.3].epochs_run == 5 and result.best is by_alpha[0.3]
     assert by_alpha[0.3].history[-1]["val/ap"] == pytest.approx(toy_trial.toy_ap(0.3, 5))
     assert by_alpha[0.3].checkpoint_dir and Path(by_alpha[0.3].checkpoint_dir).is_dir()
@@ -191,7 +205,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     space_file.write_text(KILL)
     results = tmp_path / "results"
     script = CHILD.format(
-        tests=str(Path(__file__).parent), space=str(space_file), results=str(results)
+        tests=str(Path(__file__).parent), space=str(space_file), results=str(results), resume=False
     )
     # frequent experiment snapshots, so that the running trial's checkpoint is in the last one
     env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1")
@@ -238,6 +252,86 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     # an interrupted trial went on from its last checkpoint rather than from epoch 1
     starts = {t.number: [h.get("toy/start_epoch", 1.0) for h in t.history] for t in ran}
     assert any(s > 1 for row in starts.values() for s in row), starts
+
+
+KILLED_GRID = """
+name: kgrid
+level: second
+sampler: {type: grid, seed: 0}
+pruner: {type: none}
+budget: {max_epochs: 4, eval_every: 1, max_concurrent: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.4}}
+search:
+  grid: [{alpha: 0.1}, {alpha: 0.3}, {alpha: 0.6}, {alpha: 0.9}]
+"""
+GRID_POINTS = ["fixed:0.1", "fixed:0.4", "fixed:0.7", "fixed:0.9"]
+
+
+def _study_count(path: Path) -> int:
+    """How many trials the study in ``path`` holds (0 while it does not exist yet)."""
+    if not path.is_file():
+        return 0
+    with contextlib.suppress(Exception):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
+    return 0
+
+
+@pytest.mark.parametrize("started", [3, 4], ids=["three-of-four-started", "last-point-asked"])
+def test_grid_killed_then_resumed_runs_every_point_once(tmp_path: Path, started: int) -> None:
+    """SIGKILL once ``started`` of the 4 grid points are in the study: the last one may be an
+    orphan (asked after Tune's last snapshot). The resume ends in time (it once sat idle),
+    every grid point completes exactly once and nothing completed runs again."""
+    space_file = tmp_path / "kgrid.yaml"
+    space_file.write_text(KILLED_GRID)
+    results = tmp_path / "results"
+    tests = str(Path(__file__).parent)
+    args = dict(tests=tests, space=str(space_file), results=str(results))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(**args, resume=False)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    study_file = results / "kgrid" / "optuna.db"
+    try:
+        deadline = time.monotonic() + 300
+        while _study_count(study_file) < started:
+            assert child.poll() is None and time.monotonic() < deadline, "no kill point"
+            time.sleep(0.05)
+    finally:
+        _kill_session(child)
+    before = json.loads((results / "kgrid" / SEARCH_FILE).read_text())
+    done_before = {t["trial_id"]: t for t in before["trials"] if t["state"] == COMPLETE}
+
+    resumed = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(**args, resume=True)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = resumed.communicate(timeout=240)  # the resume that sat idle fails here
+    finally:
+        if resumed.poll() is None:
+            _kill_session(resumed)
+    assert resumed.returncode == 0, err[-2000:]
+    result = SearchResult.load(results / "kgrid" / SEARCH_FILE)
+    complete = [t for t in result.trials if t.state == COMPLETE]
+    assert sorted(t.config["schedule"] for t in complete) == GRID_POINTS
+    assert len(result.trials) == len(GRID_POINTS)  # nothing ran twice, nothing else ran
+    for record in complete:
+        assert [h["epoch"] for h in record.history] == [1.0, 2.0, 3.0, 4.0]
+    for trial_id, old in done_before.items():  # a trial completed before the kill: untouched
+        record = next(t for t in result.trials if t.trial_id == trial_id)
+        assert record.history == old["history"]
+    frozen = study_trials(result)
+    assert sorted(t.state.name for t in frozen) == ["COMPLETE"] * len(GRID_POINTS)
+    assert sorted(t.user_attrs["schedule"] for t in frozen) == GRID_POINTS
 
 
 WARM = """

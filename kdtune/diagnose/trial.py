@@ -61,19 +61,23 @@ def diagnose(
     state: str = COMPLETE,
     best_ap_in_search: float | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    diverged: str | None = None,
 ) -> Diagnosis:
     """Classify one trial from its per-evaluation metrics (in evaluation order).
 
     ``schedule`` is the trial's β schedule spec; ``best_ap_in_search`` makes "poor AP"
     relative to the search's best (without any ``val/ap``, high training loss alone means
     underfitting). Missing keys and NaN AP values are skipped; a NaN or infinite loss means
-    divergence. ``level == "teacher"`` gets no ratio moves (there is no distillation). Bad
-    arguments raise :class:`KdtuneError`.
+    divergence, and so does ``diverged`` (why a trial that stopped at a non-finite loss did: its
+    history ends before it). ``level == "teacher"`` gets no ratio moves (there is no
+    distillation). Bad arguments raise :class:`KdtuneError`.
     """
     sched = parse_schedule(schedule)
     _check_args(level, max_epochs, state)
     rows = history_rows(history)
     m = measure(rows, sched, thresholds, state)
+    if diverged and not m.nonfinite:  # it stopped at the NaN: its history never shows it
+        m.nonfinite = diverged
     ap_ref = ap_reference(best_ap_in_search)
     kind, reason = classify(m, thresholds, ap_ref)
     reason += _budget_note(m, max_epochs, state)
@@ -151,4 +155,13 @@ def diagnose_trial(
         state=record.state,
         best_ap_in_search=best_ap_in_search,
         thresholds=thresholds or DEFAULT_THRESHOLDS,
+        diverged=_divergence(record),
     )
+
+
+def _divergence(record: TrialRecord) -> str | None:
+    """Why a trial diverged, when it stopped at a non-finite loss (its error says it)."""
+    if not record.diverged:
+        return None
+    error = (record.error or "").rsplit(": ", 1)[-1] or "a non-finite loss"
+    return f"the trial stopped: {error}"

@@ -90,6 +90,7 @@ class Budget:
     eval_every: int = 1
     max_concurrent: int = 1
     time_limit_s: float | None = None
+    max_failures: int = 0  # Tune restarts a failed trial (a lost node) this often
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,14 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
 
 def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budget:
     required = ("max_epochs",) if grid_size is not None else ("num_samples", "max_epochs")
-    allowed = ("num_samples", "max_epochs", "eval_every", "max_concurrent", "time_limit_s")
+    allowed = (
+        "num_samples",
+        "max_epochs",
+        "eval_every",
+        "max_concurrent",
+        "time_limit_s",
+        "max_failures",
+    )
     checks.mapping(raw, where, allowed, required)
     if "num_samples" in raw:
         num_samples = checks.integer(
@@ -161,7 +169,8 @@ def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budg
     limit = raw.get("time_limit_s")
     if limit is not None:
         limit = checks.number(limit, where.at("time_limit_s"), low=0.0, low_open=True)
-    return Budget(num_samples, max_epochs, eval_every, max_concurrent, limit)
+    failures = checks.integer(raw.get("max_failures", 0), where.at("max_failures"), low=0, high=100)
+    return Budget(num_samples, max_epochs, eval_every, max_concurrent, limit, failures)
 
 
 def _resources(raw: Any, where: Where) -> Resources:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdtune.checks import is_number
 from kdtune.errors import KdtuneError
-from kdtune.results import COMPLETE, CONFIRM_STAGE, SearchResult, TrialRecord
+from kdtune.results import COMPLETE, CONFIRM_STAGE, RUNNING, SearchResult, TrialRecord
 from kdtune.schedules import parse_schedule
 from kdtune.tracking.store import (
     EXPERIMENT_KIND,
@@ -34,6 +34,7 @@ from kdtune.tracking.store import (
     TAG_REASON,
     TAG_RECOMMENDATION,
     TAG_SEARCH,
+    TAG_SEARCH_ID,
     TAG_STATE,
     TAG_TRIAL,
     TAG_VERDICT,
@@ -56,6 +57,7 @@ class _Child:
     run_id: str
     state: str
     status: str
+    diagnosis: tuple[str, str] = ("", "")  # its diagnosis tags: label, reason
 
 
 class SearchTracker:
@@ -65,12 +67,13 @@ class SearchTracker:
     ends (any order, any time), ``finish`` at the end.
     """
 
-    def __init__(self, uri: str, results: Path, search_name: str) -> None:
+    def __init__(self, uri: str, results: Path, search_name: str, search_id: str = "") -> None:
         if not search_name:
             raise KdtuneError("search name: must not be empty")
         self.uri = uri
         self.results = Path(results)
         self.search = search_name
+        self.search_id = search_id  # a new parent run per search id, never an older search's
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._mlflow: MlflowClient | None = None
@@ -89,11 +92,10 @@ class SearchTracker:
         self.experiment_id = self._experiment()
         parent = self._find_parent()
         if parent is None:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=self.search,
-                tags={TAG_KIND: "search", TAG_SEARCH: self.search},
-            )
+            tags = {TAG_KIND: "search", TAG_SEARCH: self.search}
+            if self.search_id:
+                tags[TAG_SEARCH_ID] = self.search_id
+            run = self.client.create_run(self.experiment_id, run_name=self.search, tags=tags)
             self.parent_run_id = run.info.run_id
             known: dict[str, str] = {}
         else:
@@ -129,9 +131,10 @@ class SearchTracker:
         )
 
     def _find_parent(self) -> Run | None:
-        runs = search_runs(
-            self.client, [self._require_experiment()], f"tags.`{TAG_KIND}` = 'search'"
-        )
+        wanted = f"tags.`{TAG_KIND}` = 'search'"
+        if self.search_id:  # this search's own parent; an earlier search of its name is not
+            wanted += f" and tags.`{TAG_SEARCH_ID}` = '{self.search_id}'"
+        runs = search_runs(self.client, [self._require_experiment()], wanted)
         return min(runs, key=lambda r: r.info.start_time) if runs else None
 
     def _log_settings(self, settings: Mapping[str, Any], known: Mapping[str, str]) -> None:
@@ -153,11 +156,15 @@ class SearchTracker:
             f"tags.`{PARENT_TAG}` = '{self._require_parent()}'",
         )
         children: dict[str, _Child] = {}
-        for run in sorted(runs, key=lambda r: r.info.start_time):
+        # a trial's finished run last, so that it is the one kept
+        for run in sorted(runs, key=lambda r: (r.info.status != "RUNNING", r.info.start_time)):
             trial = run.data.tags.get(TAG_TRIAL)
             if trial:
+                if trial in children:  # a call that timed out on the client but went through
+                    self.client.delete_run(children[trial].run_id)
                 state = run.data.tags.get(TAG_STATE, "")
-                children[trial] = _Child(run.info.run_id, state, run.info.status)
+                said = (run.data.tags.get(TAG_DIAGNOSIS, ""), run.data.tags.get(TAG_REASON, ""))
+                children[trial] = _Child(run.info.run_id, state, run.info.status, said)
         return children
 
     # -- one child run per trial
@@ -166,22 +173,27 @@ class SearchTracker:
         """Trial id → child run id, for the trials logged so far."""
         return {trial: child.run_id for trial, child in self._children.items()}
 
-    def log_trial(self, record: TrialRecord, diagnosis: Diagnosis | None = None) -> str:
-        """Log a trial as a nested child run and end it with its state's status.
+    def log_trial(
+        self, record: TrialRecord, diagnosis: Diagnosis | None = None, *, status: str = ""
+    ) -> str:
+        """Log a trial as a nested child run and end it with its state's status (or
+        ``status``: KILLED for a trial an interrupted search leaves running).
 
-        A trial already logged in the same, final state is skipped (its run id is returned);
-        one logged in another state (e.g. ``running`` before, ``complete`` now) or left half
+        A trial already logged in the same, final state is skipped (its run id is returned),
+        its diagnosis tags updated where they changed (the search's best moved since); one
+        logged in another state (e.g. ``running`` before, ``complete`` now) or left half
         logged by a crash is replaced.
         """
         parent = self._require_parent()
         old = self._children.get(record.trial_id)
         if old is not None:
-            if old.status != "RUNNING" and old.state == record.state:
+            if old.status != "RUNNING" and old.state == record.state and not status:
+                self._update_diagnosis(old, record, diagnosis)
                 return old.run_id
             self.client.delete_run(old.run_id)
             del self._children[record.trial_id]
-        status = RUN_STATUS.get(record.state)
-        if status is None:
+        status = status or RUN_STATUS.get(record.state, "")
+        if not status:
             raise KdtuneError(f"trial {record.trial_id}: unknown state {record.state!r}")
         run = self.client.create_run(
             self._require_experiment(),
@@ -202,8 +214,24 @@ class SearchTracker:
         except BaseException:
             self.client.delete_run(run_id)  # never leave a half-logged trial behind
             raise
-        self._children[record.trial_id] = _Child(run_id, record.state, status)
+        self._children[record.trial_id] = _Child(
+            run_id, record.state, status, _diagnosis_tags(record, diagnosis)
+        )
         return run_id
+
+    def _update_diagnosis(
+        self, child: _Child, record: TrialRecord, diagnosis: Diagnosis | None
+    ) -> None:
+        """Rewrite a logged trial's tags and diagnosis.json where its diagnosis changed, so
+        that MLflow says what the search report says."""
+        said = _diagnosis_tags(record, diagnosis)
+        if diagnosis is None or child.diagnosis == said:
+            return
+        _log_batch(self.client, child.run_id, tags=trial_tags(record, diagnosis))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _write_json(Path(tmp) / "diagnosis.json", diagnosis.to_dict())
+            self.client.log_artifact(child.run_id, str(path))
+        child.diagnosis = said
 
     def _fill_trial(self, run_id: str, record: TrialRecord, diagnosis: Diagnosis | None) -> None:
         _log_batch(
@@ -246,6 +274,11 @@ class SearchTracker:
                 self.client.log_artifacts(parent, tmp)
         done = counts.get(COMPLETE, 0) > 0
         self.client.set_terminated(parent, "FINISHED" if done else "FAILED")
+
+    def end(self, status: str) -> None:
+        """End the parent run with ``status`` (KILLED: the search was interrupted; a resume
+        reopens it)."""
+        self.client.set_terminated(self._require_parent(), status)
 
     def _require_parent(self) -> str:
         if self.parent_run_id is None:
@@ -303,6 +336,11 @@ def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, An
         tags["kdtune.error"] = _one_line(record.error)
     tags[NOTE_TAG] = _trial_note(record, diagnosis)
     return tags
+
+
+def _diagnosis_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> tuple[str, str]:
+    tags = trial_tags(record, diagnosis)
+    return str(tags[TAG_DIAGNOSIS]), _tag(tags[TAG_REASON])
 
 
 def _trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:
@@ -415,14 +453,16 @@ def log_search_result(
     space_file: Path | None = None,
     settings: Mapping[str, Any] | None = None,
     thresholds: Thresholds | None = None,
+    status: str = "",
 ) -> tuple[str, SearchReport]:
     """Log a finished (or resumed) search in one go: diagnose every trial, log the parent,
-    the children and the report. Returns the parent run id and the report."""
+    the children and the report. Returns the parent run id and the report. With ``status``
+    (KILLED: an interrupted search), trials still running and the parent end with it."""
     from kdtune.diagnose import TrialSummary, diagnose_trial, search_report
 
     best = result.best
     best_ap = best.value(result.metric) if best is not None else None
-    tracker = SearchTracker(uri, results, result.name)
+    tracker = SearchTracker(uri, results, result.name, result.search_id)
     parent = tracker.start(
         Path(space_file or result.space_file),
         settings or {"metric": result.metric, "mode": result.mode},
@@ -430,7 +470,8 @@ def log_search_result(
     summaries = []
     for record in result.trials:
         diagnosis = diagnose_trial(record, best_ap, thresholds)
-        tracker.log_trial(record, diagnosis)
+        running = status and record.state == RUNNING
+        tracker.log_trial(record, diagnosis, status=status if running else "")
         summaries.append(
             TrialSummary(
                 record.trial_id,
@@ -444,6 +485,8 @@ def log_search_result(
         tracker.log_trial(record, None)
     report = search_report(summaries)
     tracker.finish(result, report)
+    if status:
+        tracker.end(status)
     return parent, report
 
 

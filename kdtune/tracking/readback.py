@@ -10,11 +10,13 @@ from urllib.parse import quote, urlencode
 from kdtune.errors import KdtuneError
 from kdtune.tracking.store import (
     FINAL_AP_METRIC,
+    PARENT_TAG,
     TAG_DIAGNOSIS,
     TAG_EPOCHS_RUN,
     TAG_KIND,
     TAG_NEXT,
     TAG_RECOMMENDATION,
+    TAG_SEARCH,
     TAG_STATE,
     TAG_TRIAL,
     TAG_VERDICT,
@@ -27,24 +29,23 @@ from kdtune.tracking.store import (
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 
 def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per trial (child run) of the given searches (default: all), columns
-    :data:`TRIAL_COLUMNS`. An unknown search name raises :class:`KdtuneError`."""
+    :data:`TRIAL_COLUMNS`. A search name reads its latest search (a name used again, in
+    another results folder, starts a new parent run); the parent run id of an earlier one
+    reads that one. An unknown name raises :class:`KdtuneError`."""
     import pandas as pd
 
     client = existing_store_client(uri)
     experiments = kdtune_experiments(client)
     wanted = list(searches) if searches else sorted(experiments)
-    unknown = [s for s in wanted if s not in experiments]
-    if unknown:
-        known = ", ".join(sorted(experiments)) or "none yet"
-        raise KdtuneError(f"unknown search {unknown[0]!r} in {uri} (known searches: {known})")
     rows: list[dict[str, Any]] = []
     for search in wanted:
-        runs = search_runs(client, [experiments[search]], f"tags.`{TAG_KIND}` = 'trial'")
-        rows += [_trial_row(search, run) for run in runs]
+        name, runs = _search_trials(client, uri, experiments, search)
+        rows += [_trial_row(name, run) for run in runs]
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     frame["number"] = frame["number"].astype("Int64")
     frame["epochs_run"] = frame["epochs_run"].astype("int64")
@@ -52,6 +53,40 @@ def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame
     if not frame.empty:
         frame = frame.sort_values(["search", "number", "trial"], na_position="last")
     return frame.reset_index(drop=True)
+
+
+def _search_trials(
+    client: MlflowClient, uri: str, experiments: dict[str, str], search: str
+) -> tuple[str, list[Run]]:
+    """The search's name and its trials' runs: a search name's latest parent run, or the
+    parent run of that id."""
+    if search in experiments:
+        exp_id = experiments[search]
+        parents = search_runs(client, [exp_id], f"tags.`{TAG_KIND}` = 'search'")
+        latest = max(parents, key=lambda r: r.info.start_time) if parents else None
+        trials = search_runs(client, [exp_id], f"tags.`{TAG_KIND}` = 'trial'")
+        if latest is None or len(parents) == 1:
+            return search, trials
+        return search, [r for r in trials if r.data.tags.get(PARENT_TAG) == latest.info.run_id]
+    parent = _parent_run(client, search)
+    if parent is None:
+        known = ", ".join(sorted(experiments)) or "none yet"
+        raise KdtuneError(f"unknown search {search!r} in {uri} (known searches: {known})")
+    exp_id = parent.info.experiment_id
+    return parent.data.tags.get(TAG_SEARCH, search), search_runs(
+        client, [exp_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )
+
+
+def _parent_run(client: MlflowClient, run_id: str) -> Run | None:
+    """The search parent run of id ``run_id``, if there is one."""
+    if not run_id.isalnum():
+        return None
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # MLflow raises its own error for an unknown id
+        return None
+    return run if run.data.tags.get(TAG_KIND) == "search" else None
 
 
 def _trial_row(search: str, run: Run) -> dict[str, Any]:
@@ -139,7 +174,7 @@ def search_links(uri: str, base_url: str, searches: Sequence[str] | None = None)
         if search not in experiments:
             continue
         exp_id = experiments[search]
-        runs = search_runs(client, [exp_id], f"tags.`{TAG_KIND}` = 'trial'")
+        _, runs = _search_trials(client, uri, experiments, search)
         ids = json.dumps([run.info.run_id for run in runs], separators=(",", ":"))
         links[search] = {
             "runs": f"{base}/#/experiments/{exp_id}/runs?{TRIALS_VIEW}",

@@ -46,6 +46,9 @@ TAG_SEARCH = "kdtune.search"
 TAG_TRIAL = "kdtune.trial_id"
 
 
+TAG_SEARCH_ID = "kdtune.search_id"  # one search apart from earlier ones of the same name
+
+
 TAG_STATE = "kdtune.state"
 
 

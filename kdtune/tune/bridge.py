@@ -22,7 +22,9 @@ searches started before this package was split pickled them).
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -44,7 +46,15 @@ from kdtune.tune.protocol import (
 
 log = logging.getLogger(__name__)
 
-_DEADLINES: dict[str, float] = {}  # search folder -> time.monotonic() at which its run stops
+_DEADLINES: dict[str, float] = {}  # search -> time.monotonic() at which its run stops
+# study name -> the storage URL of the search being run now: a searcher unpickled from a
+# moved results folder opens its study there, not at the path it was pickled with
+_STORAGE_URLS: dict[str, str] = {}
+# search -> its folder now (Tune's storage path): trials that a resumed search creates after
+# its results folder moved are put there (Ray would use the path pickled in its snapshot)
+_FOLDERS: dict[str, str] = {}
+# searches stopping on a signal: each trial pauses at its next checkpoint, none starts
+_STOPPING: set[str] = set()
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -134,6 +144,9 @@ class PruningOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if getattr(self, "_kd_closed", False):
             return Searcher.FINISHED
+        if self.study.study_name in _STOPPING:  # not FINISHED: a resume suggests again
+            return None
+        self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         if config is not None:
             self._kd_planned[trial_id] = planned_epochs(config)
@@ -166,11 +179,48 @@ class PruningOptunaSearch(OptunaSearch):
         else:
             self._tell(trial_id, TrialState.FAIL, reason="never ran")
 
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__getstate__(), file)
+
     def restore(self, checkpoint_path: str) -> None:
         """Load the snapshot, then catch up with the study, which may be ahead of it."""
         super().restore(checkpoint_path)
+        self._kd_open_study()
         self._kd_closed = False  # a resumed search may suggest again
         self._reconcile()
+
+    # -- pickling: the study by name and URL, never its SQLite connection ---------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The searcher's state with its study as (name, storage URL) and its Optuna trials
+        as storage ids: Ray pickles it (the snapshot, the Tuner), and an unpickled SQLite
+        storage would open the file at its old absolute path."""
+        state = self.__dict__.copy()
+        url = _storage_url(self.study)
+        if url is None:  # in-memory storage: pickled whole
+            return state
+        state["_ot_study"] = state["_storage"] = None
+        state["_kd_study_ref"] = (self.study.study_name, url)
+        state["_ot_trials"] = {k: t._trial_id for k, t in self._ot_trials.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._kd_open_study()
+
+    def _kd_open_study(self) -> None:
+        """Open the study of a state pickled by name and URL: at the URL of the search being
+        run now (:data:`_STORAGE_URLS`), else at the one it was pickled with."""
+        ref = self.__dict__.pop("_kd_study_ref", None)
+        if ref is None:
+            return
+        name, url = ref
+        storage = optuna.storages.RDBStorage(_STORAGE_URLS.get(name, url))
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=self._sampler, pruner=self._kd_pruner
+        )
+        self._ot_study, self._storage = study, storage  # type: ignore[assignment]
+        self._ot_trials = {k: optuna.Trial(study, i) for k, i in self._ot_trials.items()}
 
     # -- internals ---------------------------------------------------------------------------
     def _tell(
@@ -196,9 +246,12 @@ class PruningOptunaSearch(OptunaSearch):
     def _reconcile(self) -> None:
         """After a kill, the study may hold ends and trials that the snapshot does not know.
 
-        Finished trials are noted (a restarted trial is not told twice; a pruned one is
-        stopped at its first result); trials created after the snapshot, which no Ray trial
-        will run, are told FAIL so that the study holds no trial RUNNING forever.
+        Finished trials are noted (the scheduler stops a restored trial that already ended
+        before it runs again; a restarted trial is never told twice). Trials created after
+        the snapshot, which no restored Ray trial runs (*orphans*), are handed to the next
+        Ray trials that ask (:meth:`_adopt_orphan`) rather than told FAIL: a FAIL counts as
+        visited for the grid sampler, which would then never run that point (and, were it the
+        last one, calls ``study.stop()``, which raises outside ``optimize``).
         """
         self.study.pruner = self._kd_pruner
         stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
@@ -211,9 +264,41 @@ class PruningOptunaSearch(OptunaSearch):
             self._kd_steps[trial_id] = set(frozen.intermediate_values)
             if frozen.state.is_finished():
                 self._kd_final[trial_id] = frozen.state.name
-        for number, frozen in stored.items():
-            if frozen.state == TrialState.RUNNING and number not in known:
-                self.study.tell(number, state=TrialState.FAIL)
+        self._kd_orphans = [
+            number
+            for number, frozen in sorted(stored.items())
+            if frozen.state == TrialState.RUNNING and number not in known
+        ]
+
+    def orphans(self) -> list[int]:
+        """The numbers of the study's trials that wait for a Ray trial to run them."""
+        return list(getattr(self, "_kd_orphans", []))
+
+    def _adopt_orphan(self, trial_id: str) -> None:
+        """Give Ray trial ``trial_id`` the study's oldest orphan (its parameters, grid point
+        and number), if any: it runs from its first epoch, its steps already in the study
+        are not reported twice."""
+        orphans: list[int] = getattr(self, "_kd_orphans", [])
+        if trial_id in self._ot_trials or not orphans:
+            return
+        number = orphans.pop(0)
+        storage = self.study._storage
+        study_id = storage.get_study_id_from_name(self.study.study_name)
+        frozen = storage.get_trial(
+            storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        )
+        if frozen.state != TrialState.RUNNING:
+            return self._adopt_orphan(trial_id)
+        self._ot_trials[trial_id] = optuna.Trial(self.study, frozen._trial_id)
+        self._kd_steps[trial_id] = set(frozen.intermediate_values)
+
+
+def _storage_url(study: optuna.Study) -> str | None:
+    """The URL of a study's RDB storage (Optuna wraps it in a cache); None for others."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    url = getattr(backend, "url", None)
+    return url if isinstance(url, str) else None
 
 
 class OptunaPruningScheduler(FIFOScheduler):
@@ -247,9 +332,26 @@ class OptunaPruningScheduler(FIFOScheduler):
         )
         if stop or (int(epoch) < planned and self._out_of_time()):
             return TrialScheduler.STOP
+        if int(epoch) < planned and self._key in _STOPPING:
+            return TrialScheduler.PAUSE  # at this checkpoint; a resume goes on from it
         return TrialScheduler.CONTINUE
 
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        folder = _FOLDERS.get(self._key)
+        storage = getattr(trial, "storage", None)
+        if folder and storage is not None and storage.storage_fs_path != folder:
+            moved = copy.copy(storage)
+            moved.storage_fs_path = folder
+            trial.set_storage(moved)  # as Tune does for the trials it restores
+        super().on_trial_add(tune_controller, trial)
+
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        for trial in list(tune_controller.get_trials()):
+            # restored from a snapshot older than the study, it ended already: never rerun it
+            if trial.status in ("PENDING", "PAUSED") and self._searcher.final_state(trial.trial_id):
+                tune_controller.stop_trial(trial)
+        if self._key in _STOPPING:
+            return None
         if not self._out_of_time():
             return super().choose_trial_to_run(tune_controller)
         for trial in list(tune_controller.get_trials()):

@@ -24,6 +24,9 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,11 +38,26 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
-from kdtune.tune.bridge import _DEADLINES, OptunaPruningScheduler, PruningOptunaSearch, _DefineByRun
+from kdtune.tune.bridge import (
+    _DEADLINES,
+    _FOLDERS,
+    _STOPPING,
+    _STORAGE_URLS,
+    OptunaPruningScheduler,
+    PruningOptunaSearch,
+    _DefineByRun,
+)
 from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import _MONITORS, _empty_result, _Monitor, _MonitorCallback, _prior_result
+from kdtune.tune.records import (
+    _MONITORS,
+    _SIGNALS,
+    _empty_result,
+    _Monitor,
+    _MonitorCallback,
+    _prior_result,
+)
 from kdtune.tune.trial import TrainFit, _trainable
 
 # AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
@@ -47,6 +65,7 @@ from kdtune.tune.trial import TrainFit, _trainable
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 _KEEP_CHECKPOINTS = 2
+LOOPBACK = "127.0.0.1"
 
 
 def run_search(
@@ -60,6 +79,7 @@ def run_search(
     progress: bool = True,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    search_id: str = "",
 ) -> SearchResult:
     """Run (or, with ``resume``, continue) the search ``space`` under ``results/<space.name>``.
 
@@ -67,6 +87,9 @@ def run_search(
     locally with its files under the results folder. ``trial_fn`` defaults to
     :func:`kdtune.train.fit`; ``sampler``/``pruner`` default to the space file's.
     ``on_trial_end`` is called on the driver with each trial's record as it ends.
+    ``search_id`` names a new search apart from earlier ones of its name (a resumed search
+    keeps its own). SIGINT or SIGTERM raise :class:`~kdtune.errors.SearchInterrupted` once
+    the state is saved (see :class:`_Interrupts`).
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     root = Path(results).resolve()
@@ -78,16 +101,23 @@ def run_search(
     storage_url = f"sqlite:///{folder / STUDY_FILE}"
     prior = _prior_result(folder, space, storage_url) if resume else None
     monitor = _Monitor(
-        prior or _empty_result(folder, space, storage_url),
+        prior or _empty_result(folder, space, storage_url, search_id),
         path=folder / SEARCH_FILE,
         storage_url=storage_url,
         budget=space.budget,
         on_trial_end=on_trial_end,
         progress=progress,
     )
-    key = str(folder)
-    _MONITORS[key] = monitor
+    # what the pickled scheduler and callback find this run's monitor and deadline by: the
+    # search's name, which a moved results folder keeps (searches started before this change
+    # pickled their folder's path: registered too)
+    key, keys = space.name, (space.name, str(folder))
+    for k in keys:
+        _MONITORS[k] = monitor
+    _STORAGE_URLS[space.name] = storage_url  # where a restored searcher finds its study
+    _FOLDERS[space.name] = str(folder)  # where new trials of a resumed search go
     started = False
+    interrupts = _Interrupts(keys)
     temp_dir = _ray_temp_dir(folder)
     try:
         with _quiet_logs(), _ray_env(address):
@@ -107,17 +137,110 @@ def run_search(
             monitor.start()
             limit = getattr(space.budget, "time_limit_s", None)
             if limit:  # the whole search's wall time: what earlier runs spent counts
-                _DEADLINES[key] = time.monotonic() + float(limit) - monitor.prior_wall_s
-            tuner.fit()
+                for k in keys:
+                    _DEADLINES[k] = time.monotonic() + float(limit) - monitor.prior_wall_s
+            with interrupts:
+                try:
+                    tuner.fit()
+                except KeyboardInterrupt:  # a signal outside Tune's loop (restore, set-up)
+                    interrupts.caught = interrupts.caught or signal.SIGINT
     finally:
         monitor.stop()
-        _MONITORS.pop(key, None)
-        _DEADLINES.pop(key, None)
+        for k in keys:
+            _MONITORS.pop(k, None)
+            _DEADLINES.pop(k, None)
+        _STORAGE_URLS.pop(space.name, None)
+        _FOLDERS.pop(space.name, None)
         if started:
             ray.shutdown()
     if started and not temp_dir.is_relative_to(folder):
         shutil.rmtree(temp_dir, ignore_errors=True)  # the /tmp fallback: its logs go on success
-    return monitor.finish()
+    result = monitor.finish()
+    if interrupts.caught:
+        raise SearchInterrupted(interrupts.caught, result=result)
+    return result
+
+
+class _Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, cluster managers) stop a search at
+    each running trial's next checkpoint; a second signal stops it at once. Either way Tune
+    saves its state with those trials unfinished (PAUSED at their checkpoint, or RUNNING), their
+    Optuna trials stay RUNNING, and a resume continues each from its last checkpoint.
+    ``caught`` says which signal came.
+
+    The first signal: the scheduler pauses each trial at its next result (every result carries
+    a checkpoint), starts none and the searcher suggests none (:data:`_STOPPING`); once no trial
+    runs, :meth:`settle` (called after each step of Tune's loop) calls Tune's own SIGINT
+    handler, which ends the loop and saves the state. Tune installs that handler inside ``fit``
+    (over this object's), so :meth:`arm` puts this object's back on top at the first step and
+    keeps Tune's to call. SIGTERM's default here is Ray's handler (a native stack dump, exit
+    134): replaced too. Outside the main thread, where no handler can be set, nothing changes.
+    """
+
+    def __init__(self, keys: tuple[str, ...] = ("",)) -> None:
+        self.key, self.keys = keys[0], keys  # what the scheduler and searcher know it by
+        self.caught: int = 0
+        self._old: dict[int, Any] = {}
+        self._tune: Any = None  # Tune's SIGINT handler, once armed
+        self._armed = False
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        _SIGNALS[self.key] = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old and not self._armed and signal.getsignal(signal.SIGINT) == self._on_signal:
+            self.caught = self.caught or signal.SIGINT  # Tune's handler ran and put ours back
+        _SIGNALS.pop(self.key, None)
+        _STOPPING.difference_update(self.keys)
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def arm(self) -> None:
+        """Inside Tune's loop: this object's handler over Tune's, which it keeps to call."""
+        if self._tune is not None or not self._old:
+            return
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler != self._on_signal:
+            self._tune, self._armed = handler, True
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def settle(self, trials: list[Any]) -> None:
+        """After a step of Tune's loop: once stopping and no trial runs, end the loop."""
+        if self.key in _STOPPING and not any(t.status == "RUNNING" for t in trials):
+            self._stop_now()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        first = not self.caught
+        self.caught = self.caught or signum
+        if self._tune is None:  # before Tune's first step: Tune's handler if it is in place
+            handler = signal.getsignal(signal.SIGINT)
+            if callable(handler) and handler != self._on_signal:
+                handler(signal.SIGINT, frame)  # stops the loop at once, saves the state
+                return
+            raise KeyboardInterrupt  # set-up, restore: stop there
+        if first:
+            _STOPPING.update(self.keys)
+            print(
+                f"{signal.Signals(signum).name}: stopping each trial at its next checkpoint "
+                "(Ctrl-C again to stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        tune_handler, self._tune = self._tune, None
+        _STOPPING.difference_update(self.keys)
+        if callable(tune_handler):
+            tune_handler(signal.SIGINT, None)  # Tune's: end the loop, save the state
+        signal.signal(signal.SIGINT, self._on_signal)  # a later signal: KeyboardInterrupt
 
 
 def check_start(folder: Path, space: SpaceLike, resume: bool) -> None:
@@ -177,14 +300,35 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         temp_dir.mkdir(parents=True, exist_ok=True)
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            _temp_dir=str(temp_dir),
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        with _loopback_only():
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                _temp_dir=str(temp_dir),
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
     return True
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray listens on 127.0.0.1 only, not on the host's network address.
+
+    ``ray.init`` turns a loopback ``_node_ip_address`` into the host's address unless Ray
+    runs without cluster support (its constant ``ENABLE_RAY_CLUSTER``, read at import from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``): off while this local Ray starts, as on a laptop.
+    ``tests/test_tune_bridge.py`` checks that the constant still exists.
+    """
+    from ray._private import ray_constants
+
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
 
 
 @contextlib.contextmanager
@@ -271,7 +415,8 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=RAY_FOLDER,
             storage_path=str(folder),
-            failure_config=tune.FailureConfig(max_failures=0),
+            # a trial whose worker or node died restarts from its last checkpoint this often
+            failure_config=tune.FailureConfig(max_failures=getattr(budget, "max_failures", 0)),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=_KEEP_CHECKPOINTS),
             verbose=0,
             # Tune's own result files (result.json, progress.csv per trial), so that Ray's

@@ -41,7 +41,8 @@ from kdtune.tune.protocol import (
 
 _STATE_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED, "RUNNING": RUNNING}
 
-_MONITORS: dict[str, _Monitor] = {}  # search folder -> the monitor of the search running there
+_MONITORS: dict[str, _Monitor] = {}  # search -> the monitor of the search running now
+_SIGNALS: dict[str, Any] = {}  # search -> its signal handling (driver._Interrupts: arm, settle)
 
 
 class _MonitorCallback(tune.Callback):
@@ -65,9 +66,15 @@ class _MonitorCallback(tune.Callback):
         if (m := _MONITORS.get(self.key)) is not None:
             m.trial_end(trial, errored=True)
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if (s := _SIGNALS.get(self.key)) is not None:
+            s.arm()
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if (m := _MONITORS.get(self.key)) is not None:
             m.refresh()
+        if (s := _SIGNALS.get(self.key)) is not None:
+            s.settle(trials)
 
 
 class _Monitor:
@@ -234,8 +241,11 @@ class _Monitor:
         )
 
 
-def _empty_result(folder: Path, space: SpaceLike, storage_url: str) -> SearchResult:
+def _empty_result(
+    folder: Path, space: SpaceLike, storage_url: str, search_id: str = ""
+) -> SearchResult:
     return SearchResult(
+        search_id=search_id,
         name=space.name,
         space_file=str(getattr(space, "file", "")),
         results_dir=str(folder),

@@ -1,0 +1,321 @@
+"""Faults injected into whole searches, run as a user runs them (``kdtune search`` in a process
+of its own, with the toy trial in place of training): Ctrl-C and SIGTERM, a tracking server
+killed mid-search, a search name used again, a moved results folder. All slow (Ray)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import ray.cloudpickle
+import toy_trial
+from helpers import free_port
+
+from kdtune import tracking
+from kdtune.results import COMPLETE, RUNNING, SEARCH_FILE, SearchResult
+
+pytestmark = pytest.mark.slow
+
+ray.cloudpickle.register_pickle_by_value(toy_trial)
+
+GRID = """
+name: {name}
+level: second
+sampler: {{type: grid, seed: 0}}
+pruner: {{type: none}}
+budget: {{max_epochs: {epochs}, eval_every: 1, max_concurrent: 2}}
+resources: {{cpu: 1}}
+train: {{extra: {{sleep: {sleep}}}}}
+search:
+  grid: [{{alpha: 0.1}}, {{alpha: 0.3}}, {{alpha: 0.6}}, {{alpha: 0.9}}]
+"""
+POINTS = ["fixed:0.1", "fixed:0.4", "fixed:0.7", "fixed:0.9"]
+
+# `kdtune search` as the CLI runs it, with the toy trial for training and no teacher to prepare
+CLI = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray.cloudpickle, toy_trial
+ray.cloudpickle.register_pickle_by_value(toy_trial)
+from kdtune import api
+from kdtune.tune import driver
+api._prepare = lambda base, root, say: None
+driver.TrainFit = lambda root: toy_trial.toy_fit
+from kdtune.cli import main
+main(sys.argv[1:])
+"""
+
+
+def kdtune(args: list[str]) -> subprocess.Popen[str]:
+    """``kdtune ARGS`` in a session (and process group) of its own, as from a terminal."""
+    script = CLI.format(tests=str(Path(__file__).parent))
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            kill_session(proc.pid)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def kill_session(sid: int) -> None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def wait_for(what: str, ready: Any, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the search ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((folder / SEARCH_FILE).read_text())["trials"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def space_file(tmp_path: Path, name: str, epochs: int = 6, sleep: float = 0.4) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(GRID.format(name=name, epochs=epochs, sleep=sleep))
+    return path
+
+
+def runs(uri: str, search: str) -> tuple[list[Any], list[Any]]:
+    """The search's parent runs and trial runs in the store."""
+    client = tracking.client(uri)
+    exp = client.get_experiment_by_name(tracking.experiment_name(search))
+    assert exp is not None
+    every = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in every if r.data.tags.get(tracking.TAG_KIND) == "search"]
+    trials = [r for r in every if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    return parents, trials
+
+
+def assert_every_point_once(folder: Path, uri: str, name: str) -> None:
+    """Each grid point complete once in search.json, the study and MLflow (one run each)."""
+    result = SearchResult.load(folder / SEARCH_FILE)
+    assert sorted(t.config["schedule"] for t in result.trials) == POINTS
+    assert {t.state for t in result.trials} == {COMPLETE}
+    study = optuna.load_study(study_name=name, storage=str(result.study_storage))
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * len(POINTS)
+    parents, trials = runs(uri, name)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    by_trial = {r.data.tags[tracking.TAG_TRIAL]: r for r in trials}
+    assert len(by_trial) == len(trials) == len(POINTS)  # no duplicates
+    for record in result.trials:
+        run = by_trial[record.trial_id]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[tracking.TAG_STATE] == COMPLETE
+        assert run.data.metrics[tracking.FINAL_AP_METRIC] == pytest.approx(record.value())
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) and SIGTERM (to the process, as docker
+    stop sends it): one line naming the resume command, exit 128 + signal, no stack dump;
+    the study's running trials left RUNNING, their MLflow runs and the parent KILLED. The
+    resume (from a moved results folder, for SIGTERM) completes every point once."""
+    name = f"sig{int(sig)}"
+    spec = space_file(tmp_path, name)
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    proc = kdtune(args)
+    folder = results / name
+    wait_for(
+        "a trial two epochs in",
+        lambda: any(len(t["history"]) >= 2 for t in records(folder)),
+        proc,
+    )
+    before = {t["trial_id"]: len(t["history"]) for t in records(folder) if t["state"] == RUNNING}
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # what Ctrl-C does
+    else:
+        os.kill(proc.pid, sig)  # what docker stop does
+    code, out, err = finish(proc, timeout=120)
+
+    assert code == 128 + sig, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 2, err  # the notice, then one line naming the command that resumes
+    assert lines[0].startswith(f"{signal.Signals(sig).name}: stopping each trial at its next")
+    assert lines[1].startswith("interrupted: ")
+    assert f"kdtune search {spec} --resume --results {results}" in lines[1]
+    assert "Traceback" not in err + out and "Stack" not in err
+    running = [t for t in records(folder) if t["state"] == RUNNING]
+    assert running
+    stopped_at = {t["trial_id"]: len(t["history"]) for t in running}
+    for trial_id, epochs in before.items():  # it went on to its next checkpoint, then stopped
+        assert stopped_at[trial_id] > epochs, (before, stopped_at)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert "FAIL" not in {t.state.name for t in study.trials}
+    stored = {t.number: t.state.name for t in study.trials}
+    assert all(stored[t["number"]] == "RUNNING" for t in running)
+    parents, trials = runs(uri, name)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    killed = {r.data.tags[tracking.TAG_TRIAL] for r in trials if r.info.status == "KILLED"}
+    assert killed == {t["trial_id"] for t in running}
+
+    if sig == signal.SIGTERM:  # the results folder moved before the resume
+        moved = tmp_path / "elsewhere"
+        shutil.move(str(results), moved)
+        results, folder = moved, moved / name
+        args[args.index("--results") + 1] = str(results)
+    code, out, err = finish(kdtune([*args, "--resume"]))
+    assert code == 0, err
+    assert_every_point_once(folder, uri, name)
+    result = SearchResult.load(folder / SEARCH_FILE)
+    for record in result.trials:  # checkpoints found at the new place
+        assert record.checkpoint_dir and Path(record.checkpoint_dir).is_relative_to(folder)
+        assert [h["epoch"] for h in record.history] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    for record in result.trials:  # each stopped trial went on from the checkpoint it stopped at
+        if stopped_at.get(record.trial_id):
+            starts = {h.get("toy/start_epoch", 1.0) for h in record.history}
+            assert starts == {1.0, stopped_at[record.trial_id] + 1.0}, record.history
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+@pytest.fixture
+def server_store(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A real ``mlflow server`` that the test can kill and start again on the same port."""
+    store = tmp_path / "server"
+    store.mkdir()
+    uri = tracking.resolve_tracking_uri(None, store)
+    port = free_port()
+    url = tracking.ui_url("127.0.0.1", port)
+    procs: list[Any] = []
+
+    def start() -> None:
+        from kdtune.errors import KdtuneError
+
+        deadline = time.monotonic() + 120
+        while True:  # the killed server's port may linger for a while (TIME_WAIT)
+            try:
+                proc = tracking.start_ui(uri, port=port, workers=1, log_file=store / "server.log")
+                break
+            except KdtuneError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        procs.append(proc)
+        tracking.wait_until_up(url, timeout=240, process=proc)
+
+    def stop() -> None:
+        tracking.stop_ui(procs[-1])
+
+    start()
+    try:
+        yield url, (start, stop)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                tracking.stop_ui(proc)
+
+
+def test_a_tracking_server_killed_mid_search(tmp_path: Path, server_store: Any) -> None:
+    """The server dies after the first trial: the search goes on at full speed (no call
+    waits on MLflow's retries), ends with exit 0 and one warning line; once the server is back,
+    `kdtune sync` logs every trial once (run twice: still once)."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
+
+    url, (start, stop) = server_store
+    name = "lagged"
+    spec = space_file(tmp_path, name, epochs=3, sleep=0.3)
+    results = tmp_path / "results"
+    args = ["--results", str(results), "--tracking-uri", url]
+    began = time.monotonic()
+    proc = kdtune(["search", str(spec), "--no-progress", *args])
+    folder = results / name
+    wait_for("a trial's end", lambda: any(t["state"] == COMPLETE for t in records(folder)), proc)
+    stop()
+    killed_at = time.monotonic()
+    code, out, err = finish(proc)
+    after_kill = time.monotonic() - killed_at
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    warnings = [line for line in out.splitlines() if "tracking lagged" in line]
+    assert len(warnings) == 1 and f"kdtune sync {name}" in warnings[0], out
+    # one MLflow call with its default settings waits this long on a dead server, per try;
+    # the whole rest of the search took less
+    assert after_kill < MLFLOW_HTTP_REQUEST_TIMEOUT.default, (after_kill, time.monotonic() - began)
+    assert f"{len(POINTS)} trials: " in out  # the report, though MLflow did not take it
+
+    start()
+    for _ in range(2):
+        code, out, err = finish(kdtune(["sync", name, *args]))
+        assert code == 0, err
+        assert_every_point_once(folder, url, name)
+
+
+def test_an_unreachable_server_is_refused_before_any_work(tmp_path: Path) -> None:
+    spec = space_file(tmp_path, "nowhere")
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = kdtune(["search", str(spec), "--results", str(tmp_path / "r"), "--tracking-uri", url])
+    code, _, err = finish(proc, timeout=120)
+    assert code == 2 and "is not reachable" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "nowhere").exists()
+
+
+# ------------------------------------------------------------------------------ names
+
+
+def test_a_search_name_used_again_gets_its_own_parent_run(tmp_path: Path) -> None:
+    """Two searches of one name in two results folders, one store: two parent runs; compare
+    reads the latest, and the earlier one by its parent run id."""
+    from kdtune import api
+
+    name = "again"
+    spec = space_file(tmp_path, name, epochs=2, sleep=0.05)
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    firsts: list[SearchResult] = []
+    for folder in ("first", "second"):
+        args = ["--no-progress", "--results", str(tmp_path / folder), "--tracking-uri", uri]
+        code, _, err = finish(kdtune(["search", str(spec), *args]))
+        assert code == 0, err
+        firsts.append(SearchResult.load(tmp_path / folder / name / SEARCH_FILE))
+    assert firsts[0].search_id and firsts[0].search_id != firsts[1].search_id
+    parents, trials = runs(uri, name)
+    assert len(parents) == 2 and len(trials) == 2 * len(POINTS)
+    parent_of = {p.data.tags[tracking.TAG_SEARCH_ID]: p.info.run_id for p in parents}
+
+    latest = json.loads(api.compare([name], fmt="json", tracking_uri=uri).text)
+    assert sorted(r["trial"] for r in latest) == sorted(t.trial_id for t in firsts[1].trials)
+    earlier_id = parent_of[firsts[0].search_id]
+    earlier = json.loads(api.compare([earlier_id], fmt="json", tracking_uri=uri).text)
+    assert sorted(r["trial"] for r in earlier) == sorted(t.trial_id for t in firsts[0].trials)
+    assert {r["search"] for r in earlier} == {name}
