@@ -192,7 +192,12 @@ class SearchOutcome:
     def teacher_warning(self) -> str | None:
         """Why this search cannot speak to distillation, if its teacher is no better than its
         best student; None otherwise."""
-        return self.result.withheld
+        from dataclasses import replace
+
+        result = self.result
+        if result.teacher_val_ap is None and self.teacher_ap is not None:
+            result = replace(result, teacher_val_ap=self.teacher_ap)
+        return result.withheld
 
 
 def search(
