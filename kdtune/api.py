@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from kdtune.config import TrainConfig, alpha_to_schedule
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SearchInterrupted
 
 
 def load_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
@@ -351,9 +351,13 @@ def _confirm(
         except Exception as exc:  # tracking must never take the search down
             say(f"warning: could not log confirmation run {record.trial_id} to MLflow: {exc}")
 
-    result.confirmations = run_confirm(
-        space, points, results=root, address=address, on_trial_end=on_run_end, progress=progress
-    )
+    try:
+        result.confirmations = run_confirm(
+            space, points, results=root, address=address, on_trial_end=on_run_end, progress=progress
+        )
+    except SearchInterrupted as exc:  # the search's records go with it (logged as KILLED)
+        result.confirmations = list(exc.result) if isinstance(exc.result, list) else []
+        raise SearchInterrupted(exc.signum, result=result) from None
     try:
         result.verdict = verdict_of_runs(result.confirmations, default, seed=0)
     except KdtuneError as exc:

@@ -87,6 +87,8 @@ def run_tracked(
                 progress=progress,
                 search_id=search_id,
             )
+            if after_search is not None:  # the confirmation stage: interrupted like the search
+                result = after_search(result, live)
         except SearchInterrupted as exc:
             live.close(QUEUE_WAIT_S)
             note = ""
@@ -100,8 +102,6 @@ def run_tracked(
                 f"it with `{resume_command}`{note}",
                 exc.result,
             ) from None
-        if after_search is not None:
-            result = after_search(result, live)
         drained = live.close(QUEUE_WAIT_S)
         lag = _log_final(result, uri, root, space_file, settings)
     if lag is None and (live.lagged or not drained):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from kdtune.errors import SearchInterrupted
 from kdtune.results import (
     COMPLETE,
     CONFIRM_FOLDER,
@@ -39,7 +41,7 @@ from kdtune.results import (
     SearchResult,
     TrialRecord,
 )
-from kdtune.tune.driver import _quiet_logs, _ray_env, _ray_temp_dir, _start_ray
+from kdtune.tune.driver import _Interrupts, _quiet_logs, _ray_env, _ray_temp_dir, _start_ray
 from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
 from kdtune.tune.records import _MONITORS, _Monitor, _MonitorCallback
 from kdtune.tune.trial import TrainFit, _trainable
@@ -134,6 +136,7 @@ def run_confirm(
     key = str(folder)
     _MONITORS[key] = monitor
     started = False
+    interrupts = _Interrupts((f"{key}#signals",))  # a key no scheduler watches: stop at once
     temp_dir = _ray_temp_dir(folder.parent)
     try:
         with _quiet_logs(), _ray_env(address):
@@ -150,7 +153,13 @@ def run_confirm(
             else:
                 tuner = _tuner(trainable, points, folder, key, space.budget.max_concurrent)
             monitor.start()
-            tuner.fit()
+            # Ctrl-C or SIGTERM: Tune's own handler ends the loop at once and saves the stage
+            # (a confirmation run checkpoints only at its end: a resume reruns it)
+            with interrupts:
+                try:
+                    tuner.fit()
+                except KeyboardInterrupt:  # a signal outside Tune's loop
+                    interrupts.caught = interrupts.caught or signal.SIGINT
     finally:
         monitor.stop()
         _MONITORS.pop(key, None)
@@ -158,7 +167,10 @@ def run_confirm(
             ray.shutdown()
     if started and not temp_dir.is_relative_to(folder.parent):
         shutil.rmtree(temp_dir, ignore_errors=True)
-    return monitor.finish().trials
+    runs = monitor.finish().trials
+    if interrupts.caught:
+        raise SearchInterrupted(interrupts.caught, result=runs)
+    return runs
 
 
 def _tuner(
