@@ -319,3 +319,72 @@ def test_a_search_name_used_again_gets_its_own_parent_run(tmp_path: Path) -> Non
     earlier = json.loads(api.compare([earlier_id], fmt="json", tracking_uri=uri).text)
     assert sorted(r["trial"] for r in earlier) == sorted(t.trial_id for t in firsts[0].trials)
     assert {r["search"] for r in earlier} == {name}
+
+
+# ------------------------------------------------------------------ the confirmation stage
+
+CONFIRM_CLI = CLI.replace(
+    "from kdtune.cli import main",
+    "from kdtune.tune import confirm\nconfirm.TrainFit = lambda root: toy_trial.toy_fit\n"
+    "from kdtune.cli import main",
+)
+
+
+def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while the confirmation runs: exit 130 and the resume command; the parent run
+    KILLED. The resume completes every confirmation run once (search.json, the study, MLflow).
+    The toy trial keeps no detections, so the stage ends without a verdict (a warning)."""
+    name = "sigconfirm"
+    spec = space_file(tmp_path, name, epochs=4, sleep=1.0)
+    spec.write_text(spec.read_text() + "confirm: {top_k: 1, seeds: 2}\n")
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    script = CONFIRM_CLI.format(tests=str(Path(__file__).parent))
+
+    def start(extra: list[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, *args, *extra],
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    proc = start([])
+    stage = results / name / "confirm"
+    wait_for("a confirmation run done", lambda: any(records(stage)), proc, timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = finish(proc, timeout=120)
+    assert code == 130, err
+    assert f"kdtune search {spec} --resume --results {results}" in err
+    assert "Traceback" not in err + out
+    done_before = [t for t in records(stage) if t["state"] == COMPLETE]
+    assert len(done_before) < 4  # the signal came while runs were left
+    parents, _ = runs(uri, name)
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+    code, out, err = finish(start(["--resume"]))
+    assert code == 0, err
+    result = SearchResult.load(results / name / SEARCH_FILE)
+    got = sorted((t.config["schedule"], t.config["seed"], t.state) for t in result.confirmations)
+    best = result.best
+    assert best is not None and best.reported_schedule != "fixed:0.75"
+    # the search's best point and the seed default, each with seeds 1 and 2, once
+    assert got == sorted(
+        (spec, seed, COMPLETE) for spec in (best.reported_schedule, "fixed:0.75") for seed in (1, 2)
+    )
+    study = optuna.load_study(study_name=name, storage=str(result.study_storage))
+    confirmed = [t for t in study.trials if t.user_attrs.get("stage") == "confirm"]
+    assert sorted((t.user_attrs["schedule"], t.user_attrs["seed"]) for t in confirmed) == [
+        (s, seed) for s, seed, _ in got
+    ]
+    parents, trials = runs(uri, name)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    confirm_runs = [r for r in trials if r.data.tags.get("stage") == "confirm"]
+    assert sorted(r.data.tags[tracking.TAG_TRIAL] for r in confirm_runs) == sorted(
+        t.trial_id for t in result.confirmations
+    )  # one run each, no duplicates
+    assert all(r.info.status == "FINISHED" for r in confirm_runs)
