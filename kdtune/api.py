@@ -216,7 +216,7 @@ def search(
     The guidance's next points are written as a ready search-space file beside the results.
     """
     from kdtune.paths import results_dir
-    from kdtune.results import NEXT_POINTS_FILE
+    from kdtune.results import NEXT_POINTS_FILE, SEARCH_FILE
     from kdtune.searching import run_tracked
     from kdtune.space import check_paths, load_space
     from kdtune.tracking import check_tracking, resolve_tracking_uri
@@ -241,6 +241,15 @@ def search(
     teacher_ap = _prepare(base, root, say)
     settings = {**_space_settings(space), "teacher_val_ap": teacher_ap}
 
+    def after_search(found: Any, live: Any) -> Any:
+        """After the trials, before the final logging: the teacher's AP (a teacher no better
+        than its students withholds the recommendation) and the confirmation stage."""
+        found.teacher_val_ap = teacher_ap
+        if space.confirm is not None:
+            found = _confirm(space, found, root, address, live, progress, say)
+        found.save(root / space.name / SEARCH_FILE)
+        return found
+
     # live logging off Tune's loop; every trial diagnosed against the search's best and the
     # report logged at the end (guarded: the report and next points never wait on MLflow)
     tracked = run_tracked(
@@ -253,9 +262,7 @@ def search(
         address=address,
         resume=resume,
         progress=progress,
-        after_search=lambda found, live: _after_search(
-            space, found, root, address, live, progress, say, teacher_ap
-        ),
+        after_search=after_search,
     )
     result, report = tracked.result, tracked.report
     next_space = write_guided_space(
@@ -295,27 +302,6 @@ def sync(
     return {"search": name, "tracking_uri": uri, "parent_run_id": parent}
 
 
-def _after_search(
-    space: Any,
-    result: Any,
-    root: Path,
-    address: str | None,
-    tracker: Any,
-    progress: bool,
-    say: Callable[[str], None],
-    teacher_ap: float | None,
-) -> Any:
-    """After the trials, before the final logging: the teacher's AP (a teacher no better than
-    its students withholds the recommendation) and the confirmation stage, in ``search.json``."""
-    from kdtune.results import SEARCH_FILE
-
-    result.teacher_val_ap = teacher_ap
-    if space.confirm is not None:
-        result = _confirm(space, result, root, address, tracker, progress, say)
-    result.save(root / space.name / SEARCH_FILE)
-    return result
-
-
 def _confirm(
     space: Any,
     result: Any,
@@ -325,7 +311,7 @@ def _confirm(
     progress: bool,
     say: Callable[[str], None],
 ) -> Any:
-    """The confirmation stage and its paired verdict, kept in ``search.json``."""
+    """The confirmation stage and its paired verdict; ``tracker`` queues each run's logging."""
     from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
     from kdtune.tune import confirm_plan, run_confirm
     from kdtune.verdict import verdict_of_runs
@@ -343,17 +329,14 @@ def _confirm(
         f"{space.confirm.seeds} further seeds each: {len(points)} runs"
     )
 
-    def on_run_end(record: Any) -> None:
-        try:
-            tracker.log_trial(record, None)
-        except KdtuneError:
-            raise
-        except Exception as exc:  # tracking must never take the search down
-            say(f"warning: could not log confirmation run {record.trial_id} to MLflow: {exc}")
-
-    try:
+    try:  # each run's logging queued off Tune's loop, as the search's trials' is
         result.confirmations = run_confirm(
-            space, points, results=root, address=address, on_trial_end=on_run_end, progress=progress
+            space,
+            points,
+            results=root,
+            address=address,
+            on_trial_end=lambda record: tracker.log_trial(record, None),
+            progress=progress,
         )
     except SearchInterrupted as exc:  # the search's records go with it (logged as KILLED)
         result.confirmations = list(exc.result) if isinstance(exc.result, list) else []
