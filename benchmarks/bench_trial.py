@@ -21,8 +21,10 @@ data pipeline could reach on this machine.
     python benchmarks/bench_trial.py --repeats 3
     python benchmarks/bench_trial.py --device cuda --amp --batch-size 512 --images 4096
 
-With ``--device cuda`` all three run on the GPU (the reference loop still builds its targets on
-the CPU, in its DataLoader, as the reference does) and the peak GPU memory is reported.
+With ``--compile`` kdtune's trial runs compiled (``torch_compile``); the warm-up fit pays the
+compilation, the timed fits reuse it. With ``--device cuda`` all three run on the GPU (the
+reference loop still builds its targets on the CPU, in its DataLoader, as the reference does)
+and the peak GPU memory is reported.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--data", default="synthetic", help="synthetic (default) or a COCO root")
     parser.add_argument("--amp", action="store_true", help="kdtune with bf16 autocast")
+    parser.add_argument(
+        "--compile", action="store_true", help="kdtune's trial with torch_compile (timed warm)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -140,6 +145,7 @@ def main() -> None:
         batch_size=args.batch_size,
         num_threads=args.threads,
         device=args.device,
+        torch_compile=args.compile,
     ).validate()
     device = pick_device(args.device)
     # warm-up: decode the data, compute and cache the teacher's maps, let oneDNN pick kernels
@@ -187,6 +193,7 @@ def main() -> None:
         "repeats": args.repeats,
         "threads": args.threads,
         "amp": args.amp,
+        "compile": args.compile,
         "images": args.images,
         "first_fit_with_teacher_maps_s": warmup_s,
         "kdtune_all": ours,

@@ -18,6 +18,7 @@
 #   search_four   four trials at once, `gpu: 0.25` each (benchmarks/gpu_quarter.yaml)
 #   throughput    the four trials' summed images/s against the lone trial's
 #                 (benchmarks/search_throughput.py)
+#   trial_compiled  the second-level trial again with torch_compile (bench_trial.py --compile)
 #   memory        peak GPU memory: each benchmark's torch peak, and nvidia-smi's samples during
 #                 the searches (the whole device, and each trial process)
 #
@@ -47,12 +48,12 @@ export PYTHONUNBUFFERED=1
 if [ "$DEVICE" = cuda ]; then
     BATCH=1024 IMAGES=4096 EPOCHS=4 REPEATS=3 REF_STEPS=60 MODEL_STEPS=40
     FIRST_IMAGES=2048 FIRST_BATCH=512 FIRST_EPOCHS=2 FIRST_REPEATS=2 VIEWS=8 DATA=synthetic
-    AMP=(--amp) TESTS=(-m gpu tests)
+    AMP=(--amp) TESTS=(-m gpu -k "not compiled" tests)  # trial_compiled measures compiling
     SPACE="$ROOT/benchmarks/gpu_quarter.yaml"
 else  # the CPU smoke run: the same plumbing on a tiny synthetic set
     BATCH=8 IMAGES=16 EPOCHS=1 REPEATS=1 REF_STEPS=2 MODEL_STEPS=2
     FIRST_IMAGES=4 FIRST_BATCH=4 FIRST_EPOCHS=1 FIRST_REPEATS=1 VIEWS=1 DATA="$WORK/synth"
-    AMP=() TESTS=(-m gpu tests/test_gpu.py)
+    AMP=() TESTS=(-m gpu -k "not compiled" tests/test_gpu.py)
     "$PY" -m kdtune.cli data synth --out "$DATA" --n-train 16 --n-val 8 --n-test 4 \
         >>"$LOG" 2>&1 || true
     SPACE="$WORK/smoke_quarter.yaml"
@@ -145,6 +146,12 @@ stop_sampling
 
 run_step throughput 30 "$PY" benchmarks/search_throughput.py --one "$RESULTS/gpu_whole" \
     --many "$RESULTS/gpu_quarter" --json "$WORK/steps/throughput.json"
+
+# last, as the least needed: the second-level trial compiled (its cold compile is in the warm-up)
+run_step trial_compiled 100 "$PY" benchmarks/bench_trial.py --device "$DEVICE" "${AMP[@]}" \
+    --compile --batch-size "$BATCH" --images "$IMAGES" --epochs "$EPOCHS" --repeats 2 \
+    --reference-steps 2 --model-steps "$MODEL_STEPS" --data "$DATA" \
+    --results "$RESULTS" --json "$WORK/steps/trial_compiled.json"
 
 "$PY" benchmarks/gpu_check_report.py --work "$WORK" --device "$DEVICE" \
     --seconds "$(($(date +%s) - STARTED))" --json "$JSON" >>"$LOG" 2>&1 ||

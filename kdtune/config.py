@@ -24,6 +24,9 @@ TEACHER_RECIPES: tuple[str, ...] = ("auto", "shipped", "reference", "ground_trut
 # augmented view), "live" (exact, the teacher run on every batch) or "warped" (approximate: maps
 # of the un-augmented image, warped; kept for comparison).
 TEACHER_TARGETS: tuple[str, ...] = ("bank", "live", "warped")
+# How lr follows batch_size (see TrainConfig.scaled_lr); lr is given for this batch size.
+LR_SCALINGS: tuple[str, ...] = ("none", "sqrt", "linear")
+LR_REFERENCE_BATCH = 16
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
 # The reference document's named scenarios, as β schedules: α/β 1.0/0.0, 0.5/0.5, 0.25/0.75,
@@ -81,6 +84,11 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast
     channels_last: bool = True  # much faster on CPUs (oneDNN) as well as GPUs
     num_threads: int | None = None  # torch threads; None leaves torch's default
+    torch_compile: bool = False  # compile the student's training step (about a minute to start)
+    sync_every: int = 50  # the host reads the training loss every N steps (1: after every step)
+    # the learning rate at another batch size: lr x f(batch_size / LR_REFERENCE_BATCH), f the
+    # identity ("linear"), its square root ("sqrt") or 1 ("none"); see the README's GPU section
+    lr_scaling: str = "none"
     max_train_images: int | None = None
     max_val_images: int | None = None
     val_split: str = "val"
@@ -92,6 +100,14 @@ class TrainConfig:
         from kdtune.schedules import parse_schedule
 
         return parse_schedule(self.schedule).alpha
+
+    @property
+    def scaled_lr(self) -> float:
+        """The learning rate the optimizer gets: ``lr`` scaled to ``batch_size`` by
+        ``lr_scaling`` from the reference batch of 16."""
+        ratio = self.batch_size / LR_REFERENCE_BATCH
+        factor = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[self.lr_scaling]
+        return self.lr * factor
 
     def validate(self) -> TrainConfig:
         from kdtune.schedules import parse_schedule
@@ -111,6 +127,11 @@ class TrainConfig:
         _positive_int("stride", self.stride)
         _positive_int("teacher_input_size", self.teacher_input_size)
         _positive_int("teacher_views", self.teacher_views)
+        _positive_int("sync_every", self.sync_every)
+        if self.lr_scaling not in LR_SCALINGS:
+            raise KdtuneError(
+                f"lr_scaling: one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
+            )
         if self.teacher_input_size % self.stride:
             raise KdtuneError(
                 f"teacher_input_size: {self.teacher_input_size} must be a multiple of stride "

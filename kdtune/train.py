@@ -171,12 +171,22 @@ class _Run:
         self.model = build_model(self.arch).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # the training forward, compiled if asked; it shares its weights with self.model, which
+        # evaluation and checkpoints use
+        self.step_model: Callable[[torch.Tensor], Any] = (
+            torch.compile(self.model) if cfg.torch_compile else self.model
+        )
         self.teacher: nn.Module | None = None
         self.bank: TeacherBank | None = None
         self.view_table: Affine | None = None
         self._prepare_targets(train)
+        if cfg.scaled_lr != cfg.lr:
+            self.log(
+                f"lr {cfg.scaled_lr:.4g}: {cfg.lr:g} scaled ({cfg.lr_scaling}) to batch "
+                f"{cfg.batch_size}"
+            )
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            self.model.parameters(), lr=cfg.scaled_lr, weight_decay=cfg.weight_decay
         )
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = self.steps_per_epoch * cfg.epochs
@@ -209,6 +219,8 @@ class _Run:
         net = teacher_at_grid(teacher, cfg).to(self.device).eval()
         if cfg.teacher_targets == "bank":
             self.bank = open_bank(cfg, net, train, self.device, self.results, self.log)
+            if self.bank.resident_on(self.device):
+                self.log(f"teacher bank copied into {self.device} memory")
         elif cfg.teacher_targets == "live":
             self.teacher = net
         else:
@@ -275,7 +287,15 @@ class _Run:
         n = data.images.shape[0]
         order = torch.randperm(n, generator=self.generator).to(self.device)
         views = self._epoch_views(n)
-        sums = {"student": 0.0, "distill": 0.0, "total": 0.0}
+        # fresh views (no bank): the epoch's transforms drawn at once, so no step waits on them
+        fresh = (
+            None
+            if views is not None
+            else sample_affine(n, self.aug, self.generator, self.device, cfg.input_size)
+        )
+        # the losses are summed where they are computed and read on the host every
+        # sync_every steps: a GPU is never made to wait for the host in between
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         beta_sum, seen = 0.0, 0
         t0 = time.perf_counter()
         for step, idx in enumerate(order.split(cfg.batch_size)):
@@ -283,9 +303,13 @@ class _Run:
                 self.steps_per_epoch * cfg.epochs
             )
             beta = self.schedule(progress)
-            x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(idx, views, with_teacher=beta > 0)
+            b = int(idx.numel())
+            affine = fresh[seen : seen + b] if fresh is not None else None
+            x, gt_heat, gt_paf, keep, t_heat, t_paf = self._batch(
+                idx, views, affine, with_teacher=beta > 0
+            )
             with self._autocast():
-                outputs = model(x)
+                outputs = self.step_model(x)
             outputs = [(h.float(), p.float()) for h, p in outputs]
             losses = kd_loss(
                 outputs,
@@ -296,23 +320,27 @@ class _Run:
                 teacher_heat=t_heat,
                 teacher_paf=t_paf,
             )
-            total = losses["total"]
-            if not torch.isfinite(total):
-                raise TrialDiverged(f"loss became {total.item()} at epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            losses["total"].backward()
             self.optimizer.step()
             self.lr_schedule.step()
-            b = int(idx.numel())
-            for key in sums:
-                sums[key] += float(losses[key].detach()) * b
+            parts = torch.stack([losses["student"], losses["distill"], losses["total"]])
+            sums += parts.detach().double() * b
             beta_sum += beta * b
             seen += b
+            if (step + 1) % cfg.sync_every == 0 or seen == n:
+                total = float(sums[2])
+                if not math.isfinite(total):
+                    raise TrialDiverged(
+                        f"loss became {total} at epoch {epoch}, by step {step} "
+                        f"(read every {cfg.sync_every} steps)"
+                    )
         elapsed = time.perf_counter() - t0
+        student, distill, total = (float(v) / seen for v in sums.cpu())
         return {
-            "train/student_loss": sums["student"] / seen,
-            "train/distill_loss": sums["distill"] / seen,
-            "train/loss": sums["total"] / seen,
+            "train/student_loss": student,
+            "train/distill_loss": distill,
+            "train/loss": total,
             "train/beta": beta_sum / seen,
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
             "perf/images_per_s": seen / elapsed,
@@ -322,23 +350,28 @@ class _Run:
         """Which of its K fixed views each image is trained on this epoch (bank mode)."""
         if self.view_table is None:
             return None
-        return torch.randint(self.cfg.teacher_views, (n,), generator=self.generator)
+        drawn = torch.randint(self.cfg.teacher_views, (n,), generator=self.generator)
+        return drawn.to(self.device)
 
     def _batch(
-        self, idx: torch.Tensor, views: torch.Tensor | None, *, with_teacher: bool
+        self,
+        idx: torch.Tensor,
+        views: torch.Tensor | None,
+        affine: Affine | None,
+        *,
+        with_teacher: bool,
     ) -> tuple[torch.Tensor, ...]:
+        """Step ``idx``'s inputs and targets: with a bank, each image's view ``views[idx]`` and
+        the bank's maps of it; else the fresh transforms ``affine``."""
         cfg, data = self.cfg, self.train
         t_heat = t_paf = None
         if views is not None:  # one of each image's fixed views, as the bank holds them
             assert self.view_table is not None
-            rows, view = idx.cpu(), views[idx.cpu()]
-            affine = self.view_table[(rows * cfg.teacher_views + view).to(self.device)]
+            view = views[idx]
+            affine = self.view_table[idx * cfg.teacher_views + view]
             if with_teacher and self.bank is not None:
-                t_heat, t_paf = self.bank.maps(rows, view, self.device)
-        else:
-            affine = sample_affine(
-                idx.numel(), self.aug, self.generator, self.device, input_size=cfg.input_size
-            )
+                t_heat, t_paf = self.bank.maps(idx, view, self.device)
+        assert affine is not None
         x, kps, ignore = apply(data.images[idx], data.keypoints[idx], data.masks[idx], affine)
         gt_heat, gt_paf = make_targets(
             kps, cfg.input_size, cfg.stride, cfg.sigma, cfg.paf_thickness

@@ -203,3 +203,17 @@ def test_teacher_cache_key_ignores_how_it_runs(synth_root: Path) -> None:
     cfg = small(synth_root)
     for change, value in (("num_threads", 2), ("eval_every", 3), ("max_val_images", 9)):
         assert teacher_key(replace(cfg, **{change: value}), None) == teacher_key(cfg, None)
+
+
+def test_a_bank_held_in_memory_gives_the_memory_mapped_maps(banked: dict[str, Any]) -> None:
+    """A bank copied into a device's memory (as on a GPU) gathers the very maps it stores."""
+    bank = TeacherBank(banked["bank"].root)
+    cpu = torch.device("cpu")
+    index, view = torch.tensor([3, 7, 2, 9, 3]), torch.tensor([2, 0, 1, 1, 0])
+    mapped = bank.maps(index, view, cpu)
+    assert not bank.resident_on(cpu)  # a CPU keeps the memory map, shared between processes
+    bank.hold_on(cpu)
+    held = bank.maps(index, view, cpu)
+    for a, b in zip(mapped, held, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.equal(a, b) and a.abs().max() > 1e-3

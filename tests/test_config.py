@@ -100,3 +100,21 @@ def test_export_refuses_to_hold_out_the_split_that_selected(tmp_path: Path) -> N
     with pytest.raises(KdtuneError, match="selected its best trial on the 'val' split"):
         export_best("s", tmp_path / "best.yaml", results=tmp_path, holdout_split="val")
     assert not (tmp_path / "best.yaml").exists()
+
+
+@given(st.one_of(st.integers(-5, 10_000), st.floats(allow_nan=True), st.text(max_size=4)))
+def test_sync_every_is_a_positive_integer(value: Any) -> None:
+    if isinstance(value, int) and value >= 1:
+        assert TrainConfig.from_dict({"sync_every": value}).sync_every == value
+    else:
+        with pytest.raises(KdtuneError, match="sync_every"):
+            TrainConfig.from_dict({"sync_every": value})
+
+
+@given(st.one_of(st.sampled_from(["none", "sqrt", "linear"]), st.text(max_size=8), st.integers()))
+def test_lr_scaling_is_one_of_three_rules(value: Any) -> None:
+    if value in ("none", "sqrt", "linear"):
+        assert TrainConfig.from_dict({"lr_scaling": value}).lr_scaling == value
+    else:
+        with pytest.raises(KdtuneError, match="lr_scaling"):
+            TrainConfig.from_dict({"lr_scaling": value})

@@ -72,3 +72,32 @@ def test_bf16_autocast_trial_on_cuda(synth_root: Path, tmp_path: Path) -> None:
     fit(cfg, lambda e, m, c: seen.append(m), workdir=tmp_path / "run", results=tmp_path)
     assert seen and all(_finite(m) for m in seen)
     assert torch.cuda.max_memory_allocated() > 0
+
+
+def test_the_bank_lives_in_gpu_memory_and_gives_the_mapped_maps(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """A bank-mode trial on CUDA copies its bank into the GPU (no host copy per step); the maps
+    gathered there are the memory-mapped ones."""
+    from kdtune.bank import TeacherBank
+
+    logs: list[str] = []
+    cfg = small_config(synth_root, device="cuda", alpha=0.25, teacher_targets="bank")
+    fit(cfg, None, workdir=tmp_path / "run", results=tmp_path, log=logs.append)
+    assert any("teacher bank copied into cuda" in line for line in logs), logs
+    root = next((tmp_path / "cache" / "banks").iterdir())
+    bank = TeacherBank(root)
+    index, view = torch.tensor([0, 5, 3]), torch.tensor([1, 0, 7])
+    mapped = bank.maps(index, view, torch.device("cuda"))
+    assert bank.resident_on(torch.device("cuda"))
+    held = bank.maps(index.cuda(), view.cuda(), torch.device("cuda"))
+    assert all(torch.equal(a, b) for a, b in zip(mapped, held, strict=True))
+
+
+def test_a_compiled_trial_on_cuda(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small_config(
+        synth_root, device="cuda", amp=True, alpha=0.25, epochs=1, torch_compile=True
+    )
+    seen: list[dict[str, float]] = []
+    fit(cfg, lambda e, m, c: seen.append(m), workdir=tmp_path / "run", results=tmp_path)
+    assert seen and all(_finite(m) for m in seen)

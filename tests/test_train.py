@@ -236,3 +236,73 @@ def test_a_public_layout_teacher_reaches_the_trial_with_its_own_input(
     assert isinstance(teacher, PublicInput)
     at_grid = teacher_at_grid(teacher, cfg)  # what the bank, live targets and eval run
     assert any(isinstance(m, PublicInput) for m in at_grid.modules())
+
+
+def _collect(into: list[dict[str, float]]) -> Any:
+    return lambda _epoch, metrics, _ckpt: into.append(metrics)
+
+
+def test_reading_the_loss_less_often_changes_nothing(synth_root: Path, tmp_path: Path) -> None:
+    """``sync_every`` only sets when the host reads the summed losses: the same run, read after
+    every step or once an epoch, gives the same metrics and weights."""
+    runs = []
+    for every in (1, 1000):
+        cfg = small(synth_root, alpha=0.25, epochs=2, sync_every=every)
+        seen: list[dict[str, float]] = []
+        fit(cfg, _collect(seen), workdir=tmp_path / f"s{every}", results=tmp_path)
+        state = torch.load(tmp_path / f"s{every}" / "model.pt", weights_only=True)
+        runs.append((seen, state["model"]))
+    (first, w1), (second, w2) = runs
+    keys = ("train/loss", "train/student_loss", "train/distill_loss", "val/ap", "val/loss")
+    for a, b in zip(first, second, strict=True):
+        for key in keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_a_diverged_run_is_caught_at_the_next_read(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read every 1000 steps (more than an epoch), a loss gone NaN is still caught that epoch."""
+    cfg = small(synth_root, alpha=1.0, epochs=2, lr=1e6, sync_every=1000)
+    with pytest.raises(TrialDiverged, match=r"loss became (nan|inf) at epoch 1, by step 1 "):
+        fit(cfg, None, workdir=tmp_path / "run", results=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("scaling", "batch", "factor"),
+    [
+        ("none", 256, 1.0),
+        ("sqrt", 64, 2.0),
+        ("sqrt", 1024, 8.0),
+        ("linear", 64, 4.0),
+        ("linear", 8, 0.5),
+        ("sqrt", 16, 1.0),
+    ],
+)
+def test_scaled_lr_golden_values(scaling: str, batch: int, factor: float) -> None:
+    cfg = TrainConfig(lr=0.004, batch_size=batch, lr_scaling=scaling).validate()
+    assert cfg.scaled_lr == pytest.approx(0.004 * factor, rel=1e-12)
+
+
+def test_the_optimizer_gets_the_scaled_lr(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, alpha=1.0, epochs=1, batch_size=4, lr=0.004, lr_scaling="linear")
+    seen: list[dict[str, float]] = []
+    fit(cfg, lambda e, m, c: seen.append(m), workdir=tmp_path / "run", results=tmp_path)
+    # the cosine ends at 5 % of the peak: 0.05 x 0.004 x 4/16 at the last step
+    assert seen[-1]["train/lr"] == pytest.approx(0.05 * 0.001, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_compiled_trial_trains_like_an_eager_one(synth_root: Path, tmp_path: Path) -> None:
+    """``torch_compile``: the same run compiled reaches finite losses close to the eager run's
+    (compiled kernels round differently) and checkpoints the same network."""
+    out = {}
+    for compiled in (False, True):
+        cfg = small(synth_root, alpha=0.25, epochs=1, torch_compile=compiled)
+        seen: list[dict[str, float]] = []
+        fit(cfg, _collect(seen), workdir=tmp_path / f"c{compiled}", results=tmp_path)
+        out[compiled] = seen[-1]
+    assert out[True]["train/loss"] == pytest.approx(out[False]["train/loss"], rel=1e-3)
+    state = torch.load(tmp_path / "cTrue" / "model.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state["model"])
