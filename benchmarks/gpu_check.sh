@@ -24,7 +24,8 @@
 #
 # Run from the repository root, with kdtune installed (or PYTHONPATH set) and a CUDA torch.
 # Knobs (environment): PYTHON (default python), GPU_CHECK_BUDGET_S (default 470),
-# GPU_CHECK_WORK (scratch folder; default a new /tmp/gpu_check.*), GPU_CHECK_DEVICE=cpu (a CPU
+# GPU_CHECK_WORK (scratch folder; default a new /tmp/gpu_check.*), GPU_CHECK_STEPS (the steps
+# to run, e.g. "env search_one search_four throughput"; default all), GPU_CHECK_DEVICE=cpu (a CPU
 # smoke run of the script itself with tiny sizes: checks the plumbing, measures nothing).
 set -u
 
@@ -85,6 +86,11 @@ sed -e 's/^name: gpu_quarter/name: gpu_whole/' -e 's/num_samples: [0-9]*/num_sam
 run_step() {
     local name=$1 limit=$2
     shift 2
+    if [ -n "${GPU_CHECK_STEPS:-}" ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then
+        echo "=== $name: not asked for (GPU_CHECK_STEPS)" >>"$LOG"
+        echo "-2 0" >"$WORK/steps/$name.status"
+        return
+    fi
     local left=$((BUDGET_S - ($(date +%s) - STARTED)))
     if [ "$left" -lt 15 ]; then
         echo "skipped: the script's ${BUDGET_S} s budget is spent" >"$WORK/steps/$name.log"

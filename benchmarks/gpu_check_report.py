@@ -50,7 +50,12 @@ def step_record(steps: Path, name: str) -> dict[str, Any]:
     text = log.read_text(errors="replace") if log.is_file() else ""
     if rc != 0:
         tail = [line for line in text.splitlines() if line.strip()][-15:]
-        reason = {124: "timed out", 137: "killed after timing out", -1: "skipped"}.get(rc, "")
+        reason = {
+            124: "timed out",
+            137: "killed after timing out",
+            -1: "skipped",
+            -2: "not asked for (GPU_CHECK_STEPS)",
+        }.get(rc, "")
         record["error"] = "\n".join(([reason] if reason else []) + tail)
     figures = steps / f"{name}.json"
     if figures.is_file():
@@ -79,6 +84,13 @@ def memory(work: Path, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if used:
         out["searches_device_peak_mib"] = max(used)
         out["searches_samples"] = len(used)
+    busy = [float(r[2]) for r in device if len(r) >= 3 and _number(r[2])]
+    if busy:  # nvidia-smi's utilization.gpu: the share of time a kernel ran, in %
+        out["searches_gpu_utilization_pct"] = {
+            "mean": sum(busy) / len(busy),
+            "max": max(busy),
+            "samples_over_90": sum(b > 90 for b in busy),
+        }
     per_pid: dict[str, float] = {}
     for row in _rows(work / "proc_samples.csv"):
         if len(row) >= 2 and _number(row[1]):
