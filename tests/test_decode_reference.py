@@ -4,6 +4,9 @@ behaviour on hand-made maps."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +191,24 @@ def test_ceiling_on_real_coco_is_lower_with_the_reference_decoder(
     # measured: 0.512 and 0.260 (README, "Decoders")
     assert figures["reference"]["val/ap"] == pytest.approx(0.260, abs=0.02)
     assert figures["kdtune"]["val/ap"] > figures["reference"]["val/ap"] + 0.2
+
+
+def test_the_decoders_benchmark_runs(synth_root: Path, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = tmp_path / "decoders.json"
+    args = ["--data", str(synth_root), "--samples", "10", "--results", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "decoders.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    assert figures["images"] == 24 and figures["maps"] == "ground truth"
+    assert 0.0 < figures["reference/ap"] < figures["kdtune/ap"] <= 1.0
+    low, high = figures["difference_95ci"]
+    assert low <= figures["kdtune_minus_reference"] <= high
