@@ -60,7 +60,7 @@ REFERENCE_LIMB_ORDER: tuple[int, ...] = tuple(
 )
 _REDUNDANT: frozenset[int] = frozenset(REFERENCE_LIMB_ORDER[-2:])
 
-_CHUNK = 16  # images upsampled at once: 16 × 56 maps of 128 × 128 float32 is 59 MB
+_CHUNK_BYTES = 64 * 2**20  # upsampled maps held at once (16 images at 128 × 128, 2 at 368)
 
 
 class ReferenceOptions(NamedTuple):
@@ -230,11 +230,13 @@ def decode_batch_reference(
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     opts = options or ReferenceOptions()
+    pixels = heatmaps.shape[-2] * heatmaps.shape[-1] * stride**2
+    chunk = max(1, _CHUNK_BYTES // (4 * (NUM_KEYPOINTS + pafs.shape[1]) * pixels))
     out: list[list[Person]] = []
     with torch.no_grad():
-        for start in range(0, heatmaps.shape[0], _CHUNK):
-            heat = upsample(heatmaps[start : start + _CHUNK, :NUM_KEYPOINTS].float(), stride)
-            paf = upsample(pafs[start : start + _CHUNK].float(), stride).cpu().numpy()
+        for start in range(0, heatmaps.shape[0], chunk):
+            heat = upsample(heatmaps[start : start + chunk, :NUM_KEYPOINTS].float(), stride)
+            paf = upsample(pafs[start : start + chunk].float(), stride).cpu().numpy()
             for peaks, image_paf in zip(extract_peaks(heat, opts), paf, strict=True):
                 out.append(_persons(peaks, group_image(peaks, image_paf, opts), opts))
     return out
