@@ -92,11 +92,14 @@ def evaluate_checkpoint(
     *,
     results: Path | None = None,
     net_input_size: int | None = None,
+    decoder: str = "kdtune",
 ) -> dict[str, Any]:
     """``kdtune eval``: load a checkpoint of ``arch`` and report its COCO keypoint AP on a split.
 
     With ``net_input_size`` the 128×128 letterboxed images are resized to that size before the
     net (the reference fed its teacher 368×368) and its maps are decoded at its own grid.
+    ``decoder``: how maps become persons (``kdtune`` or ``reference``, see
+    :data:`kdtune.config.DECODERS`).
     """
     import torch
 
@@ -105,8 +108,8 @@ def evaluate_checkpoint(
     from kdtune.predict import evaluate_model
     from kdtune.train import pick_device
 
+    cfg = TrainConfig(data=data, decoder=decoder).validate()
     model = load_checkpoint(Path(checkpoint), arch)
-    cfg = TrainConfig(data=data)
     poseset = resolve_data(data, split, cfg.input_size, results)
     device = pick_device("auto")
     model = model.to(device)
@@ -120,6 +123,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "arch": arch,
         "split": split,
+        "decoder": decoder,
         "images": len(poseset),
         "parameters": count_parameters(model),
         **metrics,
@@ -150,17 +154,22 @@ def data_ceiling(
     stride: int = 8,
     sigma: float = 7.0,
     results: Path | None = None,
+    decoder: str = "kdtune",
 ) -> dict[str, Any]:
-    """``kdtune data ceiling``: decode the ground-truth targets themselves and evaluate them."""
+    """``kdtune data ceiling``: decode the ground-truth targets themselves (with ``decoder``)
+    and evaluate them."""
     from kdtune.data.coco import resolve_data
     from kdtune.evaluate import ceiling
 
-    cfg = TrainConfig(data=data, input_size=input_size, stride=stride, sigma=sigma).validate()
+    cfg = TrainConfig(
+        data=data, input_size=input_size, stride=stride, sigma=sigma, decoder=decoder
+    ).validate()
     poseset = resolve_data(data, split, cfg.input_size, results)
-    figures = ceiling(poseset, cfg.stride, cfg.sigma, cfg.paf_thickness)
+    figures = ceiling(poseset, cfg.stride, cfg.sigma, cfg.paf_thickness, decoder=cfg.decoder)
     return {
         "data": data,
         "split": split,
+        "decoder": decoder,
         "images": len(poseset),
         "input_size": input_size,
         "stride": stride,

@@ -26,6 +26,14 @@ DATA_OPTION = click.option(
         "'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and <split>2017/."
     ),
 )
+DECODER_OPTION = click.option(
+    "--decoder",
+    default=None,
+    help=(
+        "How maps become persons: 'kdtune' (default) or 'reference' (the reference pipeline's "
+        "own peak extraction and grouping)."
+    ),
+)
 RESULTS_OPTION = click.option(
     "--results",
     type=click.Path(file_okay=False, path_type=Path),
@@ -116,6 +124,7 @@ def models() -> None:
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast.")
 @click.option("--channels-last/--no-channels-last", default=None)
 @click.option("--max-train-images", type=int, default=None)
+@DECODER_OPTION
 @click.option(
     "--output",
     "-o",
@@ -157,6 +166,7 @@ def train(
     default=None,
     help="Feed the net this input size (the public teacher checkpoint was trained at 368).",
 )
+@DECODER_OPTION
 @RESULTS_OPTION
 def eval_(
     checkpoint: Path,
@@ -164,6 +174,7 @@ def eval_(
     data: str,
     split: str,
     teacher_input_size: int | None,
+    decoder: str | None,
     results: Path | None,
 ) -> None:
     """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO
@@ -172,7 +183,13 @@ def eval_(
 
     _echo_json(
         evaluate_checkpoint(
-            checkpoint, arch, data, split, results=results, net_input_size=teacher_input_size
+            checkpoint,
+            arch,
+            data,
+            split,
+            results=results,
+            net_input_size=teacher_input_size,
+            decoder=decoder or "kdtune",
         )
     )
 
@@ -235,16 +252,29 @@ def synth(out: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
 @click.option("--input-size", type=int, default=128, show_default=True)
 @click.option("--stride", type=int, default=8, show_default=True)
 @click.option("--sigma", type=float, default=7.0, show_default=True)
+@DECODER_OPTION
 @RESULTS_OPTION
 def ceiling(
-    data: str, split: str, input_size: int, stride: int, sigma: float, results: Path | None
+    data: str,
+    split: str,
+    input_size: int,
+    stride: int,
+    sigma: float,
+    decoder: str | None,
+    results: Path | None,
 ) -> None:
     """AP reached by decoding the ground-truth targets: the best any net can do at this size."""
     from kdtune.api import data_ceiling
 
     _echo_json(
         data_ceiling(
-            data, split, input_size=input_size, stride=stride, sigma=sigma, results=results
+            data,
+            split,
+            input_size=input_size,
+            stride=stride,
+            sigma=sigma,
+            results=results,
+            decoder=decoder or "kdtune",
         )
     )
 

@@ -27,6 +27,10 @@ TEACHER_TARGETS: tuple[str, ...] = ("bank", "live", "warped")
 # How lr follows batch_size (see TrainConfig.scaled_lr); lr is given for this batch size.
 LR_SCALINGS: tuple[str, ...] = ("none", "sqrt", "linear")
 LR_REFERENCE_BATCH = 16
+# How maps are decoded into persons when a net is evaluated: "kdtune" (kdtune.decode, tuned for
+# 128 × 128 inputs) or "reference" (kdtune.decode_reference: the reference pipeline's own
+# peak extraction and grouping, so that AP figures compare with the reference's).
+DECODERS: tuple[str, ...] = ("kdtune", "reference")
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
 # The reference document's named scenarios, as β schedules: α/β 1.0/0.0, 0.5/0.5, 0.25/0.75,
@@ -58,6 +62,7 @@ class TrainConfig:
     lr: float = 4e-3
     weight_decay: float = 0.0
     eval_every: int = 1
+    decoder: str = "kdtune"  # how evaluations decode maps: kdtune | reference (see DECODERS)
     seed: int = 0
     input_size: int = 128
     stride: int = 8
@@ -163,6 +168,8 @@ class TrainConfig:
             raise KdtuneError(
                 f"teacher_recipe: one of {', '.join(TEACHER_RECIPES)}, got {self.teacher_recipe!r}"
             )
+        if self.decoder not in DECODERS:
+            raise KdtuneError(f"decoder: one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise KdtuneError(f"device: one of auto, cpu, cuda, got {self.device!r}")
         return self

@@ -111,6 +111,30 @@ def gt_as_detections(coco_gt: COCO, image_ids: Sequence[int]) -> list[dict]:
     ]
 
 
+def decode_maps(
+    heatmaps: torch.Tensor,
+    pafs: torch.Tensor,
+    stride: int,
+    decoder: str = "kdtune",
+    **decode_options: Any,
+) -> list[list[Person]]:
+    """Persons of each image of a batch of maps, decoded by ``decoder`` (one of
+    :data:`kdtune.config.DECODERS`): ``kdtune`` (:func:`kdtune.decode.decode_batch`, which takes
+    ``decode_options``) or ``reference`` (:func:`kdtune.decode_reference.decode_batch_reference`
+    with the reference's thresholds; an option is an error there)."""
+    from kdtune.config import DECODERS
+
+    if decoder == "kdtune":
+        from kdtune.decode import decode_batch
+
+        return decode_batch(heatmaps, pafs, stride=stride, **decode_options)
+    if decoder == "reference":
+        from kdtune.decode_reference import ReferenceOptions, decode_batch_reference
+
+        return decode_batch_reference(heatmaps, pafs, stride, ReferenceOptions(**decode_options))
+    raise KdtuneError(f"decoder: one of {', '.join(DECODERS)}, got {decoder!r}")
+
+
 def detections_for(
     persons: Sequence[Sequence[Person]], poseset: PoseSet, start: int = 0
 ) -> list[dict]:
@@ -136,11 +160,12 @@ def evaluate_predictions(
     pafs: torch.Tensor,
     poseset: PoseSet,
     stride: int,
+    decoder: str = "kdtune",
     **decode_options: Any,
 ) -> dict[str, float]:
     """Decode maps of every image of ``poseset`` (in order) and evaluate them against its
     COCO file."""
-    return score_maps(heatmaps, pafs, poseset, stride, **decode_options)[0]
+    return score_maps(heatmaps, pafs, poseset, stride, decoder, **decode_options)[0]
 
 
 def score_maps(
@@ -148,16 +173,15 @@ def score_maps(
     pafs: torch.Tensor,
     poseset: PoseSet,
     stride: int,
+    decoder: str = "kdtune",
     **decode_options: Any,
 ) -> tuple[dict[str, float], list[dict]]:
     """:func:`evaluate_predictions`'s figures and the detections they were computed from."""
-    from kdtune.decode import decode_batch
-
     if heatmaps.shape[0] != len(poseset) or pafs.shape[0] != len(poseset):
         raise ValueError(
             f"got maps for {heatmaps.shape[0]}/{pafs.shape[0]} images, the set has {len(poseset)}"
         )
-    persons = decode_batch(heatmaps, pafs, stride=stride, **decode_options)
+    persons = decode_maps(heatmaps, pafs, stride, decoder, **decode_options)
     detections = detections_for(persons, poseset)
     figures = coco_keypoint_ap(load_coco(poseset.ann_file), detections, poseset.image_ids.tolist())
     return figures, detections
@@ -349,11 +373,11 @@ def ceiling(
     sigma: float,
     paf_thickness: float,
     batch_size: int = 256,
+    decoder: str = "kdtune",
     **decode_options: Any,
 ) -> dict[str, float]:
     """AP of the decoded ground-truth targets: the best any net can reach at this size and
-    stride."""
-    from kdtune.decode import decode_batch
+    stride (with ``decoder``)."""
     from kdtune.targets import make_targets
 
     dets: list[dict] = []
@@ -365,6 +389,6 @@ def ceiling(
             sigma=sigma,
             paf_thickness=paf_thickness,
         )
-        persons = decode_batch(heat, paf, stride=stride, **decode_options)
+        persons = decode_maps(heat, paf, stride, decoder, **decode_options)
         dets.extend(detections_for(persons, poseset, start))
     return coco_keypoint_ap(load_coco(poseset.ann_file), dets, poseset.image_ids.tolist())

@@ -43,7 +43,7 @@ def evaluate_model(
     seen = data
     if net_input_size and net_input_size != data.input_size:
         seen = seen_at_size(data, net_input_size)
-    figures, found = score_maps(heat, paf, seen, cfg.stride)
+    figures, found = score_maps(heat, paf, seen, cfg.stride, cfg.decoder)
     if detections is not None:
         detections.extend(found)
     metrics = {f"{prefix}/{k}": float(v) for k, v in figures.items()}
@@ -63,12 +63,11 @@ def predict_detections(
     model: nn.Module, data: PoseSet, cfg: TrainConfig, device: torch.device | None = None
 ) -> list[dict[str, Any]]:
     """COCO keypoint results of ``model`` on every image of ``data``, in original coordinates."""
-    from kdtune.decode import decode_batch
-    from kdtune.evaluate import detections_for
+    from kdtune.evaluate import decode_maps, detections_for
 
     device = device or next(model.parameters()).device
     heat, paf, _ = predict_maps(model, data, cfg, device)
-    return detections_for(decode_batch(heat, paf, stride=cfg.stride), data)
+    return detections_for(decode_maps(heat, paf, cfg.stride, cfg.decoder), data)
 
 
 def keep_mask(ignore: torch.Tensor, stride: int) -> torch.Tensor:

@@ -460,14 +460,14 @@ class _Run:
         return list(state["history"]), int(state["epoch"]) + 1
 
     def _draw_predictions(self, path: Path, count: int = 8) -> None:
-        from kdtune.decode import decode_batch
         from kdtune.draw import draw_persons, save_grid
+        from kdtune.evaluate import decode_maps
 
         subset = self.val.subset(slice(0, min(count, len(self.val))))
         if len(subset) == 0:
             return
         heat, paf, _ = predict_maps(self.model, subset, self.cfg, self.device)
-        people = decode_batch(heat, paf, stride=self.cfg.stride)
+        people = decode_maps(heat, paf, self.cfg.stride, self.cfg.decoder)
         tiles = []
         for img, persons in zip(subset.images, people, strict=True):
             rgb = img.permute(1, 2, 0).cpu().numpy()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdtune.config import TrainConfig, alpha_to_schedule
+from kdtune.config import DECODERS, TrainConfig, alpha_to_schedule
 from kdtune.errors import KdtuneError
 from kdtune.export import reference_config
 from kdtune.schedules import parse_schedule
@@ -35,6 +35,29 @@ def test_alpha_out_of_range_or_not_a_number_is_refused(value: Any) -> None:
     else:
         with pytest.raises(KdtuneError, match="alpha"):
             alpha_to_schedule(value)
+
+
+@given(
+    st.one_of(
+        st.sampled_from(DECODERS),
+        st.text(max_size=20),
+        st.integers(),
+        st.none(),
+        st.booleans(),
+        st.lists(st.sampled_from(DECODERS), max_size=2),
+    )
+)
+def test_decoder_is_kdtune_or_reference(value: Any) -> None:
+    raw = {"decoder": value}
+    if isinstance(value, str) and value in DECODERS:
+        assert TrainConfig.from_dict(raw).decoder == value
+        return
+    with pytest.raises(KdtuneError) as info:
+        TrainConfig.from_dict(raw, where="f.yaml")
+    message = str(info.value)
+    assert message.startswith("f.yaml: decoder: ") and "\n" not in message
+    if isinstance(value, str):  # a string that is no decoder: the message lists the decoders
+        assert f"one of kdtune, reference, got {value!r}" in message
 
 
 def test_from_dict_round_trips_through_to_dict() -> None:

@@ -66,6 +66,7 @@ _NOT_SHAPING = (
     "device",
     "num_threads",
     "eval_every",
+    "decoder",
     "max_val_images",
     "val_split",
     "extra",
