@@ -19,8 +19,22 @@ from kdtune.train import prepare_teacher
 SHIPPED = [arch for arch in ("med", "teacher") if manifest(arch) is not None]
 
 
-def test_kdtune_ships_the_med_teacher_of_the_second_level() -> None:
-    assert "med" in SHIPPED
+def test_kdtune_ships_a_teacher_for_each_level() -> None:
+    """The med teacher of the second level, the Lightweight-OpenPose teacher of the first."""
+    assert SHIPPED == ["med", "teacher"]
+
+
+def test_the_first_level_uses_the_shipped_lightweight_openpose_teacher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_training(*_args: object) -> Path:
+        raise AssertionError("a teacher was trained although one is shipped")
+
+    monkeypatch.setattr(train_module, "_trained_teacher", no_training)
+    lines: list[str] = []
+    teacher = prepare_teacher(TrainConfig(level="first"), None, lines.append)
+    assert teacher is not None and sum(p.numel() for p in teacher.parameters()) == 4_091_698
+    assert any("shipped teacher" in line for line in lines), lines
 
 
 @pytest.mark.parametrize("arch", SHIPPED)
@@ -65,7 +79,7 @@ def test_shipped_teacher_is_refused_where_it_does_not_fit(tmp_path: Path) -> Non
 def test_teachers_list_names_each_shipped_teacher(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["teachers", "list"], capsys)
     rows = json.loads(out)
-    assert code == 0 and [r["arch"] for r in rows] == SHIPPED
+    assert code == 0 and sorted(r["arch"] for r in rows) == sorted(SHIPPED)
     assert all(r["val/ap"] > 0 for r in rows)
 
 
