@@ -6,6 +6,9 @@ named ratios α ∈ {1.0, 0.5, 0.25, 0.1, 0.0} and the adaptive β 0.9 → 0.5 s
 and each configuration's paired difference to α = 1 (ground truth only; same seeds, same
 images, same views), mean ± sd over seeds.
 
+``--level first`` asks the same of the first level: the med student from the shipped
+Lightweight-OpenPose teacher, with the reference's α = 0.3 in place of 0.25.
+
 Runs ``--workers`` trials at once with one torch thread each.
 
     python benchmarks/ratio_seeds.py --seeds 3 --json results/bench/ratio_seeds.json
@@ -28,6 +31,13 @@ CONFIGS: dict[str, str] = {
     "α 0.1": "fixed:0.9",
     "α 0.0 (teacher only)": "fixed:1",
     "adaptive β 0.9 → 0.5": "linear:0.9:0.5",
+}
+# the first level: the reference picked α = 0.3 there
+FIRST_CONFIGS: dict[str, str] = {
+    ("α 0.3 (reference)" if label.startswith("α 0.25") else label): (
+        "fixed:0.7" if label.startswith("α 0.25") else schedule
+    )
+    for label, schedule in CONFIGS.items()
 }
 
 
@@ -59,6 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--level",
+        choices=["second", "first"],
+        default="second",
+        help="second: tiny from the shipped med; first: med from the shipped Lightweight OpenPose",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-images", type=int, default=1024)
@@ -68,8 +84,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     results = args.results.resolve()
+    configs = CONFIGS if args.level == "second" else FIRST_CONFIGS
     budget = {
-        "level": "second",
+        "level": args.level,
         "epochs": args.epochs,
         "eval_every": args.epochs,
         "max_train_images": args.train_images,
@@ -88,21 +105,24 @@ def main() -> None:
             "seed": seed,
             "label": label,
             "threads": max(1, (os.cpu_count() or 1) // args.workers),
-            "work": str(results / "ratio_seeds" / f"{schedule.replace(':', '_')}-s{seed}"),
+            "work": str(
+                results / f"ratio_seeds_{args.level}" / f"{schedule.replace(':', '_')}-s{seed}"
+            ),
             "results": str(results),
         }
         for seed in range(args.seeds)
-        for label, schedule in CONFIGS.items()
+        for label, schedule in configs.items()
     ]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(run_one, jobs))
     by_label: dict[str, dict[int, float]] = {}
     for row in rows:
         by_label.setdefault(row["label"], {})[row["seed"]] = row["val/ap"]
-    base = by_label[next(iter(CONFIGS))]
+    base = by_label[next(iter(configs))]
     table = []
+    pair = "tiny from the shipped med" if args.level == "second" else "med from the shipped LW"
     print(
-        "\ntiny from the shipped med, bank targets; "
+        f"\n{pair}, bank targets; "
         f"{args.train_images} images × {args.epochs} epochs, "
         f"{args.seeds} seeds; final val AP"
     )
@@ -111,7 +131,7 @@ def main() -> None:
         diffs = [aps[s] - base[s] for s in sorted(aps)]
         entry = {
             "label": label,
-            "schedule": CONFIGS[label],
+            "schedule": configs[label],
             "aps": values,
             "mean": statistics.mean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
