@@ -14,6 +14,12 @@ import yaml
 from kdtune.config import TrainConfig, alpha_to_schedule
 from kdtune.errors import KdtuneError, SearchInterrupted
 
+# commands whose work lives in its own module, re-exported so that the CLI finds every command
+# here (both modules import torch only inside their functions)
+from kdtune.scoring import evaluate_checkpoint as evaluate_checkpoint
+from kdtune.shipping import list_teachers as list_teachers
+from kdtune.shipping import pack_teacher as pack_teacher
+
 
 def load_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
     """Read a YAML mapping: :func:`kdtune.yamlfile.load_yaml_mapping` (``yaml.safe_load``,
@@ -82,52 +88,6 @@ def train_run(
 
         TeacherBank(Path(cfg.teacher_bank))  # a folder that is not a bank fails here, not later
     return fit(cfg, None, workdir=output, resume_from=resume_from, results=results, log=log)
-
-
-def evaluate_checkpoint(
-    checkpoint: Path,
-    arch: str,
-    data: str,
-    split: str = "val",
-    *,
-    results: Path | None = None,
-    net_input_size: int | None = None,
-    decoder: str = "kdtune",
-) -> dict[str, Any]:
-    """``kdtune eval``: load a checkpoint of ``arch`` and report its COCO keypoint AP on a split.
-
-    With ``net_input_size`` the 128×128 letterboxed images are resized to that size before the
-    net (the reference fed its teacher 368×368) and its maps are decoded at its own grid.
-    ``decoder``: how maps become persons (``kdtune`` or ``reference``, see
-    :data:`kdtune.config.DECODERS`).
-    """
-    import torch
-
-    from kdtune.data.coco import resolve_data
-    from kdtune.models import AtInputSize, count_parameters, load_checkpoint
-    from kdtune.predict import evaluate_model
-    from kdtune.train import pick_device
-
-    cfg = TrainConfig(data=data, decoder=decoder).validate()
-    model = load_checkpoint(Path(checkpoint), arch)
-    poseset = resolve_data(data, split, cfg.input_size, results)
-    device = pick_device("auto")
-    model = model.to(device)
-    if net_input_size and net_input_size != cfg.input_size:
-        model = AtInputSize(model, net_input_size, grid=None)
-    with torch.inference_mode():
-        metrics = evaluate_model(
-            model, poseset, cfg, device, prefix=split, net_input_size=net_input_size
-        )
-    return {
-        "checkpoint": str(checkpoint),
-        "arch": arch,
-        "split": split,
-        "decoder": decoder,
-        "images": len(poseset),
-        "parameters": count_parameters(model),
-        **metrics,
-    }
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -440,94 +400,6 @@ def _space_settings(space: Any) -> dict[str, Any]:
         "budget": plain(space.budget),
         "resources": plain(space.resources),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# kdtune teachers
-
-
-def list_teachers() -> list[dict[str, Any]]:
-    """``kdtune teachers list``: the shipped teachers and what was measured of them."""
-    from kdtune.models import ARCHS
-    from kdtune.teachers import manifest, weights_path
-
-    rows = []
-    for arch in ARCHS:
-        record = manifest(arch)
-        if record is None:
-            continue
-        rows.append(
-            {
-                "arch": arch,
-                "weights": str(weights_path(arch)),
-                "data": record["data"]["version"],
-                "val/ap": record["val"]["val/ap"],
-                "test/ap": record["test"]["test/ap"],
-                "produced_by": record["produced_by"],
-            }
-        )
-    return rows
-
-
-def pack_teacher(
-    run: Path, *, out: Path | None = None, results: Path | None = None
-) -> dict[str, Any]:
-    """``kdtune teachers pack RUN``: a run trained on the synthetic default (``kdtune train``)
-    becomes a shipped teacher: float16 weights plus a record of its config, data and AP."""
-    import json
-    import os
-
-    import torch
-
-    from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR, data_root
-    from kdtune.teachers import HERE, annotations_digest
-
-    model_file = Path(run) / "model.pt"
-    if not model_file.is_file():
-        raise KdtuneError(f"teachers pack: no model.pt in {run}")
-    try:
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-        arch, config = state["arch"], TrainConfig.from_dict(state["config"])
-    except Exception as exc:
-        raise KdtuneError(f"teachers pack: {model_file} is not a kdtune run ({exc})") from None
-    if config.data != SYNTHETIC:
-        raise KdtuneError(
-            f"teachers pack: {run} was trained on {config.data!r}; "
-            "kdtune ships teachers of the synthetic default only"
-        )
-    out = Path(out or HERE)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{arch}.pt"
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    tmp = weights.with_suffix(".pt.tmp")
-    torch.save({"arch": arch, "model": half}, tmp)
-    figures = {
-        split: {
-            k: v
-            for k, v in evaluate_checkpoint(tmp, arch, SYNTHETIC, split, results=results).items()
-            if k.startswith(f"{split}/")
-        }
-        for split in ("val", "test")
-    }
-    record = {
-        "arch": arch,
-        "produced_by": (
-            f"kdtune train --config kdtune/teachers/{arch}.json --output RUN"
-            " && kdtune teachers pack RUN"
-        ),
-        "train": config.to_dict(),  # so that `kdtune train --config <this file>` reproduces it
-        "data": {
-            "name": SYNTHETIC,
-            "version": SYNTHETIC_DIR,
-            "train_annotations_sha256": annotations_digest(data_root(SYNTHETIC, results)),
-        },
-        "epochs_trained": int(state.get("epoch", config.epochs)),
-        "dtype": "float16",
-        **figures,
-    }
-    os.replace(tmp, weights)
-    (out / f"{arch}.json").write_text(json.dumps(record, indent=2) + "\n")
-    return {"weights": str(weights), **record}
 
 
 def follow_guidance(

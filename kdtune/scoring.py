@@ -1,0 +1,55 @@
+"""A checkpoint's COCO keypoint AP on a split (``kdtune eval``, and the figures of a packed
+teacher)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdtune.config import TrainConfig
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    arch: str,
+    data: str,
+    split: str = "val",
+    *,
+    results: Path | None = None,
+    net_input_size: int | None = None,
+    decoder: str = "kdtune",
+) -> dict[str, Any]:
+    """``kdtune eval``: load a checkpoint of ``arch`` and report its COCO keypoint AP on a split.
+
+    With ``net_input_size`` the 128×128 letterboxed images are resized to that size before the
+    net (the reference fed its teacher 368×368) and its maps are decoded at its own grid.
+    ``decoder``: how maps become persons (``kdtune`` or ``reference``, see
+    :data:`kdtune.config.DECODERS`).
+    """
+    import torch
+
+    from kdtune.data.coco import resolve_data
+    from kdtune.models import AtInputSize, count_parameters, load_checkpoint
+    from kdtune.predict import evaluate_model
+    from kdtune.train import pick_device
+
+    cfg = TrainConfig(data=data, decoder=decoder).validate()
+    model = load_checkpoint(Path(checkpoint), arch)
+    poseset = resolve_data(data, split, cfg.input_size, results)
+    device = pick_device("auto")
+    model = model.to(device)
+    if net_input_size and net_input_size != cfg.input_size:
+        model = AtInputSize(model, net_input_size, grid=None)
+    with torch.inference_mode():
+        metrics = evaluate_model(
+            model, poseset, cfg, device, prefix=split, net_input_size=net_input_size
+        )
+    return {
+        "checkpoint": str(checkpoint),
+        "arch": arch,
+        "split": split,
+        "decoder": decoder,
+        "images": len(poseset),
+        "parameters": count_parameters(model),
+        **metrics,
+    }
