@@ -105,8 +105,11 @@ def main() -> None:
             "seed": seed,
             "label": label,
             "threads": max(1, (os.cpu_count() or 1) // args.workers),
+            # a finished run is reused only by a rerun of the same level and budget
             "work": str(
-                results / f"ratio_seeds_{args.level}" / f"{schedule.replace(':', '_')}-s{seed}"
+                results
+                / f"ratio_seeds_{args.level}_{args.train_images}x{args.epochs}"
+                / f"{schedule.replace(':', '_')}-s{seed}"
             ),
             "results": str(results),
         }
