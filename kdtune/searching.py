@@ -10,16 +10,20 @@ teacher are ready: :func:`kdtune.tune.run_search` with the logging around it.
   NAME`` (:func:`sync_search`) brings it up to date.
 - **signals**: on SIGINT or SIGTERM the search's state is saved (see
   :func:`~kdtune.tune.run_search`); trials still running end in MLflow as KILLED, and so does
-  the parent; :class:`~kdtune.errors.SearchInterrupted` names the command that resumes.
+  the parent; :class:`~kdtune.errors.SearchInterrupted` names the command that resumes. A
+  signal during the final logging (the search itself finished and saved) says that
+  ``kdtune sync NAME`` completes MLflow's record.
 - **search ids**: a new search (even under a name used before, in another results folder)
   gets a new id, hence a new MLflow parent run; a resumed one keeps its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +106,18 @@ def run_tracked(
                 f"it with `{resume_command}`{note}",
                 exc.result,
             ) from None
-        drained = live.close(QUEUE_WAIT_S)
-        lag = _log_final(result, uri, root, space_file, settings)
+        try:  # the search's results are saved; a signal now leaves only MLflow behind
+            with _signals_raise():
+                drained = live.close(QUEUE_WAIT_S)
+                lag = _log_final(result, uri, root, space_file, settings)
+        except SearchInterrupted as exc:
+            name = signal.Signals(exc.signum).name
+            raise SearchInterrupted(
+                exc.signum,
+                f"search {space.name!r} finished and is saved, but {name} stopped its final "
+                f"logging to MLflow; `kdtune sync {space.name}` completes it",
+                result,
+            ) from None
     if lag is None and (live.lagged or not drained):
         lag = (
             f"tracking lagged: {len(live.missed) or 'some'} trial(s) were not logged while the "
@@ -158,6 +172,8 @@ def _log_final(
         log_search_result(
             result, uri, root, space_file=Path(space_file), settings=settings, status=status
         )
+    except SearchInterrupted:
+        raise  # a signal, not a tracking failure: the caller says what it stopped
     except Exception as exc:  # the search's results never depend on its tracking
         error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         return (
@@ -165,6 +181,25 @@ def _log_final(
             f"({error}); `kdtune sync {result.name}` brings it up to date"
         )
     return None
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise :class:`SearchInterrupted` (in the main thread; the
+    handlers are left alone elsewhere), so that the caller can say what they interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SearchInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _search_id(folder: Path, resume: bool) -> str:

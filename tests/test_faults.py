@@ -388,3 +388,52 @@ def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it
         t.trial_id for t in result.confirmations
     )  # one run each, no duplicates
     assert all(r.info.status == "FINISHED" for r in confirm_runs)
+
+
+# ------------------------------------------------------------------ the final logging
+
+FINAL_CLI = CLI.replace(
+    "from kdtune.cli import main",
+    "import os, signal, time\nfrom kdtune import searching\n"
+    "def stopped(*args, **kwargs):\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    time.sleep(60)\n"
+    "searching.log_search_result = stopped\n"
+    "from kdtune.cli import main",
+)
+
+
+def test_a_signal_during_the_final_logging_says_sync_completes_it(tmp_path: Path) -> None:
+    """SIGTERM after the search finished, while its final logging runs: one line naming
+    ``kdtune sync``, exit 143, search.json complete; the sync then completes MLflow."""
+    from kdtune import api
+
+    name = "lastword"
+    spec = space_file(tmp_path, name, epochs=2, sleep=0.05)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(tmp_path / "r")]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FINAL_CLI.format(tests=str(Path(__file__).parent)),
+            *args,
+            "--tracking-uri",
+            uri,
+        ],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    code, _, err = finish(proc)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert code == 143, err
+    assert len(lines) == 1 and f"`kdtune sync {name}` completes it" in lines[0], err
+    assert "Traceback" not in err
+    saved = SearchResult.load(tmp_path / "r" / name / SEARCH_FILE)
+    assert sorted(t.state for t in saved.trials) == [COMPLETE] * len(POINTS)
+    api.sync(name, results=tmp_path / "r", tracking_uri=uri)
+    parents, trials = runs(uri, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == len(POINTS)
