@@ -13,13 +13,13 @@ help the trial.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from figures import emit
 
 from kdtune.losses import kd_loss
 from kdtune.models import build_model
@@ -101,10 +101,7 @@ def main() -> None:
         "repeats": args.repeats,
         "steps": args.steps,
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ came within ``--tolerance`` AP of the grid's best for at most ``--epoch-share`` 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from figures import emit
 
 from kdtune import api
 
@@ -81,9 +81,7 @@ def main() -> None:
         "ap_gap": gap,
         "aim_met": share <= args.epoch_share and gap <= args.tolerance,
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+    emit(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ memory; ``--modes`` and ``--levels`` pick which trials run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from figures import save
 
 from kdtune.augment import AugmentParams, apply, make_affine, normalize, sample_affine, warp_maps
 from kdtune.bank import TeacherBank, run_teacher
@@ -281,9 +281,7 @@ def main() -> None:
     if args.device == "cuda":
         report["device_name"] = torch.cuda.get_device_name()
         report["cuda_peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    save(report, args.json)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ and the peak GPU memory is reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from figures import emit
 from reference_loop import run_reference
 
 from kdtune.config import TrainConfig
@@ -200,10 +200,7 @@ def main() -> None:
         "reference_all": theirs,
         "model_only_all": bound,
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

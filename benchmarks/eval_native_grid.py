@@ -11,10 +11,10 @@ for scale, perfect maps at the student's grid (the decoding ceiling, ``kdtune da
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+from figures import emit
 from torch import nn
 
 from kdtune.config import TrainConfig
@@ -71,10 +71,7 @@ def main() -> None:
         )["x/ap"],
     }  # fmt: skip
     figures = {"data": args.data, "split": args.split, "images": len(data), "ap": ap}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

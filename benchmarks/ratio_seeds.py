@@ -7,6 +7,7 @@ and each configuration's paired difference to α = 1 (ground truth only; same se
 images, same views), mean ± sd over seeds.
 
 ``--level first`` asks the same of the first level: the med student from the shipped
+
 Lightweight-OpenPose teacher, with the reference's α = 0.3 in place of 0.25.
 
 Runs ``--workers`` trials at once with one torch thread each.
@@ -23,6 +24,8 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from figures import save
 
 CONFIGS: dict[str, str] = {
     "α 1.0 (ground truth only)": "fixed:0",
@@ -147,13 +150,7 @@ def main() -> None:
             f"vs α 1.0: {entry['diff_vs_alpha1_mean']:+.3f} ± {entry['diff_vs_alpha1_sd']:.3f}   "
             f"({', '.join(f'{v:.3f}' for v in values)})"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {"budget": budget, "seeds": args.seeds, "table": table, "runs": rows}, indent=2
-            )
-        )
+    save({"budget": budget, "seeds": args.seeds, "table": table, "runs": rows}, args.json)
 
 
 if __name__ == "__main__":

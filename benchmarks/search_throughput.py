@@ -13,10 +13,11 @@ lone trial's figure.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+from figures import emit
 
 from kdtune.results import SEARCH_FILE, SearchResult
 
@@ -54,10 +55,7 @@ def main() -> None:
             many["sum_images_per_s"] / one["sum_images_per_s"] if one["sum_images_per_s"] else None
         ),
     }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -420,6 +420,16 @@ def _group_image(
     return persons
 
 
+def check_maps(heatmaps: torch.Tensor, pafs: torch.Tensor) -> None:
+    """Raise ValueError unless ``heatmaps [B, >=18, G, G]`` and ``pafs [B, 38, G, G]`` fit."""
+    if heatmaps.dim() != 4 or heatmaps.shape[1] < NUM_KEYPOINTS:
+        raise ValueError(f"heatmaps must be [B, >=18, G, G], got {tuple(heatmaps.shape)}")
+    if pafs.dim() != 4 or pafs.shape[1] != 2 * len(LIMBS) or pafs.shape[0] != heatmaps.shape[0]:
+        raise ValueError(f"pafs must be [B, 38, G, G] like the heatmaps, got {tuple(pafs.shape)}")
+    if pafs.shape[-2:] != heatmaps.shape[-2:]:
+        raise ValueError(f"pafs {tuple(pafs.shape)} and heatmaps differ in grid size")
+
+
 def decode_batch(
     heatmaps: torch.Tensor,
     pafs: torch.Tensor,
@@ -441,12 +451,7 @@ def decode_batch(
     Keypoints come back in input pixels (the letterboxed image the maps were computed from),
     persons of each image sorted by descending score.
     """
-    if heatmaps.dim() != 4 or heatmaps.shape[1] < NUM_KEYPOINTS:
-        raise ValueError(f"heatmaps must be [B, >=18, G, G], got {tuple(heatmaps.shape)}")
-    if pafs.dim() != 4 or pafs.shape[1] != 2 * len(LIMBS) or pafs.shape[0] != heatmaps.shape[0]:
-        raise ValueError(f"pafs must be [B, 38, G, G] like the heatmaps, got {tuple(pafs.shape)}")
-    if pafs.shape[-2:] != heatmaps.shape[-2:]:
-        raise ValueError(f"pafs {tuple(pafs.shape)} and heatmaps differ in grid size")
+    check_maps(heatmaps, pafs)
     if stride < 1 or upsample < 1:
         raise ValueError(f"stride and upsample must be >= 1, got {stride} and {upsample}")
     if thresh < 0:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdtune.decode import Person
+from kdtune.decode import Person, check_maps
 from kdtune.skeleton import LIMBS, NUM_KEYPOINTS, OP18
 
 # The reference's limbs in the order it groups them, as (first end, second end) names.
@@ -221,12 +221,7 @@ def decode_batch_reference(
     Persons come back in input pixels (the maps upsampled by ``stride``), sorted by descending
     score; a joint's third value is its peak's score.
     """
-    if heatmaps.dim() != 4 or heatmaps.shape[1] < NUM_KEYPOINTS:
-        raise ValueError(f"heatmaps must be [B, >=18, G, G], got {tuple(heatmaps.shape)}")
-    if pafs.dim() != 4 or pafs.shape[1] != 2 * len(LIMBS) or pafs.shape[0] != heatmaps.shape[0]:
-        raise ValueError(f"pafs must be [B, 38, G, G] like the heatmaps, got {tuple(pafs.shape)}")
-    if pafs.shape[-2:] != heatmaps.shape[-2:]:
-        raise ValueError(f"pafs {tuple(pafs.shape)} and heatmaps differ in grid size")
+    check_maps(heatmaps, pafs)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     opts = options or ReferenceOptions()
