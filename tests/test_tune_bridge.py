@@ -3,6 +3,7 @@ and the searcher/scheduler logic driven by hand."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -575,3 +576,68 @@ def test_resources_no_node_can_hold_are_refused(
     with pytest.raises(KdtuneError, match=words):
         check_resources(SimpleNamespace(cpu=cpu, gpu=gpu), cluster)
     check_resources(SimpleNamespace(cpu=1, gpu=0), cluster)  # what fits passes
+
+
+# ---------------------------------------------------------------------------------------------
+# A restored trial whose snapshot names a checkpoint Tune has deleted since
+
+
+def _trial_with_checkpoints(folder: Path, names: list[str], latest: str) -> Any:
+    """A restored trial as the scheduler sees it: Tune's own checkpoint manager, registered
+    with ``names`` in order, its latest one ``latest``; only ``names`` exist on disk."""
+    import pyarrow.fs
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    fs = pyarrow.fs.LocalFileSystem()
+    manager = _CheckpointManager(tune.CheckpointConfig(num_to_keep=None))
+    for name in sorted({*names, latest}):
+        path = folder / name
+        result = _TrainingResult(
+            checkpoint=tune.Checkpoint(path=str(path), filesystem=fs),
+            metrics={"training_iteration": int(name.rpartition("_")[2])},
+        )
+        manager.register_checkpoint(result)
+        if name == latest:
+            break
+    for name in names:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    lines = [{"epoch": int(n.rpartition("_")[2]) + 1, "checkpoint_dir_name": n} for n in names]
+    (folder / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return SimpleNamespace(
+        trial_id="t1",
+        run_metadata=SimpleNamespace(checkpoint_manager=manager),
+        storage=SimpleNamespace(trial_fs_path=str(folder)),
+    )
+
+
+def test_a_lost_checkpoint_resumes_from_the_oldest_newer_one(tmp_path: Path) -> None:
+    trial = _trial_with_checkpoints(
+        tmp_path, ["checkpoint_000004", "checkpoint_000005"], latest="checkpoint_000003"
+    )
+    assert bridge.recover_lost_checkpoint(trial) == "checkpoint_000004"
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    assert latest.checkpoint.path == str(tmp_path / "checkpoint_000004")
+    assert latest.metrics["epoch"] == 5  # the result Tune logged with that checkpoint
+    assert all(Path(r.checkpoint.path).exists() for r in manager._checkpoint_results), changed(
+        "_CheckpointManager._checkpoint_results no longer lists the kept checkpoints"
+    )
+
+
+def test_a_kept_checkpoint_is_left_alone(tmp_path: Path) -> None:
+    trial = _trial_with_checkpoints(
+        tmp_path, ["checkpoint_000003", "checkpoint_000004"], latest="checkpoint_000004"
+    )
+    assert bridge.recover_lost_checkpoint(trial) is None
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    assert latest.checkpoint.path == str(tmp_path / "checkpoint_000004")
+
+
+def test_a_trial_with_no_checkpoint_left_starts_over(tmp_path: Path) -> None:
+    trial = _trial_with_checkpoints(tmp_path, ["checkpoint_000001"], latest="checkpoint_000002")
+    (tmp_path / "checkpoint_000001").rmdir()
+    assert bridge.recover_lost_checkpoint(trial) == ""
+    assert trial.run_metadata.checkpoint_manager.latest_checkpoint_result is None, changed(
+        "_CheckpointManager._latest_checkpoint_result no longer decides where a trial resumes"
+    )

@@ -24,6 +24,7 @@ from kdtune.report import format_best, summary_table
 from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
 from kdtune.space import parse_space
 from kdtune.tune import run_search
+from kdtune.tune.protocol import STOP_REASON_ATTR
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,7 @@ ray.cloudpickle.register_pickle_by_value(toy_trial)
 from pathlib import Path
 from kdtune.space import parse_space
 from kdtune.tune import run_search
+from kdtune.tune.protocol import STOP_REASON_ATTR
 space = parse_space(Path({space!r}).read_text(), file={space!r})
 run_search(
     space, results=Path({results!r}), trial_fn=toy_trial.toy_fit, progress=False,
@@ -200,7 +202,23 @@ def _kill_session(child: subprocess.Popen) -> None:
                 os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
-def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def _lose_snapshot_checkpoints(ray_folder: Path, trial_ids: set[str]) -> int:
+    """Renumber every checkpoint of these trials past the ones Tune's snapshot names, as if
+    the snapshot were older than the checkpoints Tune had deleted since; returns how many."""
+    moved = 0
+    for trial_id in trial_ids:
+        for folder in ray_folder.glob(f"trial_*_{trial_id}"):
+            for ckpt in sorted(folder.glob("checkpoint_*"), reverse=True):
+                index = int(ckpt.name.removeprefix("checkpoint_"))
+                ckpt.rename(folder / f"checkpoint_{index + 50:06d}")
+                moved += 1
+    return moved
+
+
+@pytest.mark.parametrize("lost_checkpoint", [False, True], ids=["kept", "lost"])
+def test_sigkill_then_resume_loses_and_duplicates_nothing(
+    tmp_path: Path, lost_checkpoint: bool
+) -> None:
     space_file = tmp_path / "killed.yaml"
     space_file.write_text(KILL)
     results = tmp_path / "results"
@@ -222,6 +240,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         _kill_session(child)
     done_before = {t["trial_id"]: t for t in before["trials"] if t["state"] == COMPLETE}
     numbers_before = {t["number"] for t in before["trials"]}
+    if lost_checkpoint:  # the trials mid-way resume from the oldest newer checkpoint
+        running = {t["trial_id"] for t in before["trials"] if t["state"] == "running"}
+        assert _lose_snapshot_checkpoints(results / "killed" / "ray", running) > 0
 
     space = parse_space(KILL, file=str(space_file))
     result = run_search(
@@ -239,7 +260,8 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     assert numbers_before <= set(numbers)
     assert not [t for t in frozen if t.state.name == "RUNNING"]
     ended = [t for t in frozen if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(ended) == space.budget.num_samples
+    states = [(t.number, t.state.name, t.user_attrs.get(STOP_REASON_ATTR)) for t in frozen]
+    assert len(ended) == space.budget.num_samples, states
     ran = [t for t in result.trials if t.state in (COMPLETE, PRUNED)]
     assert len(ran) == space.budget.num_samples
     assert len({t.number for t in ran}) == len(ran)

@@ -11,6 +11,11 @@ What it adds to Ray Tune's ``OptunaSearch``, and the pitfalls it works around:
 - **resume**: the study lives in SQLite next to the Tune experiment; ``Tuner.restore`` brings
   back this searcher (pickled whole), and the searcher reconciles its snapshot with the study
   (trials the killed process had already finished or created).
+- **a checkpoint deleted after the last snapshot**: Tune deletes a trial's older checkpoints
+  as new ones come (``num_to_keep``) but writes its experiment snapshot only every few seconds,
+  so a killed search's snapshot can name a checkpoint that is gone. The scheduler points such
+  a restored trial at the oldest checkpoint newer than it (:func:`recover_lost_checkpoint`),
+  or lets it start over when none is left, instead of letting Tune fail it.
 - **time limit**: enforced by the scheduler (:data:`_DEADLINES`, set by the driver for each
   run), not by Tune's ``time_budget_s``, which stops trials without telling the searcher or the
   callbacks.
@@ -343,6 +348,7 @@ class OptunaPruningScheduler(FIFOScheduler):
             moved = copy.copy(storage)
             moved.storage_fs_path = folder
             trial.set_storage(moved)  # as Tune does for the trials it restores
+        recover_lost_checkpoint(trial)
         super().on_trial_add(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
@@ -365,6 +371,80 @@ class OptunaPruningScheduler(FIFOScheduler):
             return False
         self._searcher.close()
         return True
+
+
+def recover_lost_checkpoint(trial: Any) -> str | None:
+    """Point a restored trial whose latest checkpoint no longer exists at the oldest of its
+    checkpoints newer than that one, or at none (the trial starts over) when none is left.
+    That one is whole: Tune deletes a checkpoint only when a newer one is registered, and
+    registers each only after it is written.
+
+    Returns the checkpoint folder's name the trial now resumes from ("" to start over), or
+    None when nothing was lost. Touches Tune's private ``_CheckpointManager`` (ray 2.60.0).
+    """
+    from pyarrow.fs import FileSelector, FileType
+    from ray.tune import Checkpoint
+
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    if latest is None or latest.checkpoint is None:
+        return None
+    lost = latest.checkpoint
+    fs = lost.filesystem
+    if _exists(fs, lost.path):
+        return None
+    parent, _, name = lost.path.rstrip("/").rpartition("/")
+    found = fs.get_file_info(FileSelector(parent, allow_not_found=True))
+    newer = sorted(
+        info.path
+        for info in found
+        if info.type == FileType.Directory
+        and info.base_name.startswith("checkpoint_")
+        and info.base_name > name
+    )
+    kept = manager._checkpoint_results
+    manager._checkpoint_results = [  # Tune would try to delete the lost ones again
+        r for r in kept if r.checkpoint is not None and _exists(fs, r.checkpoint.path)
+    ]
+    if not newer:
+        log.warning("trial %s: checkpoint %s is gone; it starts over", trial.trial_id, name)
+        manager._latest_checkpoint_result = None
+        return ""
+    latest.checkpoint = Checkpoint(path=newer[0], filesystem=fs)
+    latest.metrics = _checkpoint_metrics(trial, newer[0].rpartition("/")[2]) or latest.metrics
+    log.warning(
+        "trial %s: checkpoint %s is gone; it resumes from %s",
+        trial.trial_id,
+        name,
+        newer[0].rpartition("/")[2],
+    )
+    return newer[0].rpartition("/")[2]
+
+
+def _exists(fs: Any, path: str) -> bool:
+    from pyarrow.fs import FileType
+
+    return bool(fs.get_file_info(path).type != FileType.NotFound)
+
+
+def _checkpoint_metrics(trial: Any, name: str) -> dict[str, Any]:
+    """The result Tune logged with checkpoint ``name`` (its ``result.json`` line), if any."""
+    import json
+    from pathlib import Path
+
+    file = Path(trial.storage.trial_fs_path) / "result.json"
+    try:
+        lines = file.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if result.get("checkpoint_dir_name") == name:
+            return cast(dict[str, Any], result)
+    return {}
 
 
 class _DefineByRun:
