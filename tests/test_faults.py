@@ -207,6 +207,38 @@ def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: 
             assert starts == {1.0, stopped_at[record.trial_id] + 1.0}, record.history
 
 
+def test_sigterm_to_the_whole_process_group_loses_nothing(tmp_path: Path) -> None:
+    """SIGTERM to the search's whole process group (``timeout``, a batch scheduler) ends
+    Ray's own processes with it: the search gives up within seconds (a local Ray's lost GCS
+    is waited for 10 s, not Ray's default 60), its trials stay RUNNING in the study, never
+    FAIL, and a resume completes every point once."""
+    name = "groupterm"
+    spec = space_file(tmp_path, name)
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    proc = kdtune(args)
+    folder = results / name
+    wait_for(
+        "a trial two epochs in",
+        lambda: any(len(t["history"]) >= 2 for t in records(folder)),
+        proc,
+    )
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    code, out, err = finish(proc, timeout=120)
+    took = time.monotonic() - sent
+    assert code != 0, (out, err)
+    assert took < 40, f"{took:.0f} s after the signal: Ray's 60 s wait for its GCS is back"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert "FAIL" not in {t.state.name for t in study.trials}
+    assert any(t["state"] == RUNNING for t in records(folder))
+
+    code, out, err = finish(kdtune([*args, "--resume"]))
+    assert code == 0, err
+    assert_every_point_once(folder, uri, name)
+
+
 # ------------------------------------------------------------------------------ the server
 
 

@@ -65,6 +65,7 @@ from kdtune.tune.trial import TrainFit, _trainable
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 _KEEP_CHECKPOINTS = 2
+_GCS_GONE_S = 10  # a local Ray's processes killed (a signal to the process group): exit this soon
 LOOPBACK = "127.0.0.1"
 
 
@@ -308,6 +309,9 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
                 _temp_dir=str(temp_dir),
                 logging_level=logging.WARNING,
                 log_to_driver=False,
+                # a local Ray's GCS never comes back (no fault tolerance without Redis): when
+                # a signal to the whole process group has ended it, give up after seconds
+                _system_config={"gcs_rpc_server_reconnect_timeout_s": _GCS_GONE_S},
             )
     return True
 
