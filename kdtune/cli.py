@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except SearchInterrupted as exc:  # its state saved: one line, 130 (SIGINT) or 143 (SIGTERM)
-        click.echo(f"interrupted: {exc}", err=True)
+        click.echo(exc.line, err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -31,3 +31,8 @@ class SearchInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+    @property
+    def line(self) -> str:
+        """The one line the user sees."""
+        return f"interrupted: {self}"

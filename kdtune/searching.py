@@ -80,6 +80,21 @@ def run_tracked(
                 best.append(value)
             live.log_trial(record, diagnose_trial(record, max(best, default=None)))
 
+        def interrupted(exc: SearchInterrupted) -> SearchInterrupted:
+            """MLflow told of the interruption (trials and parent KILLED); the one line."""
+            live.close(QUEUE_WAIT_S)
+            note = ""
+            if isinstance(exc.result, SearchResult):
+                lag = _log_final(exc.result, uri, root, space_file, settings, status=KILLED)
+                note = f" (MLflow lags: {lag})" if lag else ""
+            name = signal.Signals(exc.signum).name
+            return SearchInterrupted(
+                exc.signum,
+                f"search {space.name!r} interrupted by {name}; its state is saved: continue "
+                f"it with `{resume_command}`{note}",
+                exc.result,
+            )
+
         try:
             result = run_search(
                 space,
@@ -90,22 +105,12 @@ def run_tracked(
                 on_trial_end=on_trial_end,
                 progress=progress,
                 search_id=search_id,
+                on_abandon=interrupted,
             )
             if after_search is not None:  # the confirmation stage: interrupted like the search
                 result = after_search(result, live)
         except SearchInterrupted as exc:
-            live.close(QUEUE_WAIT_S)
-            note = ""
-            if isinstance(exc.result, SearchResult):
-                lag = _log_final(exc.result, uri, root, space_file, settings, status=KILLED)
-                note = f" (MLflow lags: {lag})" if lag else ""
-            name = signal.Signals(exc.signum).name
-            raise SearchInterrupted(
-                exc.signum,
-                f"search {space.name!r} interrupted by {name}; its state is saved: continue "
-                f"it with `{resume_command}`{note}",
-                exc.result,
-            ) from None
+            raise interrupted(exc) from None
         try:  # the search's results are saved; a signal now leaves only MLflow behind
             with _signals_raise():
                 drained = live.close(QUEUE_WAIT_S)

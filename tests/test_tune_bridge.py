@@ -641,3 +641,89 @@ def test_a_trial_with_no_checkpoint_left_starts_over(tmp_path: Path) -> None:
     assert trial.run_metadata.checkpoint_manager.latest_checkpoint_result is None, changed(
         "_CheckpointManager._latest_checkpoint_result no longer decides where a trial resumes"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A signal to the whole process group: the watch of a local Ray's own processes
+
+
+class _Process:
+    """A ``subprocess.Popen`` as the watch reads it: running until ``end(code)``."""
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def end(self, code: int) -> None:
+        self.returncode = code
+
+
+def test_contract_local_ray_processes() -> None:
+    from ray._private import node, ray_constants
+
+    for name in ("PROCESS_TYPE_GCS_SERVER", "PROCESS_TYPE_RAYLET"):
+        assert isinstance(getattr(ray_constants, name, None), str), changed(
+            f"ray._private.ray_constants.{name} is gone: kdtune cannot tell Ray's GCS and raylet"
+        )
+    import inspect
+
+    from ray._private import services
+
+    assert "self.all_processes" in inspect.getsource(node.Node.__init__), changed(
+        "ray._private.node.Node.all_processes is gone: kdtune cannot watch a local Ray"
+    )
+    assert "process" in getattr(services.ProcessInfo, "_fields", ()), changed(
+        "ray._private.services.ProcessInfo no longer holds its Popen as .process"
+    )
+    assert driver._head_processes() == [] or ray.is_initialized()  # no Ray here: none
+
+
+@pytest.mark.parametrize(
+    ("essential", "code", "lost"),
+    [(True, 1, True), (True, -15, True), (False, -15, True), (False, 15, False)],
+    ids=["gcs-exited", "gcs-killed", "helper-killed", "helper-exited"],
+)
+def test_ray_is_lost_when_a_process_is_killed_or_an_essential_one_ends(
+    essential: bool, code: int, lost: bool
+) -> None:
+    interrupts = driver._Interrupts()
+    process = _Process()
+    interrupts.watch([(True, _Process()), (essential, process)], lambda _signum: None)
+    assert not interrupts._ray_lost()
+    process.end(code)
+    assert interrupts._ray_lost() is lost
+
+
+def test_the_watch_reports_the_signal_once_ray_is_lost() -> None:
+    import signal
+    import threading
+
+    interrupts = driver._Interrupts()
+    raylet = _Process()
+    heard: list[int] = []
+    reported = threading.Event()
+    interrupts.watch([(True, raylet)], lambda signum: (heard.append(signum), reported.set()))
+    interrupts.caught = signal.SIGTERM
+    watcher = threading.Thread(target=interrupts._watch, daemon=True)
+    watcher.start()
+    time.sleep(3 * driver._WATCH_EVERY_S)
+    assert not heard  # Ray alive: nothing
+    raylet.end(-signal.SIGTERM)
+    assert reported.wait(5)
+    watcher.join(5)
+    assert heard == [signal.SIGTERM] and not watcher.is_alive()
+
+
+def test_the_watch_ends_with_the_search() -> None:
+    import threading
+
+    interrupts = driver._Interrupts()
+    heard: list[int] = []
+    interrupts.watch([(True, _Process())], heard.append)
+    watcher = threading.Thread(target=interrupts._watch, daemon=True)
+    watcher.start()
+    interrupts.__exit__(None, None, None)
+    watcher.join(5)
+    assert not watcher.is_alive() and not heard

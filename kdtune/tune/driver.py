@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,11 @@ from kdtune.tune.trial import TrainFit, _trainable
 _SOCKET_PATH_MAX = 107
 _SOCKET_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 _KEEP_CHECKPOINTS = 2
-_GCS_GONE_S = 10  # a local Ray's processes killed (a signal to the process group): exit this soon
+# a local Ray whose own processes died (a signal to the whole process group): its driver
+# gives up on the GCS this soon (Ray's default is 60 s); kdtune's watch of those processes
+# (:meth:`_Interrupts.watch`) saves the search and exits before that
+_GCS_GONE_S = 20
+_WATCH_EVERY_S = 0.1
 LOOPBACK = "127.0.0.1"
 
 
@@ -81,6 +85,7 @@ def run_search(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     search_id: str = "",
+    on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume``, continue) the search ``space`` under ``results/<space.name>``.
 
@@ -91,6 +96,12 @@ def run_search(
     ``search_id`` names a new search apart from earlier ones of its name (a resumed search
     keeps its own). SIGINT or SIGTERM raise :class:`~kdtune.errors.SearchInterrupted` once
     the state is saved (see :class:`_Interrupts`).
+
+    When the signal also ended a local Ray's own processes (it reached the whole process
+    group), Tune's loop can never return: the search's records are saved as they stand,
+    ``on_abandon`` (the caller's own handling of the interruption, in another thread) turns
+    the interruption into the one it reports, and the process prints its line and exits with
+    ``128 + signum``.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     root = Path(results).resolve()
@@ -123,6 +134,19 @@ def run_search(
     try:
         with _quiet_logs(), _ray_env(address):
             started = _start_ray(address, temp_dir)
+            if started:
+
+                def abandon(signum: int) -> None:
+                    exc = SearchInterrupted(signum)
+                    try:
+                        monitor.stop()
+                        exc = SearchInterrupted(signum, result=monitor.finish())
+                        if on_abandon is not None:
+                            exc = on_abandon(exc)
+                    finally:  # whatever failed above, the line and the exit code
+                        _exit_with(exc)
+
+                interrupts.watch(_head_processes(), abandon)
             check_resources(space.resources, ray.cluster_resources())
             trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
@@ -184,6 +208,29 @@ class _Interrupts:
         self._old: dict[int, Any] = {}
         self._tune: Any = None  # Tune's SIGINT handler, once armed
         self._armed = False
+        self._heads: list[tuple[bool, Any]] = []  # a local Ray's processes: (essential, Popen)
+        self._on_lost: Callable[[int], None] | None = None
+        self._done = threading.Event()
+
+    def watch(self, heads: list[tuple[bool, Any]], on_lost: Callable[[int], None]) -> None:
+        """After a signal, watch a local Ray's processes ``heads`` (``(essential, Popen)``);
+        once the signal has reached them too (one was killed by a signal, or an essential one
+        ended), call ``on_lost(signum)`` from the watching thread: Tune's loop is then stuck on
+        Ray calls that only end when Ray gives up on its GCS. Ray's Python helpers die at
+        once; its GCS and raylet drain for seconds first."""
+        self._heads, self._on_lost = heads, on_lost
+
+    def _ray_lost(self) -> bool:
+        return any(
+            p.poll() is not None and (essential or p.returncode < 0) for essential, p in self._heads
+        )
+
+    def _watch(self) -> None:
+        while not self._done.wait(_WATCH_EVERY_S):
+            if self._ray_lost():
+                if self._on_lost is not None and not self._done.is_set():
+                    self._on_lost(self.caught)
+                return
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is not threading.main_thread():
@@ -195,6 +242,7 @@ class _Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._done.set()
         if self._old and not self._armed and signal.getsignal(signal.SIGINT) == self._on_signal:
             self.caught = self.caught or signal.SIGINT  # Tune's handler ran and put ours back
         _SIGNALS.pop(self.key, None)
@@ -227,6 +275,8 @@ class _Interrupts:
             raise KeyboardInterrupt  # set-up, restore: stop there
         if first:
             _STOPPING.update(self.keys)
+            if self._heads:
+                threading.Thread(target=self._watch, name="kdtune-ray-watch", daemon=True).start()
             print(
                 f"{signal.Signals(signum).name}: stopping each trial at its next checkpoint "
                 "(Ctrl-C again to stop now)",
@@ -314,6 +364,25 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
                 _system_config={"gcs_rpc_server_reconnect_timeout_s": _GCS_GONE_S},
             )
     return True
+
+
+def _head_processes() -> list[tuple[bool, Any]]:
+    """The processes (``subprocess.Popen``) of the local Ray this process started, each
+    with whether it is essential (the GCS, the raylet). From Ray's private
+    ``Node.all_processes``; ``tests/test_tune_bridge.py`` checks that it is still there."""
+    from ray._private import ray_constants
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    essential = (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET)
+    return [(kind in essential, i.process) for kind, infos in processes.items() for i in infos]
+
+
+def _exit_with(exc: SearchInterrupted) -> None:
+    """Print the interruption's line and end the process now (its main thread is stuck)."""
+    sys.stdout.flush()
+    print(exc.line, file=sys.stderr, flush=True)
+    os._exit(exc.exit_code)
 
 
 @contextlib.contextmanager
