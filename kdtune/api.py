@@ -210,12 +210,12 @@ def search(
     teacher_ap = _prepare(base, root, say)
     settings = {**_space_settings(space), "teacher_val_ap": teacher_ap}
 
-    def after_search(found: Any, live: Any) -> Any:
+    def after_search(found: Any, live: Any, on_abandon: Any) -> Any:
         """After the trials, before the final logging: the teacher's AP (a teacher no better
         than its students withholds the recommendation) and the confirmation stage."""
         found.teacher_val_ap = teacher_ap
         if space.confirm is not None:
-            found = _confirm(space, found, root, address, live, progress, say)
+            found = _confirm(space, found, root, address, live, progress, say, on_abandon)
         found.save(root / space.name / SEARCH_FILE)
         return found
 
@@ -279,8 +279,10 @@ def _confirm(
     tracker: Any,
     progress: bool,
     say: Callable[[str], None],
+    on_abandon: Callable[[SearchInterrupted], SearchInterrupted],
 ) -> Any:
-    """The confirmation stage and its paired verdict; ``tracker`` queues each run's logging."""
+    """The confirmation stage and its paired verdict; ``tracker`` queues each run's logging,
+    ``on_abandon`` handles an interruption the stage cannot return from."""
     from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
     from kdtune.tune import confirm_plan, run_confirm
     from kdtune.verdict import verdict_of_runs
@@ -298,6 +300,11 @@ def _confirm(
         f"{space.confirm.seeds} further seeds each: {len(points)} runs"
     )
 
+    def stopped(exc: SearchInterrupted) -> SearchInterrupted:
+        """The stage's records go with the search's (logged as KILLED)."""
+        result.confirmations = list(exc.result) if isinstance(exc.result, list) else []
+        return SearchInterrupted(exc.signum, result=result)
+
     try:  # each run's logging queued off Tune's loop, as the search's trials' is
         result.confirmations = run_confirm(
             space,
@@ -306,10 +313,10 @@ def _confirm(
             address=address,
             on_trial_end=lambda record: tracker.log_trial(record, None),
             progress=progress,
+            on_abandon=lambda exc: on_abandon(stopped(exc)),
         )
-    except SearchInterrupted as exc:  # the search's records go with it (logged as KILLED)
-        result.confirmations = list(exc.result) if isinstance(exc.result, list) else []
-        raise SearchInterrupted(exc.signum, result=result) from None
+    except SearchInterrupted as exc:
+        raise stopped(exc) from None
     try:
         result.verdict = verdict_of_runs(result.confirmations, default, seed=0)
     except KdtuneError as exc:

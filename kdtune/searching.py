@@ -57,13 +57,15 @@ def run_tracked(
     resume: bool = False,
     progress: bool = True,
     trial_fn: Any = None,
-    after_search: Callable[[SearchResult, Any], SearchResult] | None = None,
+    after_search: Callable[[SearchResult, Any, Any], SearchResult] | None = None,
 ) -> TrackedSearch:
     """Run the search ``space`` under ``root`` with live and final logging to ``uri``.
 
     ``resume_command`` is what the message of an interrupted search tells the user to run.
-    ``after_search(result, live)`` (the confirmation stage) runs once the search has ended and
-    before the final logging; ``live.log_trial(record, diagnosis)`` queues a run's logging.
+    ``after_search(result, live, on_abandon)`` (the confirmation stage) runs once the search
+    has ended and before the final logging; ``live.log_trial(record, diagnosis)`` queues a
+    run's logging, and ``on_abandon`` is the interruption's handling for a stage that cannot
+    return (see :func:`kdtune.tune.driver.watch_local_ray`).
     """
     from kdtune.tune import run_search
 
@@ -108,7 +110,7 @@ def run_tracked(
                 on_abandon=interrupted,
             )
             if after_search is not None:  # the confirmation stage: interrupted like the search
-                result = after_search(result, live)
+                result = after_search(result, live, interrupted)
         except SearchInterrupted as exc:
             raise interrupted(exc) from None
         try:  # the search's results are saved; a signal now leaves only MLflow behind

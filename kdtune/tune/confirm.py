@@ -21,6 +21,7 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,7 +42,14 @@ from kdtune.results import (
     SearchResult,
     TrialRecord,
 )
-from kdtune.tune.driver import _Interrupts, _quiet_logs, _ray_env, _ray_temp_dir, _start_ray
+from kdtune.tune.driver import (
+    _Interrupts,
+    _quiet_logs,
+    _ray_env,
+    _ray_temp_dir,
+    _start_ray,
+    watch_local_ray,
+)
 from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
 from kdtune.tune.records import _MONITORS, _Monitor, _MonitorCallback
 from kdtune.tune.trial import TrainFit, _trainable
@@ -97,8 +105,13 @@ def run_confirm(
     trial_fn: TrialFn | None = None,
     on_trial_end: OnTrialEnd | None = None,
     progress: bool = True,
+    on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None = None,
 ) -> list[TrialRecord]:
-    """Run the confirmation runs ``points`` (resuming an interrupted stage); their records."""
+    """Run the confirmation runs ``points`` (resuming an interrupted stage); their records.
+
+    A signal raises :class:`~kdtune.errors.SearchInterrupted` with the records as its result;
+    one that reached a local Ray's own processes too ends the process, after ``on_abandon``
+    (see :func:`kdtune.tune.driver.watch_local_ray`)."""
     root = Path(results).resolve()
     folder = root / space.name / CONFIRM_FOLDER
     experiment = folder / RAY_FOLDER
@@ -141,6 +154,8 @@ def run_confirm(
     try:
         with _quiet_logs(), _ray_env(address):
             started = _start_ray(address, temp_dir)
+            if started:
+                watch_local_ray(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
             trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
                 tuner = tune.Tuner.restore(

@@ -135,18 +135,7 @@ def run_search(
         with _quiet_logs(), _ray_env(address):
             started = _start_ray(address, temp_dir)
             if started:
-
-                def abandon(signum: int) -> None:
-                    exc = SearchInterrupted(signum)
-                    try:
-                        monitor.stop()
-                        exc = SearchInterrupted(signum, result=monitor.finish())
-                        if on_abandon is not None:
-                            exc = on_abandon(exc)
-                    finally:  # whatever failed above, the line and the exit code
-                        _exit_with(exc)
-
-                interrupts.watch(_head_processes(), abandon)
+                watch_local_ray(interrupts, monitor, monitor.finish, on_abandon)
             check_resources(space.resources, ray.cluster_resources())
             trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
@@ -267,6 +256,8 @@ class _Interrupts:
     def _on_signal(self, signum: int, frame: Any) -> None:
         first = not self.caught
         self.caught = self.caught or signum
+        if first and self._heads:
+            threading.Thread(target=self._watch, name="kdtune-ray-watch", daemon=True).start()
         if self._tune is None:  # before Tune's first step: Tune's handler if it is in place
             handler = signal.getsignal(signal.SIGINT)
             if callable(handler) and handler != self._on_signal:
@@ -275,8 +266,6 @@ class _Interrupts:
             raise KeyboardInterrupt  # set-up, restore: stop there
         if first:
             _STOPPING.update(self.keys)
-            if self._heads:
-                threading.Thread(target=self._watch, name="kdtune-ray-watch", daemon=True).start()
             print(
                 f"{signal.Signals(signum).name}: stopping each trial at its next checkpoint "
                 "(Ctrl-C again to stop now)",
@@ -364,6 +353,30 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
                 _system_config={"gcs_rpc_server_reconnect_timeout_s": _GCS_GONE_S},
             )
     return True
+
+
+def watch_local_ray(
+    interrupts: _Interrupts,
+    monitor: Any,
+    saved: Callable[[], object],
+    on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None,
+) -> None:
+    """Once a signal has come, watch the local Ray this process started; should the signal
+    have reached Ray's own processes too, Tune's loop cannot end: stop ``monitor``, save the
+    records (``saved()``, the interruption's result), let ``on_abandon`` turn the interruption
+    into the one to report, print its line and exit with ``128 + signum``."""
+
+    def abandon(signum: int) -> None:
+        exc = SearchInterrupted(signum)
+        try:
+            monitor.stop()
+            exc = SearchInterrupted(signum, result=saved())
+            if on_abandon is not None:
+                exc = on_abandon(exc)
+        finally:  # whatever failed above, the line and the exit code
+            _exit_with(exc)
+
+    interrupts.watch(_head_processes(), abandon)
 
 
 def _head_processes() -> list[tuple[bool, Any]]:
