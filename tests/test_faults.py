@@ -143,6 +143,24 @@ def assert_every_point_once(folder: Path, uri: str, name: str) -> None:
 # ------------------------------------------------------------------------------ signals
 
 
+def search_two_epochs_in(
+    tmp_path: Path, name: str
+) -> tuple[Path, Path, str, list[str], subprocess.Popen[str]]:
+    """A grid search ``name`` started as from a terminal, once a trial is two epochs in: its
+    space file, results folder, tracking URI, command-line arguments and process."""
+    spec = space_file(tmp_path, name)
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    proc = kdtune(args)
+    wait_for(
+        "a trial two epochs in",
+        lambda: any(len(t["history"]) >= 2 for t in records(results / name)),
+        proc,
+    )
+    return spec, results, uri, args, proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: int) -> None:
     """Ctrl-C (SIGINT to the terminal's process group) and SIGTERM (to the process, as docker
@@ -150,17 +168,8 @@ def test_a_signal_saves_the_search_and_resume_completes_it(tmp_path: Path, sig: 
     the study's running trials left RUNNING, their MLflow runs and the parent KILLED. The
     resume (from a moved results folder, for SIGTERM) completes every point once."""
     name = f"sig{int(sig)}"
-    spec = space_file(tmp_path, name)
-    results = tmp_path / "results"
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
-    proc = kdtune(args)
+    spec, results, uri, args, proc = search_two_epochs_in(tmp_path, name)
     folder = results / name
-    wait_for(
-        "a trial two epochs in",
-        lambda: any(len(t["history"]) >= 2 for t in records(folder)),
-        proc,
-    )
     before = {t["trial_id"]: len(t["history"]) for t in records(folder) if t["state"] == RUNNING}
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # what Ctrl-C does
@@ -215,17 +224,8 @@ def test_sigterm_to_the_whole_process_group_loses_nothing(tmp_path: Path) -> Non
     wait for its GCS). The trials stay RUNNING in the study, never FAIL, their MLflow runs
     and the parent end KILLED, and a resume completes every point once."""
     name = "groupterm"
-    spec = space_file(tmp_path, name)
-    results = tmp_path / "results"
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
-    proc = kdtune(args)
+    spec, results, uri, args, proc = search_two_epochs_in(tmp_path, name)
     folder = results / name
-    wait_for(
-        "a trial two epochs in",
-        lambda: any(len(t["history"]) >= 2 for t in records(folder)),
-        proc,
-    )
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     code, _, err = finish(proc, timeout=120)

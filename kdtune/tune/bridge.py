@@ -394,10 +394,10 @@ def recover_lost_checkpoint(trial: Any) -> str | None:
     if _exists(fs, lost.path):
         return None
     parent, _, name = lost.path.rstrip("/").rpartition("/")
-    found = fs.get_file_info(FileSelector(parent, allow_not_found=True))
+    entries = fs.get_file_info(FileSelector(parent, allow_not_found=True))
     newer = sorted(
         info.path
-        for info in found
+        for info in entries
         if info.type == FileType.Directory
         and info.base_name.startswith("checkpoint_")
         and info.base_name > name
@@ -410,15 +410,11 @@ def recover_lost_checkpoint(trial: Any) -> str | None:
         log.warning("trial %s: checkpoint %s is gone; it starts over", trial.trial_id, name)
         manager._latest_checkpoint_result = None
         return ""
+    found = newer[0].rpartition("/")[2]
     latest.checkpoint = Checkpoint(path=newer[0], filesystem=fs)
-    latest.metrics = _checkpoint_metrics(trial, newer[0].rpartition("/")[2]) or latest.metrics
-    log.warning(
-        "trial %s: checkpoint %s is gone; it resumes from %s",
-        trial.trial_id,
-        name,
-        newer[0].rpartition("/")[2],
-    )
-    return newer[0].rpartition("/")[2]
+    latest.metrics = _checkpoint_metrics(trial, found) or latest.metrics
+    log.warning("trial %s: checkpoint %s is gone; resumes from %s", trial.trial_id, name, found)
+    return found
 
 
 def _exists(fs: Any, path: str) -> bool:
