@@ -117,6 +117,18 @@ class BetaSchedule:
         assert isinstance(default, float), name
         return default
 
+    @property
+    def words(self) -> str:
+        """The weighting as a person reads it, both weights spelled out: ``α 0.25 / β 0.75``
+        for a fixed schedule; ``β 0.9 → 0.5 (linear)`` or ``β 0.9 → 0.5 (step at 0.5,
+        warm-up 0.1)`` otherwise (α = 1 − β throughout). The spec stays the machine key."""
+        if self.shape == "fixed":
+            return f"α {1.0 - self.beta_start:.3g} / β {self.beta_start:.3g}"
+        how = self.shape + "".join(f" {name} {value:g}" for name, value in self.options.items())
+        if self.warmup:
+            how += f", warm-up {self.warmup:g}"
+        return f"β {self.beta_start:.3g} → {self.beta_end:.3g} ({how})"
+
     def describe(self) -> str:
         """A human-readable loss weighting, e.g. ``L = 0.25*student + 0.75*distill``."""
         if self.shape == "fixed":
@@ -164,6 +176,15 @@ def parse_schedule(spec: str) -> BetaSchedule:
     if opts.get("warmup", 0.0) >= 1.0:
         raise KdtuneError(f"schedule: warmup must be below 1, in {spec!r}")
     return BetaSchedule(shape, start, end, warmup=opts.get("warmup", 0.0), at=opts.get("at", 0.5))
+
+
+def words(spec: str) -> str:
+    """:attr:`BetaSchedule.words` of a spec; a spec that does not parse is returned as it is
+    (a record written by another version stays readable)."""
+    try:
+        return parse_schedule(spec).words
+    except KdtuneError:
+        return spec
 
 
 def _unit(text: str, name: str, spec: str) -> float:

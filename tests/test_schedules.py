@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from kdtune.errors import KdtuneError
 from kdtune.schedules import ADAPTIVE_SHAPES, SHAPE_TABLE, SHAPES, parse_schedule
+from kdtune.schedules import words as schedules_words
 
 
 @pytest.mark.parametrize(
@@ -89,3 +90,18 @@ def test_a_spec_reads_back_as_the_same_schedule(
 def test_malformed_specs_are_refused(spec: str, words: str) -> None:
     with pytest.raises(KdtuneError, match=words.replace("[", r"\[").replace("]", r"\]")):
         parse_schedule(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("fixed:0.75", "α 0.25 / β 0.75"),
+        ("fixed:0", "α 1 / β 0"),
+        ("linear:0.9:0.5", "β 0.9 → 0.5 (linear)"),
+        ("cosine:0.9:0.5,warmup=0.1", "β 0.9 → 0.5 (cosine, warm-up 0.1)"),
+        ("step:0.5:0.9,at=0.3", "β 0.5 → 0.9 (step at 0.3)"),
+        ("not a spec", "not a spec"),
+    ],
+)
+def test_words_spell_out_alpha_and_beta(spec: str, expected: str) -> None:
+    assert schedules_words(spec) == expected
