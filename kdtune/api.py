@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,7 @@ class SearchOutcome:
     def teacher_warning(self) -> str | None:
         """Why this search cannot speak to distillation, if its teacher is no better than its
         best student; None otherwise."""
+        from dataclasses import replace
 
         result = self.result
         if result.teacher_val_ap is None and self.teacher_ap is not None:
