@@ -10,13 +10,6 @@ its top); import :mod:`.runs` by its own path."""
 from __future__ import annotations
 
 from kdtune.teachers.pack import list_teachers, pack_teacher
-from kdtune.teachers.source import (
-    Fit,
-    resolve,
-    teacher_key,
-    teacher_training_config,
-    trained_teacher,
-)
 from kdtune.teachers.shipped import (
     FIT_KEYS,
     HERE,
@@ -25,6 +18,13 @@ from kdtune.teachers.shipped import (
     manifest_path,
     shipped_teacher,
     weights_path,
+)
+from kdtune.teachers.source import (
+    Fit,
+    resolve,
+    teacher_key,
+    teacher_training_config,
+    trained_teacher,
 )
 
 __all__ = [
