@@ -173,7 +173,7 @@ def _mtime(path: Path) -> float:
 
 def full_bank(results: Path, views: int, amp: bool) -> dict[str, Any]:
     """Build (or find) the bank of the shipped med teacher over all default training images."""
-    from kdtune.teachers import open_bank, teacher_at_grid
+    from kdtune.teachers.runs import open_bank, teacher_at_grid
 
     cfg = TrainConfig(level="second", teacher_views=views, amp=amp)
     train = resolve_data("synthetic", "train", 128, results)

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kdtune.config import TrainConfig, alpha_to_schedule
-from kdtune.errors import KdtuneError, SearchInterrupted
-
 # commands whose work lives in its own module, re-exported so that the CLI finds every command
 # here (both modules import torch only inside their functions)
-from kdtune.scoring import evaluate_checkpoint as evaluate_checkpoint
-from kdtune.shipping import list_teachers as list_teachers
-from kdtune.shipping import pack_teacher as pack_teacher
+from kdtune.checkpoint_ap import evaluate_checkpoint as evaluate_checkpoint
+from kdtune.config import ARCHS as ARCHS  # the model names (`kdtune eval --arch`)
+from kdtune.config import TrainConfig, alpha_to_schedule
+from kdtune.errors import KdtuneError, SearchInterrupted
+from kdtune.teachers.pack import list_teachers as list_teachers
+from kdtune.teachers.pack import pack_teacher as pack_teacher
 
 
 def load_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
@@ -362,33 +362,19 @@ def write_guided_space(space_file: Path, space: Any, points: list[str], out: Pat
 
 
 def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float | None:
-    """Decode the data, find (or train) the teacher and build its bank on the driver, once,
-    before any trial: every trial then reads the same memory-mapped bank. Returns the
-    teacher's val AP (None for a level without an outside teacher's maps to compare)."""
+    """Decode the data, then settle the teacher on the driver, once, before any trial
+    (:func:`kdtune.teachers.runs.prepare_for_search`: found, shipped or trained, its bank built):
+    every trial then reads the same memory-mapped bank. Returns the teacher's val AP (None for a
+    level without an outside teacher's maps to compare)."""
     from kdtune.data.coco import resolve_data
-    from kdtune.predict import evaluate_model
-    from kdtune.teachers import open_bank, teacher_at_grid
-    from kdtune.train import pick_device, prepare_teacher
+    from kdtune.teachers.runs import prepare_for_search
+    from kdtune.train import fit
 
     splits = {}
     for split in ("train", base.val_split):
         limit = base.max_train_images if split == "train" else base.max_val_images
         splits[split] = resolve_data(base.data, split, base.input_size, root, limit)
-    # a chain's only outside teacher is its first level's: its med teaches the second level
-    level = "first" if base.level == "chain" else base.level
-    cfg = replace(base, level=level)
-    teacher = prepare_teacher(cfg, root, say)
-    if teacher is None:
-        return None
-    device = pick_device(cfg.device)
-    net = teacher_at_grid(teacher, cfg).to(device).eval()
-    if cfg.teacher_targets == "bank":
-        open_bank(cfg, net, splits["train"], device, root, say)
-    if base.level == "chain":  # the chain's students are judged at the second level
-        return None
-    ap = evaluate_model(net, splits[base.val_split], cfg, device)["val/ap"]
-    say(f"teacher: val AP {ap:.3f} on {len(splits[base.val_split])} {base.val_split} images")
-    return ap
+    return prepare_for_search(base, splits, root, say, fit=fit)
 
 
 def _space_settings(space: Any) -> dict[str, Any]:

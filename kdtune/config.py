@@ -15,6 +15,8 @@ from kdtune.errors import KdtuneError
 
 LEVELS: tuple[str, ...] = ("teacher", "first", "second", "chain")
 # Which net a level trains, and which net teaches it.
+# the nets kdtune builds (kdtune.models), by name; the CLI offers them through kdtune.api
+ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
 TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
 # How kdtune finds a teacher when none is given: "auto" takes a shipped one where it fits the

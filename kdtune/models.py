@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdtune.config import ARCHS
 from kdtune.errors import KdtuneError
 from kdtune.skeleton import NUM_HEATMAPS, NUM_PAFS
 
 Stage = tuple[torch.Tensor, torch.Tensor]
 
-ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 ARCH_INFO: dict[str, dict[str, str]] = {
     "teacher": {
         "role": "teacher of the first level",

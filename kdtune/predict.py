@@ -1,6 +1,7 @@
 """What a net predicts on a whole split: its final-stage maps, its ground-truth loss, its COCO
-keypoint AP figures and detections. Used by the trial's evaluations, ``kdtune eval``, the
-held-out check and the search driver's look at its teacher."""
+keypoint AP figures and detections; and the device a net runs on. Used by the trial's
+evaluations, ``kdtune eval`` (:mod:`kdtune.checkpoint_ap`), the held-out check and the search
+driver's look at its teacher."""
 
 from __future__ import annotations
 
@@ -15,8 +16,18 @@ from torch import nn
 from kdtune.augment import normalize
 from kdtune.config import TrainConfig
 from kdtune.data import PoseSet
+from kdtune.errors import KdtuneError
 from kdtune.losses import kd_loss
 from kdtune.targets import make_targets
+
+
+def pick_device(name: str) -> torch.device:
+    """The device a config's ``device`` names (``auto``: CUDA where present, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdtuneError("device: cuda was asked for but no CUDA device is present")
+    return torch.device(name)
 
 
 def evaluate_model(

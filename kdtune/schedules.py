@@ -13,19 +13,21 @@ A schedule is written as a short spec, the same in YAML, on the command line and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kdtune.errors import KdtuneError
 
-Curve = Callable[[float, float, float, float], float]  # (q, start, end, at) -> β
+# (q, start, end, options) -> β; options: the shape's own options by name ({'at': 0.5} for a step)
+Curve = Callable[[float, float, float, Mapping[str, float]], float]
 
 
 @dataclass(frozen=True)
 class Shape:
     """One shape of β schedule, everything about it in one record.
 
-    ``curve(q, start, end, at)`` is β at progress ``q`` in [0, 1] after any warm-up;
+    ``curve(q, start, end, options)`` is β at progress ``q`` in [0, 1] after any warm-up, given
+    the schedule's values of the shape's options by name;
     ``options`` are the spec options it takes besides ``warmup`` (``step`` also takes ``at``),
     which are also its extra search-space dimensions and MLflow params; ``adaptive`` shapes are
     the ones a search space's ``adaptive`` block may list (``fixed`` has its own block).
@@ -37,15 +39,15 @@ class Shape:
     adaptive: bool = True
 
 
-def _cosine(q: float, start: float, end: float, _at: float) -> float:
+def _cosine(q: float, start: float, end: float, _options: Mapping[str, float]) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * q))
 
 
 SHAPE_TABLE: tuple[Shape, ...] = (
-    Shape("fixed", lambda _q, start, _end, _at: start, adaptive=False),
-    Shape("linear", lambda q, start, end, _at: start + (end - start) * q),
+    Shape("fixed", lambda _q, start, _end, _o: start, adaptive=False),
+    Shape("linear", lambda q, start, end, _o: start + (end - start) * q),
     Shape("cosine", _cosine),
-    Shape("step", lambda q, start, end, at: start if q < at else end, options=("at",)),
+    Shape("step", lambda q, start, end, o: start if q < o["at"] else end, options=("at",)),
 )
 SHAPE_BY_NAME: dict[str, Shape] = {shape.name: shape for shape in SHAPE_TABLE}
 SHAPES: tuple[str, ...] = tuple(SHAPE_BY_NAME)
@@ -72,7 +74,7 @@ class BetaSchedule:
         if self.shape == "fixed" or p < self.warmup:
             return self.beta_start
         q = (p - self.warmup) / (1.0 - self.warmup) if self.warmup < 1.0 else 1.0
-        return SHAPE_BY_NAME[self.shape].curve(q, self.beta_start, self.beta_end, self.at)
+        return SHAPE_BY_NAME[self.shape].curve(q, self.beta_start, self.beta_end, self.options)
 
     @property
     def alpha(self) -> float | None:
@@ -175,7 +177,7 @@ def parse_schedule(spec: str) -> BetaSchedule:
         raise KdtuneError(f"schedule: a fixed schedule takes no options, in {spec!r}")
     if opts.get("warmup", 0.0) >= 1.0:
         raise KdtuneError(f"schedule: warmup must be below 1, in {spec!r}")
-    return BetaSchedule(shape, start, end, warmup=opts.get("warmup", 0.0), at=opts.get("at", 0.5))
+    return BetaSchedule(shape, start, end, **opts)  # every option the table allows, as given
 
 
 def words(spec: str) -> str:

@@ -16,7 +16,7 @@ from kdtune import train
 from kdtune.bank import build_bank
 from kdtune.data.coco import load_split
 from kdtune.models import build_model, weights_digest
-from kdtune.teachers import bank_spec, teacher_at_grid
+from kdtune.teachers.runs import bank_spec, teacher_at_grid
 
 
 class Killed(BaseException):

@@ -18,7 +18,8 @@ from kdtune.config import TrainConfig
 from kdtune.data.coco import load_split
 from kdtune.errors import KdtuneError
 from kdtune.models import build_model, weights_digest
-from kdtune.teachers import bank_spec, teacher_at_grid, teacher_key
+from kdtune.teachers import teacher_key
+from kdtune.teachers.runs import bank_spec, teacher_at_grid
 from kdtune.train import fit
 
 VIEWS = 3
@@ -164,14 +165,19 @@ def test_given_bank_for_other_data_is_refused(
 
 def test_alpha_one_trains_on_the_banks_views(synth_root: Path, tmp_path: Path) -> None:
     """A ground-truth-only trial sees the same K views per image as its distilled rivals."""
-    from kdtune.train import _Run
+    from kdtune.teacher_targets import BankViews, open_targets
+    from kdtune.train import needs_teacher
 
     cfg = small(synth_root, schedule="fixed:0")
-    run = _Run(cfg, tmp_path, tmp_path, lambda _m: None)
-    run._load()
-    assert run.bank is None and run.view_table is not None
+    assert not needs_teacher(cfg)
+    data = load_split(synth_root, "train", 128, tmp_path, max_images=12)
+    targets = open_targets(cfg, None, data, torch.device("cpu"), tmp_path, lambda _m: None)
+    assert isinstance(targets, BankViews) and targets.bank is None
     spec = bank_spec(cfg, 12)
-    assert torch.equal(run.view_table.matrix, view_affines(spec).matrix)
+    assert torch.equal(targets.table.matrix, view_affines(spec).matrix)
+    targets.new_epoch(12, torch.Generator().manual_seed(0))
+    idx = torch.tensor([3, 7])
+    assert targets.maps(idx, torch.zeros(2, 3, 128, 128), targets.views(idx, 0)) is None
 
 
 @pytest.mark.parametrize(

@@ -251,3 +251,37 @@ def test_non_weights_only_objects_are_refused(tmp_path: Path) -> None:
     rng = {"numpy": np.random.default_rng(0).bit_generator.state, "torch": torch.get_rng_state()}
     torch.save({"model": build_model("tiny").state_dict(), "rng": rng}, ok)
     assert count_parameters(load_checkpoint(ok, "tiny")) == 111_769
+
+
+def test_the_model_recipe_names_the_files_and_names_a_new_model_touches() -> None:
+    """ARCHITECTURE.md's "A model." recipe is true: every name it asks to edit is defined in
+    the file it names, the model names have one home that the API hands on, and every named
+    model is built and described."""
+    import re
+
+    import kdtune.api
+    import kdtune.config
+    from kdtune.models import ARCH_INFO
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "ARCHITECTURE.md").read_text()
+    recipe = text[text.index("**A model.**") :].split("\n\n")[0]
+    # each "`NAME` ... in `FILE.py`" clause: the names before a file are defined in that file
+    clauses = re.findall(r"((?:`\w+`[^`]*?)+)in\s+`([\w/]+\.py)`", recipe)
+    named: dict[str, set[str]] = {}
+    for names, file in clauses:
+        named.setdefault(file, set()).update(re.findall(r"`(\w+)`", names))
+    assert named == {
+        "config.py": {"ARCHS", "STUDENT_OF", "TEACHER_OF"},
+        "models.py": {"build_model", "ARCH_INFO"},
+    }, recipe
+    for file, names in named.items():
+        source = (root / "kdtune" / file).read_text()
+        for name in names:
+            assert re.search(rf"^(def {name}\(|{name}\b.*=)", source, re.M), (name, file)
+    assert "tests/test_models.py" in recipe and "api.ARCHS" in recipe
+    assert kdtune.api.ARCHS is kdtune.config.ARCHS == ARCHS
+    assert set(ARCH_INFO) == set(ARCHS)
+    assert set(kdtune.config.STUDENT_OF.values()) <= set(ARCHS)
+    for arch in ARCHS:
+        assert build_model(arch) is not None

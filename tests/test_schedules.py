@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kdtune import schedules
 from kdtune.errors import KdtuneError
-from kdtune.schedules import ADAPTIVE_SHAPES, SHAPE_TABLE, SHAPES, parse_schedule
+from kdtune.schedules import ADAPTIVE_SHAPES, SHAPE_TABLE, SHAPES, BetaSchedule, parse_schedule
 from kdtune.schedules import words as schedules_words
 
 
@@ -39,8 +45,9 @@ def test_the_shape_table_is_the_one_list_of_shapes() -> None:
     assert ADAPTIVE_SHAPES == ("linear", "cosine", "step")
     for shape in SHAPE_TABLE:
         if shape.adaptive:  # every adaptive curve runs from its start to its end
-            assert shape.curve(0.0, 0.9, 0.3, 0.5) == pytest.approx(0.9)
-            assert shape.curve(1.0, 0.9, 0.3, 0.5) == pytest.approx(0.3)
+            options = {o: BetaSchedule.option_default(o) for o in shape.options}
+            assert shape.curve(0.0, 0.9, 0.3, options) == pytest.approx(0.9)
+            assert shape.curve(1.0, 0.9, 0.3, options) == pytest.approx(0.3)
 
 
 def test_params_hold_the_shapes_own_options() -> None:
@@ -105,3 +112,55 @@ def test_malformed_specs_are_refused(spec: str, words: str) -> None:
 )
 def test_words_spell_out_alpha_and_beta(spec: str, expected: str) -> None:
     assert schedules_words(spec) == expected
+
+
+def _schedules_with_a_new_shape(tmp_path: Path) -> ModuleType:
+    """A temporary copy of ``schedules.py`` with the two edits ARCHITECTURE.md's recipe asks for:
+    one ``Shape`` record (``ramp``, with a new option ``by``) and ``by``'s field on
+    ``BetaSchedule``."""
+    source = Path(schedules.__file__).read_text()
+    table = "SHAPE_TABLE: tuple[Shape, ...] = (\n"
+    field = "    at: float = 0.5"
+    assert source.count(table) == 1 and source.count(field) == 1
+    ramp = (
+        '    Shape("ramp", lambda q, s, e, o: e if q >= o["by"] else s + (e - s) * q / o["by"],'
+        ' options=("by",)),\n'
+    )
+    source = source.replace(table, table + ramp).replace(field, field + "\n    by: float = 0.5")
+    path = tmp_path / "schedules_with_ramp.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("schedules_with_ramp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_the_schedule_shape_recipe_a_new_option_flows_everywhere(tmp_path: Path) -> None:
+    """The recipe is true: a shape's new option is parsed, and reaches the spec, the params and
+    the curve (it is not accepted and then dropped)."""
+    copy = _schedules_with_a_new_shape(tmp_path)
+    assert "ramp" in copy.ADAPTIVE_SHAPES and "by" in copy.SHAPE_OPTIONS
+    sched = copy.parse_schedule("ramp:0.9:0.5,by=0.25")
+    assert sched.by == 0.25
+    assert sched.spec == "ramp:0.9:0.5,by=0.25"
+    assert copy.parse_schedule(sched.spec) == sched
+    assert sched.params() == {
+        "shape": "ramp",
+        "beta_start": 0.9,
+        "beta_end": 0.5,
+        "warmup": 0.0,
+        "by": 0.25,
+    }
+    # golden values: 0.9 → 0.5 over the first quarter, then held (with by=0.5 it would be 0.8)
+    assert sched(0.125) == pytest.approx(0.7)
+    assert sched(0.25) == pytest.approx(0.5)
+    assert sched(0.9) == pytest.approx(0.5)
+    assert copy.parse_schedule("ramp:0.9:0.5")(0.25) == pytest.approx(0.7)  # the default, 0.5
+    with pytest.raises(KdtuneError, match="applies to ramp schedules only"):
+        copy.parse_schedule("linear:0.9:0.5,by=0.2")
+    assert copy.words("ramp:0.9:0.5,by=0.25") == "β 0.9 → 0.5 (ramp by 0.25)"

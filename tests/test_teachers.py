@@ -10,11 +10,16 @@ import pytest
 import torch
 from helpers import run_cli
 
-from kdtune import train as train_module
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
-from kdtune.teachers import annotations_digest, manifest, shipped_teacher, weights_path
-from kdtune.train import prepare_teacher
+from kdtune.models import load_checkpoint
+from kdtune.teachers import (
+    annotations_digest,
+    manifest,
+    resolve,
+    shipped_teacher,
+    weights_path,
+)
 
 SHIPPED = [arch for arch in ("med", "teacher") if manifest(arch) is not None]
 
@@ -24,16 +29,16 @@ def test_kdtune_ships_a_teacher_for_each_level() -> None:
     assert SHIPPED == ["med", "teacher"]
 
 
-def test_the_first_level_uses_the_shipped_lightweight_openpose_teacher(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def no_training(*_args: object) -> Path:
-        raise AssertionError("a teacher was trained although one is shipped")
+def no_training(*_args: object, **_kwargs: object) -> dict[str, object]:
+    raise AssertionError("a teacher was trained although one is shipped")
 
-    monkeypatch.setattr(train_module, "_trained_teacher", no_training)
+
+def test_the_first_level_uses_the_shipped_lightweight_openpose_teacher() -> None:
     lines: list[str] = []
-    teacher = prepare_teacher(TrainConfig(level="first"), None, lines.append)
-    assert teacher is not None and sum(p.numel() for p in teacher.parameters()) == 4_091_698
+    path = resolve(TrainConfig(level="first"), None, lines.append, fit=no_training)
+    assert path == weights_path("teacher")
+    teacher = load_checkpoint(path, "teacher")
+    assert sum(p.numel() for p in teacher.parameters()) == 4_091_698
     assert any("shipped teacher" in line for line in lines), lines
 
 
@@ -51,14 +56,12 @@ def test_shipped_weights_are_float16_with_a_complete_record(arch: str) -> None:
         assert 0.0 < record[split][f"{split}/ap"] <= 1.0
 
 
-def test_auto_uses_the_shipped_teacher_without_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_training(*_args: object) -> Path:
-        raise AssertionError("a teacher was trained although one is shipped")
-
-    monkeypatch.setattr(train_module, "_trained_teacher", no_training)
+def test_auto_uses_the_shipped_teacher_without_training() -> None:
     lines: list[str] = []
-    teacher = prepare_teacher(TrainConfig(level="second"), None, lines.append)
-    assert teacher is not None and sum(p.numel() for p in teacher.parameters()) == 657_817
+    path = resolve(TrainConfig(level="second"), None, lines.append, fit=no_training)
+    assert path == weights_path("med")
+    teacher = load_checkpoint(path, "med")
+    assert sum(p.numel() for p in teacher.parameters()) == 657_817
     assert any("shipped med" in line for line in lines)
 
 
@@ -73,7 +76,9 @@ def test_shipped_teacher_is_refused_where_it_does_not_fit(tmp_path: Path) -> Non
         path, why = shipped_teacher("med", replace(cfg, **{change: value}))
         assert path is None and words in why
     with pytest.raises(KdtuneError, match=r"teacher_recipe: shipped: .*synthetic default"):
-        prepare_teacher(replace(cfg, data=str(tmp_path), teacher_recipe="shipped"))
+        resolve(
+            replace(cfg, data=str(tmp_path), teacher_recipe="shipped"), None, print, fit=no_training
+        )
 
 
 def test_teachers_list_names_each_shipped_teacher(capsys: pytest.CaptureFixture[str]) -> None:

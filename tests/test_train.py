@@ -225,14 +225,17 @@ def test_epochs_between_evaluations_still_show_progress(synth_root: Path, tmp_pa
 def test_a_public_layout_teacher_reaches_the_trial_with_its_own_input(
     synth_root: Path, tmp_path: Path
 ) -> None:
-    from kdtune.models import PublicInput, build_model
-    from kdtune.teachers import teacher_at_grid
-    from kdtune.train import prepare_teacher
+    from kdtune.models import PublicInput, build_model, load_checkpoint
+    from kdtune.teachers import resolve
+    from kdtune.teachers.runs import teacher_at_grid
+    from kdtune.train import fit
 
     path = tmp_path / "checkpoint_iter_370000.pth"
     torch.save({"state_dict": build_model("teacher").state_dict(), "iter": 370000}, path)
     cfg = small(synth_root, level="first", teacher_checkpoint=str(path), teacher_input_size=368)
-    teacher = prepare_teacher(cfg)
+    resolved = resolve(cfg, None, print, fit=fit)
+    assert resolved == path  # a given checkpoint is used as it is
+    teacher = load_checkpoint(resolved, "teacher")
     assert isinstance(teacher, PublicInput)
     at_grid = teacher_at_grid(teacher, cfg)  # what the bank, live targets and eval run
     assert any(isinstance(m, PublicInput) for m in at_grid.modules())
@@ -306,3 +309,24 @@ def test_a_compiled_trial_trains_like_an_eager_one(synth_root: Path, tmp_path: P
     assert out[True]["train/loss"] == pytest.approx(out[False]["train/loss"], rel=1e-3)
     state = torch.load(tmp_path / "cTrue" / "model.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in state["model"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targets", ["bank", "live", "warped"])
+def test_a_trial_is_deterministic_in_every_teacher_targets_mode(
+    synth_root: Path, tmp_path: Path, targets: str
+) -> None:
+    """The same config trained twice (the teacher resolved and cached by the first run, read
+    back by the second) gives the same metrics and weights, whichever targets it uses."""
+    cfg = small(synth_root, schedule="linear:0.9:0.3", teacher_targets=targets, teacher_views=2)
+    runs = []
+    for name in ("a", "b"):
+        seen: list[dict[str, float]] = []
+        fit(cfg, _collect(seen), workdir=tmp_path / name, results=tmp_path)
+        state = torch.load(tmp_path / name / "model.pt", weights_only=True)
+        runs.append(
+            ([{k: v for k, v in m.items() if k != "perf/images_per_s"} for m in seen], state)
+        )
+    (first, w1), (second, w2) = runs
+    assert first == second and len(first) == cfg.epochs
+    assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])

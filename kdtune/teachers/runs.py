@@ -1,10 +1,9 @@
 """What a run's teacher is, besides its weights: the net at the student's grid, the bank of its
-maps, and the training run and cache key of a teacher kdtune trains itself."""
+maps, and a search's teacher made ready on the driver before any trial. (Which checkpoint a
+run's teacher is, and the teacher kdtune trains itself, is :mod:`kdtune.teachers.source`.)"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,11 +12,12 @@ import torch
 from torch import nn
 
 from kdtune.bank import BankSpec, TeacherBank, open_or_build
-from kdtune.config import REFERENCE_ALPHA, TEACHER_OF, TrainConfig
+from kdtune.config import TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
 from kdtune.data.coco import data_fingerprint
 from kdtune.models import AtInputSize, weights_digest
 from kdtune.paths import cache_dir
+from kdtune.teachers.source import Fit, resolve
 
 
 def teacher_at_grid(teacher: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -61,49 +61,34 @@ def open_bank(
     return open_or_build(teacher, train, spec, cache_dir(results), device=device, log=log)
 
 
-# What does not shape a teacher's weights: where and how fast it runs, what it is evaluated on.
-_NOT_SHAPING = (
-    "device",
-    "num_threads",
-    "eval_every",
-    "decoder",
-    "max_val_images",
-    "val_split",
-    "extra",
-    "schedule_second",
-    "teacher_bank",
-)
+def prepare_for_search(
+    base: TrainConfig,
+    splits: dict[str, PoseSet],
+    results: Path | None,
+    log: Callable[[str], None],
+    *,
+    fit: Fit,
+) -> float | None:
+    """A search's teacher, settled on the driver once before any trial: resolved (trained if
+    need be), its bank built (bank mode) so that every trial reads the same memory-mapped bank,
+    and its val AP measured. None for a level without an outside teacher's maps to compare."""
+    from kdtune.models import load_checkpoint
+    from kdtune.predict import evaluate_model, pick_device
 
-
-def teacher_training_config(cfg: TrainConfig) -> TrainConfig:
-    """The run kdtune trains as ``cfg``'s teacher when none is given or shipped."""
+    # a chain's only outside teacher is its first level's: its med teaches the second level
+    cfg = replace(base, level="first" if base.level == "chain" else base.level)
+    path = resolve(cfg, results, log, fit=fit)
+    if path is None:
+        return None
+    device = pick_device(cfg.device)
     arch = TEACHER_OF[cfg.level]
-    if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
-        level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
-    else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
-        level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
-    return replace(
-        cfg,
-        level=level,
-        schedule=schedule,
-        epochs=cfg.teacher_epochs,
-        teacher_checkpoint=None,
-        teacher_bank=None,
-        eval_every=cfg.teacher_epochs,
-        # on the ground truth alone a teacher learns from fresh views at every step
-        teacher_targets="live" if schedule == "fixed:0" else cfg.teacher_targets,
-    )
-
-
-def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
-    """A short hash of everything that shapes the teacher kdtune would train for ``cfg``: its
-    whole training config (lr, seed, weight decay, augmentation, amp, sizes, recipe, targets ...)
-    and the data's fingerprint."""
-    del results  # the data is named by its fingerprint, not by where it is cached
-
-    teacher_cfg = teacher_training_config(cfg)
-    parts = {k: v for k, v in teacher_cfg.to_dict().items() if k not in _NOT_SHAPING}
-    parts["arch"] = TEACHER_OF[cfg.level]
-    parts["data"] = data_fingerprint(cfg.data)
-    parts["version"] = 2
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    assert arch is not None, cfg.level
+    net = teacher_at_grid(load_checkpoint(path, arch), cfg).to(device).eval()
+    if cfg.teacher_targets == "bank":
+        open_bank(cfg, net, splits["train"], device, results, log)
+    if base.level == "chain":  # the chain's students are judged at the second level
+        return None
+    val = splits[base.val_split]
+    ap = evaluate_model(net, val, cfg, device)["val/ap"]
+    log(f"teacher: val AP {ap:.3f} on {len(val)} {base.val_split} images")
+    return ap

@@ -1,5 +1,8 @@
-"""A checkpoint's COCO keypoint AP on a split (``kdtune eval``, and the figures of a packed
-teacher)."""
+"""A checkpoint file's COCO keypoint AP on a split: ``kdtune eval``, and the figures of a
+packed teacher. It loads the checkpoint and the split, then hands both to
+:func:`kdtune.predict.evaluate_model` (a net in memory, on a split), which scores with
+:mod:`kdtune.evaluate` (COCOeval). Imports torch only inside its function, so that
+``kdtune.api`` can re-export it."""
 
 from __future__ import annotations
 
@@ -30,8 +33,7 @@ def evaluate_checkpoint(
 
     from kdtune.data.coco import resolve_data
     from kdtune.models import AtInputSize, count_parameters, load_checkpoint
-    from kdtune.predict import evaluate_model
-    from kdtune.train import pick_device
+    from kdtune.predict import evaluate_model, pick_device
 
     cfg = TrainConfig(data=data, decoder=decoder).validate()
     model = load_checkpoint(Path(checkpoint), arch)

@@ -1,20 +1,21 @@
-"""Shipped teachers: ``kdtune teachers list`` and ``kdtune teachers pack RUN`` (float16
-weights and their record: config, data and measured AP)."""
+"""Packing and listing the teachers kdtune ships: ``kdtune teachers list`` and
+``kdtune teachers pack RUN`` (float16 weights and their record: config, data and measured AP).
+Imports torch only inside its functions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from kdtune.checkpoint_ap import evaluate_checkpoint
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
-from kdtune.scoring import evaluate_checkpoint
+from kdtune.teachers.shipped import HERE, annotations_digest, manifest, weights_path
 
 
 def list_teachers() -> list[dict[str, Any]]:
     """``kdtune teachers list``: the shipped teachers and what was measured of them."""
     from kdtune.models import ARCHS
-    from kdtune.teachers import manifest, weights_path
 
     rows = []
     for arch in ARCHS:
@@ -45,7 +46,6 @@ def pack_teacher(
     import torch
 
     from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR, data_root
-    from kdtune.teachers import HERE, annotations_digest
 
     model_file = Path(run) / "model.pt"
     if not model_file.is_file():

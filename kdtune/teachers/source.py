@@ -1,0 +1,133 @@
+"""Which teacher a run learns from, as a checkpoint file, settled before the run trains.
+
+In this order: the checkpoint the config names; a teacher kdtune ships, where one fits (recipe
+``auto`` or ``shipped``); else one kdtune trains once and caches under
+``<results>/cache/teachers``, keyed by everything that shaped it
+(:func:`teacher_key`). Training one takes the trial function itself
+(``fit``, :func:`kdtune.train.fit`), handed in so that this package sits below ``train``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from kdtune.config import REFERENCE_ALPHA, TEACHER_OF, TrainConfig
+from kdtune.errors import KdtuneError
+from kdtune.paths import cache_dir, file_lock
+from kdtune.teachers.shipped import manifest, shipped_teacher
+
+
+class Fit(Protocol):
+    """What trains a teacher: :func:`kdtune.train.fit`'s signature, as used here."""
+
+    def __call__(
+        self,
+        config: TrainConfig,
+        report: None,
+        *,
+        workdir: Path,
+        results: Path | None,
+        log: Callable[[str], None] | None,
+    ) -> dict[str, Any]: ...
+
+
+def resolve(
+    cfg: TrainConfig, results: Path | None, log: Callable[[str], None], *, fit: Fit
+) -> Path | None:
+    """The checkpoint of ``cfg.level``'s teacher (found, shipped or trained here, in that
+    order); None for a level no outside teacher teaches (the teacher level itself)."""
+    arch = TEACHER_OF.get(cfg.level)
+    if arch is None:
+        return None
+    if cfg.teacher_checkpoint:
+        return Path(cfg.teacher_checkpoint)
+    if cfg.teacher_recipe in ("auto", "shipped"):
+        path, why = shipped_teacher(arch, cfg)
+        if path is not None:
+            ap = (manifest(arch) or {}).get("val", {}).get("val/ap", float("nan"))
+            log(f"teacher: kdtune's shipped {arch} net (val AP {ap:.3f})")
+            return path
+        if cfg.teacher_recipe == "shipped":
+            raise KdtuneError(f"teacher_recipe: shipped: {why}")
+        log(f"teacher: no shipped one fits ({why}); training one by the reference recipe")
+    return trained_teacher(cfg, results, log, fit=fit)
+
+
+def trained_teacher(
+    cfg: TrainConfig, results: Path | None, log: Callable[[str], None], *, fit: Fit
+) -> Path:
+    """The teacher kdtune trains for ``cfg`` (:func:`teacher_training_config`),
+    trained once under a file lock and cached by its key."""
+    arch = TEACHER_OF[cfg.level]
+    root = cache_dir(results) / "teachers" / f"{arch}-{teacher_key(cfg, results)}"
+    model_path = root / "model.pt"
+    if model_path.is_file():
+        return model_path
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / ".lock"):
+        if model_path.is_file():  # another process trained it while we waited
+            return model_path
+        recipe = "ground_truth" if cfg.teacher_recipe == "ground_truth" else "reference"
+        log(
+            f"training a {arch} net as the teacher ({cfg.teacher_epochs} epochs, "
+            f"recipe {recipe}) into {root}"
+        )
+        work = root / "run"
+        fit(teacher_training_config(cfg), None, workdir=work, results=results, log=log)
+        os.replace(work / "model.pt", model_path)
+    return model_path
+
+
+# What does not shape a teacher's weights: where and how fast it runs, what it is evaluated on.
+_NOT_SHAPING = (
+    "device",
+    "num_threads",
+    "eval_every",
+    "decoder",
+    "max_val_images",
+    "val_split",
+    "extra",
+    "schedule_second",
+    "teacher_bank",
+)
+
+
+def teacher_training_config(cfg: TrainConfig) -> TrainConfig:
+    """The run kdtune trains as ``cfg``'s teacher when none is given or shipped."""
+    arch = TEACHER_OF[cfg.level]
+    if cfg.level == "first" or cfg.teacher_recipe == "ground_truth":
+        level, schedule = ("teacher", "fixed:0") if arch == "teacher" else ("first", "fixed:0")
+    else:  # the reference: med distilled from a Lightweight-OpenPose teacher at alpha 0.3
+        level, schedule = "first", f"fixed:{1 - REFERENCE_ALPHA['first']:g}"
+    return replace(
+        cfg,
+        level=level,
+        schedule=schedule,
+        epochs=cfg.teacher_epochs,
+        teacher_checkpoint=None,
+        teacher_bank=None,
+        eval_every=cfg.teacher_epochs,
+        # on the ground truth alone a teacher learns from fresh views at every step
+        teacher_targets="live" if schedule == "fixed:0" else cfg.teacher_targets,
+    )
+
+
+def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
+    """A short hash of everything that shapes the teacher kdtune would train for ``cfg``: its
+    whole training config (lr, seed, weight decay, augmentation, amp, sizes, recipe, targets ...)
+    and the data's fingerprint."""
+    from kdtune.data.coco import data_fingerprint  # torch: only when a key is asked for
+
+    del results  # the data is named by its fingerprint, not by where it is cached
+    teacher_cfg = teacher_training_config(cfg)
+    parts = {k: v for k, v in teacher_cfg.to_dict().items() if k not in _NOT_SHAPING}
+    parts["arch"] = TEACHER_OF[cfg.level]
+    parts["data"] = data_fingerprint(cfg.data)
+    parts["version"] = 2
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
