@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import math
-import re
 import shutil
 import socket
 import threading
@@ -19,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from helpers import free_port
@@ -813,7 +813,32 @@ def test_search_links_land_on_the_trials_view(logged: dict[str, Any]) -> None:
     assert links["trials"] == 3
     compare = links["compare"]
     assert compare.startswith("http://ui:5000/#/compare-runs?runs=")
-    assert sorted(re.findall(r"[0-9a-f]{32}", compare)) == ids
+    listed = json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))
+    assert sorted(listed) == ids
     assert tracking.search_link(logged["uri"], "demo")["runs"].startswith(  # type: ignore[index]
         "http://127.0.0.1:5000/#/experiments/"
+    )
+
+
+@pytest.mark.slow
+def test_runs_link_falls_back_to_url_facets_where_the_view_cannot_be_written(
+    logged: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses the tag (permissions): the link filters and sorts in its URL."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = logged["client"]
+    exp_id = client.get_experiment_by_name("kdtune/demo").experiment_id
+    client.delete_experiment_tag(exp_id, "mlflow.sharedViewState." + tracking.TRIALS_VIEW_KEY)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise MlflowException("Permission denied", error_code="PERMISSION_DENIED")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", refuse)
+    runs = tracking.search_links(logged["uri"], "http://ui:5000")["demo"]["runs"]
+    assert runs == (
+        f"http://ui:5000/#/experiments/{exp_id}/runs?searchFilter="
+        + "tags.%60kdtune.kind%60%20%3D%20%27trial%27"
+        + "&orderByKey=metrics.%60final%2Fval%2Fap%60&orderByAsc=false"
     )
