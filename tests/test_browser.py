@@ -28,6 +28,7 @@ import pytest
 from helpers import free_port
 
 from kdtune.results import COMPLETE, FAILED, PRUNED
+from kdtune.tracking.links import TRIALS_VIEW_NAME
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WINDOW = "1600,1000"
@@ -192,6 +193,7 @@ def test_the_runs_link_shows_val_ap_alpha_beta_state_and_diagnosis(
     dom = browse(ui["runs"], tmp_path / "profile", "--dump-dom")
     text = visible_text(dom)
     assert "Training runs" in text  # not MLflow's GenAI overview
+    assert TRIALS_VIEW_NAME in text  # the "Views" menu names the view: a saved view
     assert f"{len(runs)} matching runs" in text
     for header in ("final/val/ap", "alpha", "beta", "kdtune.state", "kdtune.diagnosis"):
         assert f" {header} " in text, header

@@ -799,7 +799,10 @@ def test_search_links_land_on_the_trials_view(logged: dict[str, Any]) -> None:
     client = logged["client"]
     experiment = client.get_experiment_by_name("kdtune/demo")
     key = "mlflow.sharedViewState." + tracking.TRIALS_VIEW_KEY
-    assert experiment.tags[key] == tracking.trials_view_state()  # written with the experiment
+    saved = json.loads(experiment.tags[key])  # written with the experiment, a named saved view
+    assert saved["name"] == "kdtune: trials, best final val/ap first"
+    assert saved["state"] == tracking.trials_view_state()
+    assert isinstance(saved["createdAt"], int) and saved["updatedAt"] == saved["createdAt"]
     client.delete_experiment_tag(experiment.experiment_id, key)  # a store of an older kdtune
 
     links = tracking.search_links(logged["uri"], "http://ui:5000/")["demo"]
@@ -808,7 +811,10 @@ def test_search_links_land_on_the_trials_view(logged: dict[str, Any]) -> None:
         links["runs"]
         == f"http://ui:5000/#/experiments/{exp_id}/runs?viewStateShareKey=kdtune-trials"
     )
-    assert client.get_experiment(exp_id).tags[key] == tracking.trials_view_state()
+    rewritten = client.get_experiment(exp_id).tags[key]
+    assert json.loads(rewritten)["state"] == tracking.trials_view_state()
+    tracking.search_links(logged["uri"], "http://ui:5000/")  # the same view: left as it is
+    assert client.get_experiment(exp_id).tags[key] == rewritten
     ids = sorted(logged["run_ids"].values())
     assert links["trials"] == 3
     compare = links["compare"]

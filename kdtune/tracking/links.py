@@ -5,10 +5,11 @@ What MLflow 3's UI reads, and so what kdtune gives it:
 
 - The runs page (``#/experiments/<id>/runs``) takes its filter and sort from the URL, but not
   its columns: those live in the browser's storage, or in a *shared view*, an experiment tag
-  ``mlflow.sharedViewState.<key>`` holding the page's state as JSON, which the page loads when
-  the URL carries ``viewStateShareKey=<key>`` (and no filter or sort of its own). kdtune writes
-  one such view per search experiment, :data:`TRIALS_VIEW_KEY`: the trials alone, best final
-  val/ap first, the columns of :data:`TRIALS_COLUMNS`, every run shown.
+  ``mlflow.sharedViewState.<key>`` holding the page's state as JSON (in an envelope with a name:
+  a saved view, which the page's "Views" menu lists), which the page loads when the URL carries
+  ``viewStateShareKey=<key>`` (and no filter or sort of its own). kdtune writes one such view per
+  search experiment, :data:`TRIALS_VIEW_KEY`: the trials alone, best final val/ap first, the
+  columns of :data:`TRIALS_COLUMNS`, every run shown.
 - The compare view (``#/compare-runs?runs=[...]&experiments=[...]``) reads nothing else from its
   URL: its parallel-coordinates plot opens on the first three parameters that differ between
   the runs, in alphabetical order (``alpha``, ``beta`` lead, or ``beta_end``, ``beta_start``
@@ -20,6 +21,7 @@ What MLflow 3's UI reads, and so what kdtune gives it:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -108,13 +110,41 @@ TRIALS_FACETS = urlencode(
 )
 
 
+TRIALS_VIEW_NAME = "kdtune: trials, best final val/ap first"
+
+
+def trials_view_tag(now_ms: int | None = None) -> str:
+    """The experiment tag's value: the view in MLflow's saved-view envelope (its name, when it
+    was saved, its state), so that the runs page's "Views" menu lists it by name too."""
+    saved = int(time.time() * 1000) if now_ms is None else now_ms
+    envelope = {
+        "name": TRIALS_VIEW_NAME,
+        "createdAt": saved,
+        "updatedAt": saved,
+        "state": trials_view_state(),
+    }
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def saved_view_state(tag: str | None) -> str | None:
+    """The state a view tag holds (an envelope's, or a bare state's), or None."""
+    if not tag:
+        return None
+    try:
+        value = json.loads(tag)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("state"), str):
+        return str(value["state"])
+    return tag
+
+
 def write_trials_view(client: MlflowClient, experiment_id: str) -> None:
-    """Store the trials view on the experiment (a tag), where it is missing or older."""
+    """Store the trials view on the experiment (a tag), where it is missing or another."""
     key = SHARED_VIEW_TAG_PREFIX + TRIALS_VIEW_KEY
-    state = trials_view_state()
     experiment = client.get_experiment(experiment_id)
-    if experiment.tags.get(key) != state:
-        client.set_experiment_tag(experiment_id, key, state)
+    if saved_view_state(experiment.tags.get(key)) != trials_view_state():
+        client.set_experiment_tag(experiment_id, key, trials_view_tag())
 
 
 def runs_link(base_url: str, experiment_id: str, *, view: bool = True) -> str:

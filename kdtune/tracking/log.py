@@ -28,7 +28,7 @@ from kdtune.schedules import parse_schedule, words
 from kdtune.tracking.links import (
     SHARED_VIEW_TAG_PREFIX,
     TRIALS_VIEW_KEY,
-    trials_view_state,
+    trials_view_tag,
     write_trials_view,
 )
 from kdtune.tracking.store import (
@@ -141,7 +141,7 @@ class SearchTracker:
         location = None if root is None else str(root / _safe_folder(self.search))
         tags = {
             EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
-            SHARED_VIEW_TAG_PREFIX + TRIALS_VIEW_KEY: trials_view_state(),
+            SHARED_VIEW_TAG_PREFIX + TRIALS_VIEW_KEY: trials_view_tag(),
         }
         return str(self.client.create_experiment(name, artifact_location=location, tags=tags))
 
