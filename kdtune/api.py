@@ -326,13 +326,9 @@ def _confirm(
 
 def _links(uri: str, search: str) -> dict[str, Any] | None:
     """The search's MLflow UI links: on its server, or where ``kdtune ui`` serves a local store."""
-    from kdtune.tracking import is_server_uri, search_links
+    from kdtune.tracking import search_link
 
-    base = uri if is_server_uri(uri) else "http://127.0.0.1:5000"
-    try:
-        return search_links(uri, base, [search]).get(search)
-    except KdtuneError:
-        return None
+    return search_link(uri, search)
 
 
 def guided_space(outcome: SearchOutcome) -> Path | None:

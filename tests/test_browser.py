@@ -1,10 +1,13 @@
-"""What a person sees at the links `kdtune ui` prints, in a real headless browser.
+"""What a person sees at the links `kdtune ui` prints, in a real headless browser, on the store of
+a real finished search (Ray Tune, Optuna's grid sampler and threshold pruner, the toy trial of
+tests/toy_trial.py: two trials complete, two pruned, one fails).
 
 Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it where apt-get is
 at hand) loads each printed link with its own CLI (``--dump-dom``, ``--screenshot``, with a
 virtual-time budget so that MLflow's single-page app renders before the page is read). The
-test is skipped where no chromium is installed. Screenshots go to ``$KDTUNE_SCREENSHOTS``,
-else ``results/screenshots/`` in this checkout.
+test is skipped where no chromium is installed. Screenshots go to ``$KDTUNE_SCREENSHOTS``
+(``docs/images`` refreshes the docs' pictures), else ``screenshots/`` in the test's temporary
+folder.
 """
 
 from __future__ import annotations
@@ -24,12 +27,25 @@ from typing import Any
 import pytest
 from helpers import free_port
 
-from kdtune import tracking
-from kdtune.results import SearchResult, TrialRecord
+from kdtune.results import COMPLETE, FAILED, PRUNED
+from kdtune.tracking.links import TRIALS_VIEW_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
-ALPHAS = (0.25, 0.5, 1.0)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+WINDOW = "1600,1000"
+
+# Two good ratios complete; two poor ones fall under the threshold and are pruned at epoch 2;
+# one fails.
+SPACE = """
+name: browser
+level: second
+sampler: {type: grid, seed: 0}
+pruner: {type: threshold, options: {lower: 0.3, n_warmup_steps: 2}}
+budget: {num_samples: 5, max_epochs: 4, eval_every: 1, max_concurrent: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.05, fail_alpha: [0.5]}}
+search:
+  grid: [{alpha: 0.3}, {alpha: 0.2}, {alpha: 1.0}, {alpha: 0.95}, {alpha: 0.5}]
+"""
 
 
 def chromium() -> str | None:
@@ -44,22 +60,27 @@ pytestmark = [
 ]
 
 
-def screenshots_dir() -> Path:
-    folder = Path(os.environ.get("KDTUNE_SCREENSHOTS", ROOT / "results" / "screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def browse(url: str, profile: Path, *args: str) -> str:
-    """Run headless chromium on ``url`` with ``args``; its stdout (the DOM for --dump-dom)."""
+    """Run headless chromium on ``url`` with ``args`` in a fresh profile (a first visit: no
+    columns remembered); its stdout (the DOM for --dump-dom)."""
+    shutil.rmtree(profile, ignore_errors=True)
     done = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          f"--user-data-dir={profile}", "--virtual-time-budget=30000",
-         "--window-size=1600,1000", *args, url],
+         f"--window-size={WINDOW}", *args, url],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def screenshot(url: str, profile: Path, folder: Path, name: str) -> Path:
+    """A PNG of the page's first screen, kept in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    browse(url, profile, f"--screenshot={shot}")
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+    return shot
 
 
 def visible_text(dom: str) -> str:
@@ -68,35 +89,61 @@ def visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
 
 
-def _history(ap_step: float) -> list[dict[str, float]]:
-    return [
-        {"epoch": e, "train/loss": 1 / e, "train/student_loss": 0.6 / e,
-         "train/distill_loss": 0.4 / e, "train/beta": 0.75, "val/loss": 1.2 / e,
-         "val/ap": ap_step * e, "val/ap50": ap_step * e, "perf/images_per_s": 100.0}
-        for e in (1, 2, 3)
-    ]  # fmt: skip
+def table_rows(dom: str) -> dict[str, dict[str, str]]:
+    """The runs table as rendered: run id → column id → the cell's markup. MLflow's grid draws
+    each row in several containers (pinned, scrolled), each row tagged with the run's id and
+    each cell with its column's id."""
+    rows: dict[str, dict[str, str]] = {}
+    parts = re.split(r'row-id="([0-9a-f]{32})"', dom)
+    for run_id, chunk in zip(parts[1::2], parts[2::2], strict=True):
+        cells = re.split(r'col-id="([^"]+)"', chunk)
+        row = rows.setdefault(run_id, {})
+        for col, cell in zip(cells[1::2], cells[2::2], strict=True):
+            row.setdefault(html.unescape(col), _inside(cell))
+    return rows
+
+
+def _inside(chunk: str) -> str:
+    """A cell's content from the text after its ``col-id``: the rest of its opening tag and the
+    start of the next cell's cut off."""
+    content = chunk.split(">", 1)[1]
+    last = content.rfind("<")
+    return content[:last] if last >= 0 and ">" not in content[last:] else content
+
+
+def status_icon(markup: str) -> str:
+    """The first SVG drawing in a cell: MLflow's run-status icon in the start-time column."""
+    found = re.search(r"<svg\b.*?</svg>", markup, flags=re.S)
+    assert found, markup[:500]
+    return found[0]
 
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A small finished search (three fixed ratios), logged to a fresh SQLite store."""
+    """A small real search (Ray Tune, Optuna, the toy trial), logged to a fresh SQLite store."""
+    import ray.cloudpickle
+    import toy_trial
+
+    from kdtune import tracking
+    from kdtune.space import parse_space
+    from kdtune.tune import run_search
+
+    ray.cloudpickle.register_pickle_by_value(toy_trial)  # Ray's workers cannot import tests/
     results = tmp_path_factory.mktemp("browser")
-    space = results / "space.yaml"
-    space.write_text("name: browser\nlevel: second\n")
-    trials = [
-        TrialRecord(
-            f"t_{i:05d}", "complete",
-            {"level": "second", "schedule": f"fixed:{1 - a}", "data": "synthetic", "epochs": 3,
-             "batch_size": 16, "lr": 0.002, "seed": 0},
-            {"alpha": a}, i, _history(0.05 + 0.02 * i),
-        )
-        for i, a in enumerate(ALPHAS)
-    ]  # fmt: skip
-    uri = tracking.resolve_tracking_uri(None, results)
-    tracking.log_search_result(
-        SearchResult("browser", str(space), str(results), trials=trials), uri, results
+    space_file = results / "space.yaml"
+    space_file.write_text(SPACE)
+    result = run_search(
+        parse_space(SPACE, file=str(space_file)),
+        results=results,
+        trial_fn=toy_trial.toy_fit,
+        progress=False,
     )
-    return {"results": results, "uri": uri, "trials": trials}
+    states = sorted(t.state for t in result.trials)
+    assert states == sorted([COMPLETE, COMPLETE, PRUNED, PRUNED, FAILED]), states
+    uri = tracking.resolve_tracking_uri(None, results)
+    tracking.log_search_result(result, uri, results, space_file=space_file)
+    shots = Path(os.environ.get("KDTUNE_SCREENSHOTS", results / "screenshots"))
+    return {"results": results, "uri": uri, "result": result, "shots": shots}
 
 
 @pytest.fixture(scope="module")
@@ -126,34 +173,98 @@ def ui(search: dict[str, Any]) -> Iterator[dict[str, str]]:
         proc.wait(30)
 
 
-def test_the_printed_runs_link_shows_the_trials(
-    search: dict[str, Any], ui: dict[str, str], tmp_path: Path
-) -> None:
+def trial_runs(uri: str) -> dict[str, Any]:
+    """The search's trial runs as the store holds them: run id → run."""
     import mlflow
 
-    client = mlflow.MlflowClient(search["uri"])
+    client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("kdtune/browser")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], "tags.`kdtune.kind` = 'trial'")
-    names = [r.info.run_name for r in sorted(runs, key=lambda r: -r.data.metrics["val/ap"])]
-    assert len(names) == len(ALPHAS)
+    return {run.info.run_id: run for run in runs}
 
-    text = visible_text(browse(ui["runs"], tmp_path / "profile", "--dump-dom"))
+
+def test_the_runs_link_shows_val_ap_alpha_beta_state_and_diagnosis(
+    search: dict[str, Any], ui: dict[str, str], tmp_path: Path
+) -> None:
+    runs = trial_runs(search["uri"])
+    result = search["result"]
+    assert len(runs) == len(result.trials)
+    dom = browse(ui["runs"], tmp_path / "profile", "--dump-dom")
+    text = visible_text(dom)
     assert "Training runs" in text  # not MLflow's GenAI overview
-    assert f"{len(ALPHAS)} matching runs" in text
+    assert TRIALS_VIEW_NAME in text  # the "Views" menu names the view: a saved view
+    assert f"{len(runs)} matching runs" in text
+    for header in ("final/val/ap", "alpha", "beta", "kdtune.state", "kdtune.diagnosis"):
+        assert f" {header} " in text, header
+
+    rows = table_rows(dom)
+    assert set(rows) == set(runs)  # every trial drawn, none hidden
+    by_state: dict[str, list[str]] = {}
+    for run_id, run in runs.items():
+        row = rows[run_id]
+        record = next(t for t in result.trials if t.trial_id == run.data.tags["kdtune.trial_id"])
+        shown = {col: visible_text(cell).strip() for col, cell in row.items()}
+        # the name spells the weighting out, and says so when the trial was pruned or failed
+        alpha = round(1 - float(record.config["schedule"].split(":")[1]), 6)
+        assert f"α {alpha:g} / β {1 - alpha:.3g}" in shown["attributes.`Run Name`"], shown
+        assert (record.state in shown["attributes.`Run Name`"]) == (record.state != COMPLETE)
+        assert float(shown["params.`alpha`"]) == pytest.approx(alpha)
+        assert float(shown["params.`beta`"]) == pytest.approx(1 - alpha)
+        assert shown["tags.`kdtune.state`"] == record.state
+        assert shown["tags.`kdtune.diagnosis`"] == run.data.tags["kdtune.diagnosis"] != ""
+        value = record.value()
+        if value is None:
+            assert shown["metrics.`final/val/ap`"] in ("", "-"), shown
+        else:
+            assert float(shown["metrics.`final/val/ap`"]) == pytest.approx(value, abs=1e-3)
+        by_state.setdefault(record.state, []).append(status_icon(row["runDateAndNestInfo"]))
+
+    # a pruned trial carries the completed trials' status icon, not the failed one's cross
+    completed = set(by_state[COMPLETE])
+    assert len(completed) == 1 and set(by_state[PRUNED]) == completed
+    assert set(by_state[FAILED]).isdisjoint(completed)
+
+    # best final val/ap first
+    names = [
+        run.info.run_name
+        for run in sorted(
+            runs.values(), key=lambda r: -r.data.metrics.get("final/val/ap", float("-inf"))
+        )
+    ]
     where = [text.find(name) for name in names]
-    assert all(i >= 0 for i in where), (names, text[:3000])
-    assert where == sorted(where)  # best val/ap first
-    shot = screenshots_dir() / "runs.png"
-    browse(ui["runs"], tmp_path / "profile", f"--screenshot={shot}")
-    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+    assert all(i >= 0 for i in where) and where == sorted(where), (names, text[:3000])
+    screenshot(ui["runs"], tmp_path / "profile", search["shots"], "mlflow-runs.png")
 
 
-def test_the_printed_compare_link_compares_every_trial(ui: dict[str, str], tmp_path: Path) -> None:
-    assert ui["count"] == str(len(ALPHAS))
-    text = visible_text(browse(ui["compare"], tmp_path / "profile", "--dump-dom"))
-    assert f"Comparing {len(ALPHAS)} Runs" in text
-    assert "Parallel Coordinates Plot" in text and "alpha" in text
-    shot = screenshots_dir() / "compare.png"
-    browse(ui["compare"], tmp_path / "profile", f"--screenshot={shot}")
-    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+def test_the_study_pruned_what_mlflow_shows_pruned(search: dict[str, Any]) -> None:
+    import optuna
+
+    result = search["result"]
+    study = optuna.load_study(study_name=result.study_name, storage=str(result.study_storage))
+    optuna_state = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    for run in trial_runs(search["uri"]).values():
+        number = int(run.data.params["number"])
+        pruned = optuna_state[number] == "PRUNED"
+        assert (run.data.tags["kdtune.state"] == PRUNED) == pruned
+        assert run.info.run_name.endswith("| pruned") == pruned
+        if pruned:
+            assert run.info.status == "FINISHED"
+
+
+def test_the_compare_link_opens_on_val_ap_against_alpha_and_beta(
+    search: dict[str, Any], ui: dict[str, str], tmp_path: Path
+) -> None:
+    assert ui["count"] == str(len(search["result"].trials))
+    dom = browse(ui["compare"], tmp_path / "profile", "--dump-dom")
+    text = visible_text(dom)
+    assert f"Comparing {ui['count']} Runs" in text
+    assert "Parallel Coordinates Plot" in text
+    chosen = re.search(r"Parameters: (.*?) Metrics: (.*?) Clear All", text)
+    assert chosen, text[:3000]
+    assert chosen[1].split()[:2] == ["alpha", "beta"]
+    assert chosen[2].split() == ["final/val/ap"]
+    # the plot's axes, as drawn
+    axes = re.findall(r'class="[^"]*axis-title[^"]*"[^>]*>([^<]+)<', dom)
+    assert {"alpha", "beta", "final/val/ap"} <= set(map(html.unescape, axes)), axes
+    screenshot(ui["compare"], tmp_path / "profile", search["shots"], "mlflow-compare.png")

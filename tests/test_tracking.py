@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from helpers import free_port
@@ -282,12 +283,14 @@ def test_sqlite_store_in_an_unwritable_place_is_refused(tmp_path: Path) -> None:
 def test_schedule_params_fixed_and_adaptive() -> None:
     assert tracking.schedule_params("fixed:0.75") == {
         "schedule": "fixed:0.75",
+        "weighting": "α 0.25 / β 0.75",
         "shape": "fixed",
         "alpha": 0.25,
         "beta": 0.75,
     }
     assert tracking.schedule_params("step:0.9:0.5,warmup=0.1,at=0.3", suffix="_second") == {
         "schedule_second": "step:0.9:0.5,warmup=0.1,at=0.3",
+        "weighting_second": "β 0.9 → 0.5 (step at 0.3, warm-up 0.1)",
         "shape_second": "step",
         "beta_start_second": 0.9,
         "beta_end_second": 0.5,
@@ -381,7 +384,14 @@ def test_one_nested_child_per_trial_with_matching_status(logged: dict[str, Any])
     }
     assert set(children) == {"a_00000", "a_00001", "a_00002"}
     status = {k: r.info.status for k, r in children.items()}
-    assert status == {"a_00000": "FINISHED", "a_00001": "KILLED", "a_00002": "FAILED"}
+    # pruned (a_00001) is an end the search meant, not a crash: FINISHED, named so
+    assert status == {"a_00000": "FINISHED", "a_00001": "FINISHED", "a_00002": "FAILED"}
+    names = {k: r.info.run_name for k, r in children.items()}
+    assert names == {
+        "a_00000": "trial 0 | α 0.25 / β 0.75",
+        "a_00001": "trial 1 | β 0.9 → 0.5 (linear, warm-up 0.1) | pruned",
+        "a_00002": "trial 2 | α 0.5 / β 0.5 | failed",
+    }
     for trial_id, run in children.items():
         assert run.data.tags["kdtune.diagnosis"] == DIAGNOSES[trial_id]
         assert "\n" not in run.data.tags["kdtune.recommendation"]
@@ -630,7 +640,7 @@ def test_search_logged_through_a_real_server_shows_in_rest_api_and_ui(
         for r in runs
         if r["info"]["run_id"] in children
     }
-    assert status == {"a_00000": "FINISHED", "a_00001": "KILLED", "a_00002": "FAILED"}
+    assert status == {"a_00000": "FINISHED", "a_00001": "FINISHED", "a_00002": "FAILED"}
 
     done = next(rid for rid in children if tags[rid]["kdtune.trial_id"] == "a_00000")
     listed = requests.get(
@@ -745,3 +755,96 @@ def test_mlflow_says_the_diagnosis_the_search_report_says(
     assert {k: v for k, v in report.counts.items() if v} == said
     labels = {client.get_run(i).data.tags[tracking.TAG_DIAGNOSIS] for i in ids.values()}
     assert "plateau" not in labels and "diverged" in labels
+
+
+# ------------------------------------------------------------------------------ UI links
+
+
+def test_the_trials_view_shows_the_columns_that_decide() -> None:
+    """The runs page's shared view: the trials alone, best final val/ap first, and the final
+    val/ap, α, β, state and diagnosis beside the run's name (MLflow's column ids)."""
+    state = json.loads(tracking.trials_view_state())
+    assert state["searchFilter"] == "tags.`kdtune.kind` = 'trial'"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`final/val/ap`", False)
+    assert state["selectedColumns"] == [
+        "metrics.`final/val/ap`",
+        "params.`alpha`",
+        "params.`beta`",
+        "tags.`kdtune.state`",
+        "tags.`kdtune.diagnosis`",
+    ]
+    assert state["columnOrder"][0] == "attributes.`Run Name`"
+    assert set(state["columnWidths"]) == set(state["columnOrder"])
+    assert state["runsHiddenMode"] == "SHOW_ALL"
+
+
+def test_the_view_columns_are_what_a_trial_logs(tmp_path: Path) -> None:
+    """Each column of the view names a param, tag or metric a fixed-ratio trial logs; its
+    final val/ap is its first metric (the compare view's plot opens on it)."""
+    trial = records(tmp_path)[0]
+    logged = {
+        "params": set(tracking.trial_params(trial)),
+        "tags": set(tracking.trial_tags(trial, diagnosis("overfitting"))),
+        "metrics": {m.key for m in tracking.trial_metrics(trial)},
+    }
+    for key in json.loads(tracking.trials_view_state())["selectedColumns"]:
+        kind, _, name = key.partition(".")
+        assert name.strip("`") in logged[kind], key
+    first = tracking.trial_metrics(trial)[0]
+    assert (first.key, first.value, first.step) == ("final/val/ap", pytest.approx(0.5), 5)
+
+
+@pytest.mark.slow
+def test_search_links_land_on_the_trials_view(logged: dict[str, Any]) -> None:
+    client = logged["client"]
+    experiment = client.get_experiment_by_name("kdtune/demo")
+    key = "mlflow.sharedViewState." + tracking.TRIALS_VIEW_KEY
+    saved = json.loads(experiment.tags[key])  # written with the experiment, a named saved view
+    assert saved["name"] == "kdtune: trials, best final val/ap first"
+    assert saved["state"] == tracking.trials_view_state()
+    assert isinstance(saved["createdAt"], int) and saved["updatedAt"] == saved["createdAt"]
+    client.delete_experiment_tag(experiment.experiment_id, key)  # a store of an older kdtune
+
+    links = tracking.search_links(logged["uri"], "http://ui:5000/")["demo"]
+    exp_id = experiment.experiment_id
+    assert (
+        links["runs"]
+        == f"http://ui:5000/#/experiments/{exp_id}/runs?viewStateShareKey=kdtune-trials"
+    )
+    rewritten = client.get_experiment(exp_id).tags[key]
+    assert json.loads(rewritten)["state"] == tracking.trials_view_state()
+    tracking.search_links(logged["uri"], "http://ui:5000/")  # the same view: left as it is
+    assert client.get_experiment(exp_id).tags[key] == rewritten
+    ids = sorted(logged["run_ids"].values())
+    assert links["trials"] == 3
+    compare = links["compare"]
+    assert compare.startswith("http://ui:5000/#/compare-runs?runs=")
+    listed = json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))
+    assert sorted(listed) == ids
+    assert tracking.search_link(logged["uri"], "demo")["runs"].startswith(  # type: ignore[index]
+        "http://127.0.0.1:5000/#/experiments/"
+    )
+
+
+@pytest.mark.slow
+def test_runs_link_falls_back_to_url_facets_where_the_view_cannot_be_written(
+    logged: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses the tag (permissions): the link filters and sorts in its URL."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = logged["client"]
+    exp_id = client.get_experiment_by_name("kdtune/demo").experiment_id
+    client.delete_experiment_tag(exp_id, "mlflow.sharedViewState." + tracking.TRIALS_VIEW_KEY)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise MlflowException("Permission denied", error_code="PERMISSION_DENIED")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", refuse)
+    runs = tracking.search_links(logged["uri"], "http://ui:5000")["demo"]["runs"]
+    assert runs == (
+        f"http://ui:5000/#/experiments/{exp_id}/runs?searchFilter="
+        + "tags.%60kdtune.kind%60%20%3D%20%27trial%27"
+        + "&orderByKey=metrics.%60final%2Fval%2Fap%60&orderByAsc=false"
+    )

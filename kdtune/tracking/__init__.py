@@ -5,7 +5,7 @@ Layout in the tracking store, one experiment per search::
 
     experiment  kdtune/<search>            artifacts under <results>/mlartifacts/<search>
       run       <search>                   the parent: settings, the space file, the report
-        run     trial <n> | <schedule>     one nested child per trial (tag mlflow.parentRunId)
+        run     trial <n> | <weighting>    one nested child per trial (tag mlflow.parentRunId)
 
 Everything is logged from the driver through :class:`mlflow.tracking.MlflowClient` (no
 global active run), so trials on other nodes never talk to the tracking server. A resumed
@@ -17,10 +17,17 @@ mlflow.db``. mlflow itself is imported lazily: :func:`resolve_tracking_uri` and
 
 Modules: :mod:`~kdtune.tracking.store` (the store and its names), :mod:`~kdtune.tracking.log`
 (logging a search), :mod:`~kdtune.tracking.readback` (reading it back),
+:mod:`~kdtune.tracking.links` (links into the UI that land on the trials' results),
 :mod:`~kdtune.tracking.server` (the UI server). Public names are re-exported here."""
 
 from __future__ import annotations
 
+from kdtune.tracking.links import (
+    TRIALS_VIEW_KEY,
+    search_link,
+    search_links,
+    trials_view_state,
+)
 from kdtune.tracking.log import (
     SearchTracker,
     log_search_result,
@@ -32,7 +39,6 @@ from kdtune.tracking.log import (
 from kdtune.tracking.readback import (
     load_trials,
     load_verdicts,
-    search_links,
 )
 from kdtune.tracking.server import (
     start_ui,
@@ -89,6 +95,7 @@ __all__ = [
     "TAG_SEARCH_ID",
     "TAG_STATE",
     "TAG_TRIAL",
+    "TRIALS_VIEW_KEY",
     "TRIAL_COLUMNS",
     "TRIAL_PARAM_KEYS",
     "SearchTracker",
@@ -102,6 +109,7 @@ __all__ = [
     "log_search_result",
     "resolve_tracking_uri",
     "schedule_params",
+    "search_link",
     "search_links",
     "sqlite_path",
     "start_ui",
@@ -109,6 +117,7 @@ __all__ = [
     "trial_metrics",
     "trial_params",
     "trial_tags",
+    "trials_view_state",
     "ui_url",
     "wait_until_up",
 ]

@@ -15,8 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 from kdtune.checks import is_number
 from kdtune.errors import KdtuneError
-from kdtune.results import COMPLETE, CONFIRM_STAGE, RUNNING, SearchResult, TrialRecord
-from kdtune.schedules import parse_schedule
+from kdtune.results import (
+    COMPLETE,
+    CONFIRM_STAGE,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    SearchResult,
+    TrialRecord,
+)
+from kdtune.schedules import parse_schedule, words
+from kdtune.tracking.links import (
+    SHARED_VIEW_TAG_PREFIX,
+    TRIALS_VIEW_KEY,
+    trials_view_tag,
+    write_trials_view,
+)
 from kdtune.tracking.store import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -121,14 +135,15 @@ class SearchTracker:
                 self.client.set_experiment_tag(
                     found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
                 )
+            write_trials_view(self.client, str(found.experiment_id))  # one an older kdtune made
             return str(found.experiment_id)
         root = artifact_root(self.uri, self.results)
         location = None if root is None else str(root / _safe_folder(self.search))
-        return str(
-            self.client.create_experiment(
-                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-            )
-        )
+        tags = {
+            EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+            SHARED_VIEW_TAG_PREFIX + TRIALS_VIEW_KEY: trials_view_tag(),
+        }
+        return str(self.client.create_experiment(name, artifact_location=location, tags=tags))
 
     def _find_parent(self) -> Run | None:
         wanted = f"tags.`{TAG_KIND}` = 'search'"
@@ -309,9 +324,12 @@ def trial_params(record: TrialRecord) -> dict[str, Any]:
 
 
 def schedule_params(spec: str, suffix: str = "") -> dict[str, Any]:
-    """A β schedule as MLflow params: ``schedule`` (the spec) and the shape's own parameters
-    (:meth:`~kdtune.schedules.BetaSchedule.params`), each name ending in ``suffix``."""
-    out: dict[str, Any] = {"schedule": spec, **parse_schedule(spec).params()}
+    """A β schedule as MLflow params: ``schedule`` (the spec, the machine key), ``weighting``
+    (it in words, for people: a column to pick in the runs table) and the shape's own parameters
+    (:meth:`~kdtune.schedules.BetaSchedule.params`: ``alpha`` and ``beta`` of a fixed ratio,
+    ``beta_start`` and ``beta_end`` of a schedule), each name ending in ``suffix``."""
+    schedule = parse_schedule(spec)
+    out: dict[str, Any] = {"schedule": spec, "weighting": schedule.words, **schedule.params()}
     return {key + suffix: value for key, value in out.items()}
 
 
@@ -357,19 +375,21 @@ def _trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:
 
 
 def trial_metrics(record: TrialRecord) -> list[Any]:
-    """Every numeric value of every evaluation (step = epoch), and ``final/val/ap``."""
+    """``final/val/ap`` (the trial's value), then every numeric value of every evaluation
+    (step = epoch). The final value comes first: the store keeps a run's metrics in the order
+    they were first logged, and MLflow's compare view opens its plot on the first one."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = []
+    best = record.value("val/ap")
+    if best is not None:
+        metrics.append(Metric(FINAL_AP_METRIC, float(best), now, record.epochs_run))
     for i, row in enumerate(record.history):
         step = _step(row.get("epoch"), default=i + 1)
         for key, value in row.items():
             if key != "epoch" and is_number(value):
                 metrics.append(Metric(key, float(value), now, step))
-    best = record.value("val/ap")
-    if best is not None:
-        metrics.append(Metric(FINAL_AP_METRIC, float(best), now, record.epochs_run))
     return metrics
 
 
@@ -380,7 +400,7 @@ def _trial_artifacts(record: TrialRecord, diagnosis: Diagnosis | None, tmp: Path
 
     paths = [_write_json(tmp / "config.json", record.config)]
     if record.history:
-        title = f"{record.trial_id}: {record.config.get('schedule', '')} ({record.state})"
+        title = f"{_trial_run_name(record)} ({record.state})"
         paths.append(
             plots.learning_curves(record.history, tmp / "learning_curves.png", title=title)
         )
@@ -553,14 +573,23 @@ def _safe_folder(name: str) -> str:
 
 
 def _trial_run_name(record: TrialRecord) -> str:
+    """The run's name in MLflow's tables: the trial and its weighting in words (α and β spelled
+    out, or the schedule), and the state where it is not a completed one: ``trial 2 | α 0.25 /
+    β 0.75``, ``trial 5 | β 0.9 → 0.5 (linear) | pruned``, ``confirm | α 0.25 / β 0.75 | seed
+    3``."""
     cfg = record.config
     if record.stage == CONFIRM_STAGE:
-        return f"confirm | {record.reported_schedule} | seed {cfg.get('seed')}"
+        return f"confirm | {words(record.reported_schedule)} | seed {cfg.get('seed')}"
     head = f"trial {record.number}" if record.number is not None else record.trial_id
-    schedule = cfg.get("schedule", "")
-    if cfg.get("level") == "chain":
-        schedule = f"{schedule} -> {cfg.get('schedule_second', '')}"
-    return f"{head} | {schedule}" if schedule else head
+    parts = [head]
+    if cfg.get("schedule"):
+        weighting = words(str(cfg["schedule"]))
+        if cfg.get("level") == "chain":
+            weighting += f", then {words(str(cfg.get('schedule_second', '')))}"
+        parts.append(weighting)
+    if record.state in (PRUNED, FAILED):
+        parts.append(record.state)
+    return " | ".join(parts)
 
 
 def _step(epoch: Any, default: int) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 from kdtune.errors import KdtuneError
 from kdtune.tracking.store import (
@@ -44,7 +43,7 @@ def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame
     wanted = list(searches) if searches else sorted(experiments)
     rows: list[dict[str, Any]] = []
     for search in wanted:
-        name, runs = _search_trials(client, uri, experiments, search)
+        name, runs = search_trials(client, uri, experiments, search)
         rows += [_trial_row(name, run) for run in runs]
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     frame["number"] = frame["number"].astype("Int64")
@@ -55,7 +54,7 @@ def load_trials(uri: str, searches: Sequence[str] | None = None) -> pd.DataFrame
     return frame.reset_index(drop=True)
 
 
-def _search_trials(
+def search_trials(
     client: MlflowClient, uri: str, experiments: dict[str, str], search: str
 ) -> tuple[str, list[Run]]:
     """The search's name and its trials' runs: a search name's latest parent run, or the
@@ -143,45 +142,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-# The runs table of the trials alone, best val/ap first: the view's facets in the URL (MLflow
-# 3 reads them there; ``isPreview`` keeps them out of the browser's saved view). The bare
-# ``#/experiments/ID`` opens MLflow's GenAI overview in a fresh browser, whatever the
-# experiment's kind tag, and its runs table folds the trials under the search's parent run.
-TRIALS_VIEW = urlencode(
-    {
-        "searchFilter": f"tags.`{TAG_KIND}` = 'trial'",
-        "orderByKey": "metrics.`val/ap`",
-        "orderByAsc": "false",
-        "isPreview": "true",
-    },
-    quote_via=quote,
-)
-
-
-def search_links(uri: str, base_url: str, searches: Sequence[str] | None = None) -> dict[str, Any]:
-    """Direct links into the MLflow UI at ``base_url`` for each search (default: all): its
-    experiment's runs (the trials, best val/ap first), and MLflow's compare view of its trials
-    (child runs)."""
-    import json
-
-    client = existing_store_client(uri)
-    experiments = kdtune_experiments(client)
-    base = base_url.rstrip("/")
-    links: dict[str, Any] = {}
-    for search in searches or sorted(experiments):
-        if search not in experiments:
-            continue
-        exp_id = experiments[search]
-        _, runs = _search_trials(client, uri, experiments, search)
-        ids = json.dumps([run.info.run_id for run in runs], separators=(",", ":"))
-        links[search] = {
-            "runs": f"{base}/#/experiments/{exp_id}/runs?{TRIALS_VIEW}",
-            "compare": (
-                f"{base}/#/compare-runs?runs={quote(ids)}"
-                f"&experiments={quote(json.dumps([exp_id], separators=(',', ':')))}"
-            ),
-            "trials": len(runs),
-        }
-    return links

@@ -75,10 +75,12 @@ TAG_VERDICT = "kdtune.verdict"
 FINAL_AP_METRIC = "final/val/ap"
 
 
-# A trial's state → the MLflow run status it ends with.
+# A trial's state → the MLflow run status it ends with. A pruned trial ended as the search
+# meant it to (Optuna's PRUNED): FINISHED, its name and ``kdtune.state`` saying "pruned"; MLflow
+# draws KILLED and FAILED with the same red cross, which read as a crash.
 RUN_STATUS: dict[str, str] = {
     COMPLETE: "FINISHED",
-    PRUNED: "KILLED",
+    PRUNED: "FINISHED",
     FAILED: "FAILED",
     RUNNING: "RUNNING",
 }
