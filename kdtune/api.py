@@ -118,7 +118,7 @@ def data_ceiling(
 ) -> dict[str, Any]:
     """``kdtune data ceiling``: decode the ground-truth targets themselves (with ``decoder``)
     and evaluate them."""
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.evaluate import ceiling
 
     cfg = TrainConfig(
@@ -365,7 +365,7 @@ def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float
     """Decode the data, find (or train) the teacher and build its bank on the driver, once,
     before any trial: every trial then reads the same memory-mapped bank. Returns the
     teacher's val AP (None for a level without an outside teacher's maps to compare)."""
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.predict import evaluate_model
     from kdtune.teachers import open_bank, teacher_at_grid
     from kdtune.train import pick_device, prepare_teacher

@@ -44,7 +44,7 @@ def pack_teacher(
 
     import torch
 
-    from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR, data_root
+    from kdtune.data.sources import SYNTHETIC, SYNTHETIC_DIR, data_root
     from kdtune.teachers import HERE, annotations_digest
 
     model_file = Path(run) / "model.pt"
