@@ -286,3 +286,20 @@ def test_cocolike_variant_same_images_defective_training_labels_clean_validation
     assert labelled(again) > labelled(like["train"])
     doc = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
     assert all(a["image_id"] // 1_000_000 == 1 for a in doc["annotations"])
+
+
+def test_a_search_space_names_a_source_or_a_folder(tmp_path: Path) -> None:
+    from kdtune.space import load_space
+
+    text = Path(__file__).resolve().parents[1].joinpath("search_spaces", "quickstart.yaml")
+    raw = text.read_text()
+    space = tmp_path / "s.yaml"
+    space.write_text(raw.replace("data: synthetic", f"data: {SYNTHETIC_COCOLIKE}:seed=2"))
+    from kdtune.space.parse import check_paths
+
+    loaded = load_space(space)
+    assert loaded.data == f"{SYNTHETIC_COCOLIKE}:seed=2"
+    check_paths(loaded)  # a source is no folder, and needs none
+    space.write_text(raw.replace("data: synthetic", f"data: {SYNTHETIC_COCOLIKE}:seed=0.5"))
+    with pytest.raises(KdtuneError, match="seed must be an integer"):
+        load_space(space)

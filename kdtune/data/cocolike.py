@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-# Where each default comes from (docs/data.md repeats these with the measurement they serve).
+# Where each default comes from (docs/known-answer.md repeats these).
 SOURCES: dict[str, str] = {
     "jitter": (
         "1.0: one COCO annotator's spread, σ_k × scale with σ_k COCO's per-keypoint OKS "
