@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the data, the teacher and its bank once, before the workers start, so that no two build it
     _prepare(TrainConfig.from_dict(base), results, print)
     shared = shared_parts(base, results, threads)
+    commit = git_commit()  # the code the runs are trained with (its digest is in `shared`)
     jobs = []
     for seed in range(seeds):
         for spec in configs:
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else "a SLICE (fewer configurations, seeds or another budget): not the truth table"
         ),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers "
         f"× {threads} torch threads",
         "space": str(args.space),

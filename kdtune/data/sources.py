@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kdtune.errors import KdtuneError
 from kdtune.paths import cache_dir as default_cache_dir
@@ -281,28 +281,6 @@ def data_fingerprint(data: str, results: Path | None = None) -> str:
         h.update(f.name.encode())
         h.update(file_digest(f).encode())
     return h.hexdigest()[:16]
-
-
-def describe() -> list[dict[str, Any]]:
-    """The sources as plain rows (name, summary, version, settings with default, range, source)."""
-    return [
-        {
-            "name": s.name,
-            "summary": s.summary,
-            "version": s.version,
-            "shipped_teachers": s.shipped_teachers,
-            "settings": [
-                {
-                    "name": x.name,
-                    "default": x.default,
-                    "range": f"[{x.low:g}, {'∞' if x.high is None else f'{x.high:g}'})",
-                    "source": x.source,
-                }
-                for x in s.settings
-            ],
-        }
-        for s in SOURCES.values()
-    ]
 
 
 def _digest(text: str) -> str:
