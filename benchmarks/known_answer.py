@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             jobs.append({"config": config, "folder": str(folder), "results": str(results),
                          "threads": threads})  # fmt: skip
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
+    # spawned, not forked: a fork of a process whose torch already ran threads can hang
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         runs = list(pool.map(_one, jobs))
     wall = time.perf_counter() - start
     aps: dict[str, dict[int, float]] = {spec: {} for spec in configs}

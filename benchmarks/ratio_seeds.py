@@ -23,6 +23,7 @@ import argparse
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,8 @@ def main() -> None:
                     "results": str(results),
                 }
             )
-    with ProcessPoolExecutor(args.workers) as pool:
+    # spawned, not forked: a fork of a process whose torch already ran threads can hang
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         rows = list(pool.map(run_one, jobs))
     by_label: dict[str, dict[int, float]] = {}
     for row in rows:
