@@ -38,7 +38,7 @@ from figures import save
 from kdtune.augment import AugmentParams, apply, make_affine, normalize, sample_affine, warp_maps
 from kdtune.bank import TeacherBank, run_teacher
 from kdtune.config import TrainConfig
-from kdtune.data.coco import resolve_data
+from kdtune.data.sources import resolve_data
 from kdtune.models import AtInputSize, build_model, load_checkpoint
 from kdtune.teachers import manifest, weights_path
 from kdtune.train import fit

@@ -44,7 +44,7 @@ from figures import emit
 from reference_loop import run_reference
 
 from kdtune.config import TrainConfig
-from kdtune.data.coco import resolve_data
+from kdtune.data.sources import resolve_data
 from kdtune.models import build_model
 from kdtune.train import fit, pick_device
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kdtune.config import DECODERS, TrainConfig
-from kdtune.data.coco import resolve_data
+from kdtune.data.sources import resolve_data
 from kdtune.evaluate import (
     bootstrap_replicates,
     coco_keypoint_ap,

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdtune.config import TrainConfig
 from kdtune.data import PoseSet
-from kdtune.data.coco import resolve_data
+from kdtune.data.sources import resolve_data
 from kdtune.models import AtInputSize
 from kdtune.predict import evaluate_model
 from kdtune.targets import make_targets

@@ -7,10 +7,12 @@ and each configuration's paired difference to α = 1 (ground truth only; same se
 images, same views), mean ± sd over seeds.
 
 ``--level first`` asks the same of the first level: the med student from the shipped
-
 Lightweight-OpenPose teacher, with the reference's α = 0.3 in place of 0.25.
 
-Runs ``--workers`` trials at once with one torch thread each.
+Runs ``--workers`` trials at once with one torch thread each. A finished run is reused only
+when everything that shapes it matches: its config, the data, the validation images, the
+teacher's weights, kdtune's source, the device and the threads (``reuse.py``, the key
+``known_answer.py`` uses too).
 
     python benchmarks/ratio_seeds.py --seeds 3 --json results/bench/ratio_seeds.json
 """
@@ -18,14 +20,15 @@ Runs ``--workers`` trials at once with one torch thread each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from figures import save
+from reuse import run_folder, shared_parts, train_or_reuse
 
 CONFIGS: dict[str, str] = {
     "α 1.0 (ground truth only)": "fixed:0",
@@ -47,22 +50,12 @@ FIRST_CONFIGS: dict[str, str] = {
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(job.pop("threads"))
-    from kdtune.config import TrainConfig
-    from kdtune.train import fit
-
-    work = Path(job.pop("work"))
-    results = Path(job.pop("results"))
-    label = job.pop("label")
-    summary_file = work / "summary.json"
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-    else:
-        summary = fit(TrainConfig.from_dict(job), None, workdir=work, results=results)
+    torch.set_num_threads(job["threads"])
+    summary, _ = train_or_reuse(job["config"], Path(job["work"]), Path(job["results"]))
     return {
-        "label": label,
-        "schedule": job["schedule"],
-        "seed": job["seed"],
+        "label": job["label"],
+        "schedule": job["config"]["schedule"],
+        "seed": job["config"]["seed"],
         "val/ap": summary["final"]["val/ap"],
         "wall_s": summary["wall_s"],
     }
@@ -100,26 +93,26 @@ def main() -> None:
     from kdtune.api import _prepare
     from kdtune.config import TrainConfig
 
-    _prepare(TrainConfig.from_dict({**budget, "schedule": "fixed:0.75"}), results, print)
-    jobs = [
-        {
-            **budget,
-            "schedule": schedule,
-            "seed": seed,
-            "label": label,
-            "threads": max(1, (os.cpu_count() or 1) // args.workers),
-            # a finished run is reused only by a rerun of the same level and budget
-            "work": str(
-                results
-                / f"ratio_seeds_{args.level}_{args.train_images}x{args.epochs}"
-                / f"{schedule.replace(':', '_')}-s{seed}"
-            ),
-            "results": str(results),
-        }
-        for seed in range(args.seeds)
-        for label, schedule in configs.items()
-    ]
-    with ProcessPoolExecutor(args.workers) as pool:
+    base = TrainConfig.from_dict({**budget, "schedule": "fixed:0.75"}).to_dict()
+    _prepare(TrainConfig.from_dict(base), results, print)
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    # a finished run is reused only when everything that shapes it matches (reuse.py)
+    shared = shared_parts(base, results, threads)
+    jobs = []
+    for seed in range(args.seeds):
+        for label, schedule in configs.items():
+            config = {**base, "schedule": schedule, "seed": seed}
+            jobs.append(
+                {
+                    "config": config,
+                    "label": label,
+                    "threads": threads,
+                    "work": str(run_folder(results / "ratio_seeds_runs", config, shared)),
+                    "results": str(results),
+                }
+            )
+    # spawned, not forked: a fork of a process whose torch already ran threads can hang
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         rows = list(pool.map(run_one, jobs))
     by_label: dict[str, dict[int, float]] = {}
     for row in rows:
@@ -150,7 +143,14 @@ def main() -> None:
             f"vs α 1.0: {entry['diff_vs_alpha1_mean']:+.3f} ± {entry['diff_vs_alpha1_sd']:.3f}   "
             f"({', '.join(f'{v:.3f}' for v in values)})"
         )
-    save({"budget": budget, "seeds": args.seeds, "table": table, "runs": rows}, args.json)
+    figures = {
+        "budget": budget,
+        "shared": shared,
+        "seeds": args.seeds,
+        "table": table,
+        "runs": rows,
+    }
+    save(figures, args.json)
 
 
 if __name__ == "__main__":

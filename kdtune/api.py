@@ -118,7 +118,7 @@ def data_ceiling(
 ) -> dict[str, Any]:
     """``kdtune data ceiling``: decode the ground-truth targets themselves (with ``decoder``)
     and evaluate them."""
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.evaluate import ceiling
 
     cfg = TrainConfig(
@@ -362,7 +362,7 @@ def _prepare(base: TrainConfig, root: Path, say: Callable[[str], None]) -> float
     (:func:`kdtune.teachers.runs.prepare_for_search`: found, shipped or trained, its bank built):
     every trial then reads the same memory-mapped bank. Returns the teacher's val AP (None for a
     level without an outside teacher's maps to compare)."""
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.teachers.runs import prepare_for_search
     from kdtune.train import fit
 

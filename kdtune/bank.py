@@ -58,7 +58,7 @@ class BankSpec:
     """Everything that decides a bank's contents; its hash names the bank's folder."""
 
     teacher: str  # weights digest (kdtune.models.weights_digest)
-    data: str  # data fingerprint (kdtune.data.coco.data_fingerprint)
+    data: str  # data fingerprint (kdtune.data.sources.data_fingerprint)
     split: str
     images: int
     views: int

@@ -31,7 +31,7 @@ def evaluate_checkpoint(
     """
     import torch
 
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.models import AtInputSize, count_parameters, load_checkpoint
     from kdtune.predict import evaluate_model, pick_device
 

@@ -117,6 +117,7 @@ class TrainConfig:
         return self.lr * factor
 
     def validate(self) -> TrainConfig:
+        from kdtune.data.sources import check_data
         from kdtune.schedules import parse_schedule
 
         if self.level not in LEVELS:
@@ -124,6 +125,7 @@ class TrainConfig:
                 f"level: unknown level {self.level!r} (choose from {', '.join(LEVELS)})"
             )
         parse_schedule(self.schedule)
+        check_data(self.data)
         if self.level == "chain":
             parse_schedule(self.schedule_second)
         _positive_int("epochs", self.epochs)

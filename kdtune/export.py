@@ -117,7 +117,7 @@ def train_and_match(
     log: Callable[[str], None] | None = None,
 ) -> tuple[ImageMatches, dict[str, Any]]:
     """Train ``cfg`` from scratch; its final model's matching on ``split`` and its summary."""
-    from kdtune.data.coco import resolve_data
+    from kdtune.data.sources import resolve_data
     from kdtune.evaluate import load_coco, match_images
     from kdtune.models import load_checkpoint
     from kdtune.predict import predict_detections
@@ -225,7 +225,7 @@ def export_best(
         )
     run_id = _mlflow_run_id(result, best, results, tracking_uri)
     if holdout_split is not None:  # fail fast on a missing split, before hours of training
-        from kdtune.data.coco import resolve_data
+        from kdtune.data.sources import resolve_data
 
         resolve_data(cfg.data, holdout_split, cfg.input_size, results)
     validation: dict[str, Any] = {

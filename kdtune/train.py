@@ -36,7 +36,7 @@ from kdtune.chain import fit_chain
 from kdtune.checkpoints import History, Trainee, host_rng_state
 from kdtune.config import STUDENT_OF, TrainConfig
 from kdtune.data import PoseSet
-from kdtune.data.coco import resolve_data
+from kdtune.data.sources import resolve_data
 from kdtune.errors import KdtuneError, TrialDiverged
 from kdtune.evaluate import DETECTIONS_FILE, save_detections
 from kdtune.losses import kd_loss

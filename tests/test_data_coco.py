@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdtune.data import coco as coco_mod
-from kdtune.data.coco import SYNTHETIC_DIR, data_fingerprint, letterbox, load_split, resolve_data
+from kdtune.data.coco import letterbox, load_split
 from kdtune.errors import KdtuneError
 from kdtune.skeleton import op18_to_coco17
 
@@ -369,44 +369,3 @@ def test_bad_arguments_are_errors(tmp_path: Path, kw: dict[str, Any], message: s
             cache_dir=tmp_path,
             max_images=args["max_images"],
         )
-
-
-# ----------------------------------------------------------------------------- data names
-
-
-def test_resolve_synthetic_generates_once_and_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from kdtune.data import synth
-
-    calls: list[Path] = []
-    real = synth.write_synthetic
-
-    def small(out: Path) -> Path:
-        calls.append(out)
-        return real(out, n_train=4, n_val=3, n_test=2)
-
-    monkeypatch.setattr(synth, "write_synthetic", small)
-    ps = resolve_data("synthetic", "val", 64, results=tmp_path)
-    assert len(ps) == 3 and ps.input_size == 64
-    root = tmp_path / "cache" / SYNTHETIC_DIR
-    assert (root / "annotations" / "person_keypoints_test2017.json").is_file()
-    assert len(resolve_data("synthetic", "train", 64, results=tmp_path, max_images=2)) == 2
-    assert len(calls) == 1 and calls[0] != root  # written elsewhere, then renamed into place
-    assert set((tmp_path / "cache").iterdir()) == {root, tmp_path / "cache" / "data"}
-
-
-def test_resolve_coco_path(minipose: Path, tmp_path: Path) -> None:
-    ps = resolve_data(str(minipose), "val", 32, results=tmp_path, max_images=2)
-    assert len(ps) == 2
-    assert list((tmp_path / "cache" / "data").glob("val-32-*.pt"))
-
-
-def test_data_fingerprint(minipose: Path, synth_root: Path, tmp_path: Path) -> None:
-    a = data_fingerprint(str(minipose))
-    assert a == data_fingerprint(str(minipose)) and len(a) == 16
-    assert data_fingerprint(str(synth_root)) != a
-    assert data_fingerprint("synthetic") == data_fingerprint("synthetic", results=tmp_path)
-    assert data_fingerprint("synthetic") not in (a, data_fingerprint(str(synth_root)))
-    with pytest.raises(KdtuneError, match="not found"):
-        data_fingerprint(str(tmp_path / "nowhere"))

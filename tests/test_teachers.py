@@ -102,7 +102,7 @@ def test_shipped_teacher_scores_as_recorded_on_the_synthetic_default(
 ) -> None:
     """Fails if the synthetic generator (or the evaluation) has changed under the weights."""
     from kdtune.api import evaluate_checkpoint
-    from kdtune.data.coco import SYNTHETIC, data_root
+    from kdtune.data.sources import SYNTHETIC, data_root
 
     record = manifest(arch)
     assert record is not None

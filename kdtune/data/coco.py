@@ -26,9 +26,7 @@ import io
 import json
 import os
 import re
-import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +46,6 @@ from kdtune.paths import cache_dir as default_cache_dir
 from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
 
 CACHE_FORMAT = 2  # bump when the cached layout or its meaning changes
-SYNTHETIC = "synthetic"
-SYNTHETIC_DIR = "synthetic-v3"  # bump with any change to the default synthetic set
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TENSORS = ("images", "keypoints", "masks", "image_ids", "scales", "pads")
 
@@ -100,45 +96,6 @@ def load_split(
     return poses
 
 
-def resolve_data(
-    data: str,
-    split: str,
-    input_size: int,
-    results: Path | None = None,
-    max_images: int | None = None,
-) -> PoseSet:
-    """``data`` is ``"synthetic"`` (the default set, generated on first use) or a COCO root."""
-    cache = default_cache_dir(results)
-    return load_split(
-        _data_root(data, cache), split, input_size, cache_dir=cache / "data", max_images=max_images
-    )
-
-
-def data_root(data: str, results: Path | None = None) -> Path:
-    """The COCO root that ``data`` names (the synthetic set is generated where missing)."""
-    return _data_root(data, default_cache_dir(results))
-
-
-def data_fingerprint(data: str, results: Path | None = None) -> str:
-    """A short, stable hash naming the data set (its annotation files' contents)."""
-    del results  # the synthetic set is named by its version, not by where it lives
-    h = hashlib.sha256()
-    h.update(f"cache format {CACHE_FORMAT}|".encode())  # how its images are letterboxed
-    if data == SYNTHETIC:
-        h.update(SYNTHETIC_DIR.encode())
-        return h.hexdigest()[:16]
-    root = Path(data).expanduser()
-    if not root.is_dir():
-        raise KdtuneError(f"data: COCO root {root} not found")
-    files = sorted((root / "annotations").glob("person_keypoints_*.json"))
-    if not files:
-        raise KdtuneError(f"data: no annotations/person_keypoints_*.json under {root}")
-    for f in files:
-        h.update(f.name.encode())
-        h.update(_file_digest(f).encode())
-    return h.hexdigest()[:16]
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -156,7 +113,9 @@ def _check_args(split: str, input_size: int, max_images: int | None) -> None:
 def _check_layout(root: Path, split: str) -> tuple[Path, Path]:
     """The split's annotation file and image folder, or a KdtuneError naming what is missing."""
     if not root.is_dir():
-        raise KdtuneError(f"data: COCO root {root} not found (give a COCO folder or 'synthetic')")
+        raise KdtuneError(
+            f"data: COCO root {root} not found (give a COCO folder or a data source's name)"
+        )
     ann = annotation_file(root, split)
     if not ann.is_file():
         raise KdtuneError(f"data: annotation file {ann} not found")
@@ -404,7 +363,7 @@ def _bbox_mask(bbox: Any, dec: _Decoded, size: int) -> np.ndarray:
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     """SHA-256 of a file's content, remembered per (path, size, mtime) for this process."""
     st = path.stat()
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -418,7 +377,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _cache_key(ann_path: Path, split: str, input_size: int, max_images: int | None) -> str:
-    parts = (_file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT))
+    parts = (file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
@@ -457,32 +416,3 @@ def _write_cache(path: Path, poses: PoseSet) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-# ----------------------------------------------------------------------------- data names
-
-
-def _data_root(data: str, cache: Path) -> Path:
-    if data == SYNTHETIC:
-        return ensure_synthetic(cache / SYNTHETIC_DIR)
-    return Path(data).expanduser()
-
-
-def ensure_synthetic(root: Path) -> Path:
-    """The default synthetic set at ``root``, written (atomically, by rename) if missing."""
-    if root.is_dir():
-        return root
-    from kdtune.data.synth import write_synthetic
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_synthetic(tmp)
-        os.rename(tmp, root)
-    except OSError:
-        if not root.is_dir():  # not a lost race with another process: a real failure
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root

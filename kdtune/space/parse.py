@@ -19,6 +19,7 @@ import optuna
 from kdtune import checks
 from kdtune.checks import Where
 from kdtune.config import NAMED_SCENARIOS, TEACHER_RECIPES, TrainConfig
+from kdtune.data.sources import parse_data
 from kdtune.errors import KdtuneError
 from kdtune.results import METRICS
 from kdtune.space.dimensions import (
@@ -367,7 +368,7 @@ def parse_space(
         )
     level = checks.string(raw["level"], top.at("level"), SPACE_LEVELS)
     data = checks.string(raw.get("data", "synthetic"), top.at("data"))
-    data = data if data == "synthetic" else _resolve(base, data)
+    data = data if parse_data(data) is not None else _resolve(base, data)  # a source, or a path
     metric = checks.string(raw.get("metric", "val/ap"), top.at("metric"), METRICS)
     default_mode = "min" if metric.endswith("loss") else "max"
     mode = checks.string(raw.get("mode", default_mode), top.at("mode"), ("max", "min"))
@@ -462,7 +463,7 @@ def _check_trials(space: SearchSpace, top: Where) -> None:
 def check_paths(space: SearchSpace) -> None:
     """Raise if the data folder or the teacher checkpoint named by the file does not exist."""
     top = Where(space.file)
-    if space.data != "synthetic" and not Path(space.data).is_dir():
+    if parse_data(space.data) is None and not Path(space.data).is_dir():
         top.at("data").fail("no such folder", space.data)
     if space.teacher.checkpoint is not None and not Path(space.teacher.checkpoint).is_file():
         top.at("teacher.checkpoint").fail("no such file", space.teacher.checkpoint)

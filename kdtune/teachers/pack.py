@@ -45,7 +45,7 @@ def pack_teacher(
 
     import torch
 
-    from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR, data_root
+    from kdtune.data.sources import SYNTHETIC, SYNTHETIC_DIR, data_root
 
     model_file = Path(run) / "model.pt"
     if not model_file.is_file():

@@ -14,7 +14,7 @@ from torch import nn
 from kdtune.bank import BankSpec, TeacherBank, open_or_build
 from kdtune.config import TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
-from kdtune.data.coco import data_fingerprint
+from kdtune.data.sources import data_fingerprint
 from kdtune.models import AtInputSize, weights_digest
 from kdtune.paths import cache_dir
 from kdtune.teachers.source import Fit, resolve

@@ -39,7 +39,7 @@ def manifest(arch: str) -> dict[str, Any] | None:
 def shipped_teacher(arch: str, cfg: Any) -> tuple[Path | None, str]:
     """``(weights, why)``: the shipped ``arch`` teacher if it fits run ``cfg`` (a TrainConfig),
     else ``(None, the reason in words)``."""
-    from kdtune.data.coco import SYNTHETIC, SYNTHETIC_DIR
+    from kdtune.data.sources import SYNTHETIC, SYNTHETIC_DIR
 
     record = manifest(arch)
     if record is None:

@@ -122,7 +122,7 @@ def teacher_key(cfg: TrainConfig, results: Path | None) -> str:
     """A short hash of everything that shapes the teacher kdtune would train for ``cfg``: its
     whole training config (lr, seed, weight decay, augmentation, amp, sizes, recipe, targets ...)
     and the data's fingerprint."""
-    from kdtune.data.coco import data_fingerprint  # torch: only when a key is asked for
+    from kdtune.data.sources import data_fingerprint  # torch: only when a key is asked for
 
     del results  # the data is named by its fingerprint, not by where it is cached
     teacher_cfg = teacher_training_config(cfg)

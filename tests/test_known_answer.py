@@ -1,0 +1,229 @@
+"""The known-answer benchmark: its statistics, its judge, the run key that decides reuse (shared
+with ratio_seeds.py), and one tiny table end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import known_answer  # noqa: E402
+import reuse  # noqa: E402
+
+from kdtune.errors import KdtuneError  # noqa: E402
+from kdtune.results import SearchResult, TrialRecord  # noqa: E402
+from kdtune.space import load_space  # noqa: E402
+
+
+def test_t_interval_golden() -> None:
+    # mean 2, sd √2, n 2: standard error 1, 2 ± t(0.975, 1) = 2 ± 12.706205
+    low, high = known_answer.t_interval([1.0, 3.0])
+    assert low == pytest.approx(2 - 12.706205, abs=1e-6)
+    assert high == pytest.approx(2 + 12.706205, abs=1e-6)
+    assert all(math.isnan(v) for v in known_answer.t_interval([1.0]))
+
+
+def test_summarise_pairs_each_seed_with_alpha_one() -> None:
+    rows = known_answer.summarise({"fixed:0": {0: 0.40, 1: 0.50}, "fixed:0.75": {0: 0.42, 1: 0.53}})
+    base, other = rows
+    assert base["mean"] == pytest.approx(0.45) and "diff_vs_alpha1" not in base
+    diff = other["diff_vs_alpha1"]
+    assert diff["mean"] == pytest.approx(0.025) and diff["n"] == 2
+    assert diff["sd"] == pytest.approx(math.sqrt(2) * 0.005)
+    assert other["words"] == "α 0.25 / β 0.75"
+
+
+@pytest.mark.parametrize(
+    ("claim", "low", "high", "margin", "expected"),
+    [
+        ("beats", 0.01, 0.02, None, "holds"),
+        ("beats", -0.02, -0.01, None, "contradicted"),
+        ("beats", -0.01, 0.02, None, "truth cannot tell"),
+        ("trails", -0.02, -0.01, None, "holds"),
+        ("trails", 0.01, 0.02, None, "contradicted"),
+        ("indistinguishable", -0.01, 0.02, None, "holds"),
+        ("indistinguishable", 0.01, 0.02, None, "contradicted"),
+        ("equivalent", -0.002, 0.003, 0.005, "holds"),
+        ("equivalent", 0.006, 0.01, 0.005, "contradicted"),
+        ("equivalent", 0.001, 0.01, 0.005, "truth cannot tell"),
+    ],
+)
+def test_claims_against_the_truth(
+    claim: str, low: float, high: float, margin: float | None, expected: str
+) -> None:
+    truth = {"mean": (low + high) / 2, "low": low, "high": high}
+    assert known_answer.check_claim(claim, truth, margin) == expected
+
+
+# ----------------------------------------------------------------------------- judge
+
+
+def _truth(config: dict[str, Any]) -> dict[str, Any]:
+    aps = {
+        "fixed:0": {0: 0.40, 1: 0.41, 2: 0.42},
+        "fixed:0.75": {0: 0.45, 1: 0.46, 2: 0.47},  # +0.05 on every seed: the best
+        "fixed:0.5": {0: 0.42, 1: 0.43, 2: 0.44},  # +0.02 on every seed
+    }
+    return {"kind": "slice", "config": config, "table": known_answer.summarise(aps)}
+
+
+def _search(folder: Path, config: dict[str, Any], verdict: dict[str, Any]) -> Path:
+    trial = TrialRecord(trial_id="t0", state="COMPLETE", config={**config, "seed": 7})
+    result = SearchResult(
+        name="s", space_file="x.yaml", results_dir=str(folder), trials=[trial], verdict=verdict
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    result.save(folder / "search.json")
+    return folder
+
+
+def _comparison(against: str, mean: float, low: float, high: float) -> dict[str, Any]:
+    return {"against": against, "mean": mean, "low": low, "high": high, "sentence": "…"}
+
+
+def test_judge_regret_and_claims(tmp_path: Path) -> None:
+    config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps(_truth(config)))
+    verdict = {
+        "recommended": "fixed:0.5",
+        "ranking": [{"schedule": "fixed:0.5", "mean": 0.43, "se": 0.01, "values": {}}],
+        "comparisons": [
+            _comparison("fixed:0.75", 0.01, 0.002, 0.02),  # claims 0.5 beats 0.75: false
+            _comparison("fixed:0", 0.02, -0.01, 0.04),  # claims no difference: truth differs
+        ],
+    }
+    search = _search(tmp_path / "search", config, verdict)
+    report = known_answer.judge(search, truth_file)
+    assert report["truth_best"] == "fixed:0.75"
+    assert report["regret"] == pytest.approx(0.46 - 0.43)
+    checks = {c["against"]: c["check"] for c in report["claims"]}
+    assert checks == {"fixed:0.75": "contradicted", "fixed:0": "contradicted"}
+    assert report["claims"][0]["truth"]["mean"] == pytest.approx(0.43 - 0.46)
+
+    verdict["recommended"] = "linear:0.7:0.4"  # not in the table: no regret, said why
+    report = known_answer.judge(_search(tmp_path / "s2", config, verdict), truth_file)
+    assert report["regret"] is None and "not in the truth table" in report["why_no_regret"]
+
+
+def test_judge_refuses_another_budget(tmp_path: Path) -> None:
+    config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps(_truth(config)))
+    verdict = {"recommended": "fixed:0.75", "ranking": [], "comparisons": []}
+    search = _search(tmp_path / "s", {**config, "epochs": 3}, verdict)
+    with pytest.raises(KdtuneError, match=r"another budget than the truth table .*epochs 3 vs 12"):
+        known_answer.judge(search, truth_file)
+    report = known_answer.judge(search, truth_file, allow_mismatch=True)
+    assert report["budget_mismatch"] == ["epochs"] and report["regret"] == 0.0
+
+
+def test_judge_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = str(ROOT / "benchmarks" / "known_answer.py")
+    args = [sys.executable, script, "judge", str(tmp_path), "--truth", str(tmp_path / "t.json")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "no search.json" in done.stderr
+
+
+# ----------------------------------------------------------------------------- the run key
+
+
+SHARED = {
+    "data": "synthetic",
+    "data_fingerprint": "a" * 16,
+    "val_images": 512,
+    "teacher_digest": "t" * 16,
+    "code_digest": "c" * 64,
+    "device": "cpu",
+    "torch_threads": 1,
+    "torch": "2",
+    "key_version": 1,
+}
+
+
+def test_the_run_key_changes_with_everything_that_shapes_a_run() -> None:
+    config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
+    key = reuse.run_key(config, SHARED)
+    assert key == reuse.run_key(dict(config), dict(SHARED))
+    assert key == reuse.run_key({**config, "extra": {"label": "x"}}, SHARED)  # a label only
+    # a default spelled out is the same run
+    assert reuse.run_key({k: v for k, v in config.items() if k != "lr"}, SHARED) == key
+    changed = [
+        reuse.run_key({**config, "seed": 1}, SHARED),
+        reuse.run_key({**config, "max_val_images": 128}, SHARED),
+        reuse.run_key({**config, "teacher_views": 4}, SHARED),
+        *(reuse.run_key(config, {**SHARED, k: "other"}) for k in SHARED),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_code_digest_follows_the_source(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = reuse.code_digest(pkg)
+    (pkg / "notes.txt").write_text("not code")
+    assert reuse.code_digest(pkg) == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert reuse.code_digest(pkg) != first
+    assert len(reuse.code_digest()) == 64
+
+
+def test_run_folder_records_its_parts(tmp_path: Path) -> None:
+    config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
+    folder = reuse.run_folder(tmp_path, config, SHARED)
+    assert folder.name == reuse.run_key(config, SHARED)
+    record = json.loads((folder / "key.json").read_text())
+    assert record["teacher_digest"] == SHARED["teacher_digest"] and "commit" in record
+    assert record["config"]["max_train_images"] == 1024
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_a_tiny_table_runs_then_is_reused_then_retrains_when_the_data_changes(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        (ROOT / "search_spaces" / "quickstart.yaml")
+        .read_text()
+        .replace("data: synthetic", f"data: {synth_root}")
+        .replace("checkpoint: null", f"checkpoint: {ROOT / 'kdtune' / 'teachers' / 'med.pt'}")
+        .replace("teacher_views: 8", "teacher_views: 1")
+    )
+    out = tmp_path / "t.json"
+    args = ["run", "--space", str(space), "--configs", "fixed:0.75", "--seeds", "2",
+            "--epochs", "1", "--train-images", "8", "--val-images", "6", "--batch-size", "4",
+            "--workers", "1", "--results", str(tmp_path / "r"), "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "benchmarks" / "known_answer.py")]
+    done = subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads(out.read_text())
+    assert first["kind"] == "slice" and first["shared"]["val_images"] == 6
+    assert [r["schedule"] for r in first["table"]] == ["fixed:0", "fixed:0.75"]  # α 1 added
+    assert first["timing"]["trained"] == 4 and first["timing"]["mean_run_wall_s"] > 0
+    assert "diff_vs_alpha1" in first["table"][1]
+    done = subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert again["timing"]["trained"] == 0 and again["table"] == first["table"]
+    # another validation size: nothing is reused
+    args[args.index("--val-images") + 1] = "5"
+    done = subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(out.read_text())["timing"]["trained"] == 4
