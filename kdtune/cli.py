@@ -745,10 +745,8 @@ def export(
         tracking_uri=tracking_uri,
         log=click.echo,
     )
-    click.echo(
-        f"wrote {output}: {payload['train']['level']} level, "
-        f"schedule {payload['train']['schedule']}"
-    )
+    spec = payload["train"]["schedule"]
+    click.echo(f"wrote {output}: {payload['train']['level']} level, {words(spec)} ({spec})")
     confirmation = payload["validation"].get("confirmation")
     if confirmation:
         click.echo(f"validation (confirmation): {confirmation['verdict']}")
@@ -761,9 +759,10 @@ def export(
             if name in holdout:
                 figures = holdout[name]
                 low, high = figures["ap_ci95"]
+                weighting = words(figures["schedule"])
                 click.echo(
                     f"held-out {holdout['split']} AP, {name:<9} {figures['ap']:.3f}  "
-                    f"95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']}; seeds {seeds_text})"
+                    f"95% CI [{low:.3f}, {high:.3f}]  ({weighting}; seeds {seeds_text})"
                 )
         click.echo(f"held-out verdict: {holdout['paired']['sentence']}")
 
