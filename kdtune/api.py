@@ -102,7 +102,7 @@ def synthesize(out: Path, *, n_train: int, n_val: int, n_test: int, seed: int) -
     from kdtune.data.synth import write_synthetic
 
     if out.exists() and any(out.iterdir()):
-        raise KdtuneError(f"--out: {out} exists and is not empty; choose a new folder")
+        raise KdtuneError(f"--output: {out} exists and is not empty; choose a new folder")
     return write_synthetic(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
 
 
@@ -143,9 +143,11 @@ def data_ceiling(
 
 def validate_space(space_file: Path) -> str:
     """``kdtune search --dry-run`` / ``kdtune validate``: check a space file and describe it."""
-    from kdtune.space import describe, load_space
+    from kdtune.space import check_paths, describe, load_space
 
-    return describe(load_space(space_file))
+    space = load_space(space_file)
+    check_paths(space)  # a data root or teacher that does not exist is refused here too
+    return describe(space)
 
 
 @dataclass

@@ -1,53 +1,194 @@
 """The ``kdtune`` command line: thin Click commands over the Python API.
 
+Conventions, checked by ``tests/test_cli.py``: every option has help and shows its default (its
+value, or what happens when it is not given); a closed set of values is a ``click.Choice`` built
+from the API's own constants (:mod:`kdtune.config`); the output of every command is
+``-o/--output``; the nets are named ``teacher``, ``med``, ``tiny`` (``--net``) and a level is
+what trains one from another (``--level``); listings print a table, or JSON with
+``--format json``; the top-level help shows each command's whole one-line description.
+
 Heavy modules (torch, ray, mlflow) are imported inside the commands so that ``kdtune --help``
-stays fast. Bad input raises :class:`KdtuneError`, which :func:`main` prints as one line and
-turns into exit code 2.
+stays fast. Bad input raises :class:`KdtuneError` (or a Click usage error), which :func:`main`
+prints as one line and turns into exit code 2.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from kdtune import __version__
+from kdtune.config import (
+    DECODERS,
+    DEVICES,
+    LEVELS,
+    NETS,
+    SPLITS,
+    STUDENT_OF,
+    TEACHER_OF,
+    TEACHER_RECIPES,
+    TEACHER_TARGETS,
+    TrainConfig,
+)
 from kdtune.errors import KdtuneError, SearchInterrupted
+from kdtune.schedules import words
 
-# Shared options, defined once.
-DATA_OPTION = click.option(
-    "--data",
-    default="synthetic",
-    show_default=True,
-    help=(
-        "'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and <split>2017/."
-    ),
-)
-DECODER_OPTION = click.option(
-    "--decoder",
-    default=None,
-    help=(
-        "How maps become persons: 'kdtune' (default) or 'reference' (the reference pipeline's "
-        "own peak extraction and grouping)."
-    ),
-)
-RESULTS_OPTION = click.option(
-    "--results",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    envvar="KDTUNE_RESULTS",
-    help="Results folder (default ./results; env KDTUNE_RESULTS).",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULTS = TrainConfig()  # the defaults `kdtune train` shows are the config's own
+LIST_FORMATS: tuple[str, ...] = ("table", "json")
+
+
+class _Option(click.Option):
+    """A Click option with old spellings that still parse but are left out of the help."""
+
+    def __init__(self, *args: Any, hidden_aliases: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = tuple(hidden_aliases)
+
+    def _shown(self) -> list[str]:
+        return [name for name in self.opts if name not in self.hidden_aliases]
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = self._shown()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return " / ".join(f"'{name}'" for name in self._shown())
+
+
+def option(
+    *decls: str,
+    help: str,
+    default_text: str | None = None,
+    hidden_aliases: Sequence[str] = (),
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    """``click.option`` with kdtune's conventions: help always, and the default shown: its
+    value, or ``default_text`` where it is worked out when the option is not given; a switch
+    says it is off."""
+    text = help
+    if default_text is not None:
+        text += f"  [default: {default_text}]"
+        kwargs["show_default"] = False
+    elif kwargs.get("is_flag") and not any("/" in d for d in decls):
+        text += "  [default: off]"
+    else:
+        kwargs.setdefault("show_default", True)
+    if kwargs.get("envvar"):
+        kwargs.setdefault("show_envvar", True)
+    return click.option(*decls, cls=_Option, hidden_aliases=hidden_aliases, help=text, **kwargs)
+
+
+class _Group(click.Group):
+    """A group whose command list shows each command's whole one-line description (wrapped to
+    the terminal, never cut)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, one_line(command)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def one_line(command: click.Command) -> str:
+    """A command's one-line description: its short help, else its help's first paragraph."""
+    text = command.short_help or (command.help or "").split("\n\n")[0]
+    return " ".join(text.split())
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+    """Rows as aligned text columns (numbers right-aligned), under a header."""
+    body = [list(header)] + [list(row) for row in rows]
+    widths = [max(len(row[i]) for row in body) for i in range(len(header))]
+    aligned = set(right)
+    lines = []
+    for row in body:
+        cells = [
+            cell.rjust(width) if i in aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Shared options, defined once.
+def data_option(**kwargs: Any) -> Callable[[F], F]:
+    return option(
+        "--data",
+        default=DEFAULTS.data,
+        help="'synthetic' (the embedded default) or a COCO 2017 root with annotations/ and "
+        "<split>2017/.",
+        **kwargs,
+    )
+
+
+DECODER_OPTION = option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default=DEFAULTS.decoder,
+    help="How maps become persons: kdtune's decoder, or the reference pipeline's own peak "
+    "extraction and grouping.",
+)
+SPLIT_OPTION = option(
+    "--split", type=click.Choice(SPLITS), default="val", help="The split to evaluate on."
+)
+NET_OPTION = option(
+    "--net",
+    "--arch",
+    "net",
+    type=click.Choice(NETS),
+    required=True,
+    hidden_aliases=("--arch",),
+    help="Which net the checkpoint holds (`kdtune models` lists them).",
+)
+RESULTS_OPTION = option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="KDTUNE_RESULTS",
+    default_text="./results",
+    help="Results folder: searches, caches, the MLflow store.",
+)
+TRACKING_OPTION = option(
+    "--tracking-uri",
+    default=None,
+    envvar="MLFLOW_TRACKING_URI",
+    default_text="sqlite:///<results>/mlflow.db",
+    help="MLflow tracking store or server.",
+)
+FORMAT_OPTION = option(
+    "--format",
+    "fmt",
+    type=click.Choice(LIST_FORMATS),
+    default="table",
+    help="A table for people, JSON for programs.",
+)
+
+
+def output_option(**kwargs: Any) -> Callable[[F], F]:
+    """``-o/--output``, the one name of every command's output (``--out`` still parses)."""
+    return option("-o", "--output", "--out", "output", hidden_aliases=("--out",), **kwargs)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kdtune")
 def cli() -> None:
     """Tune how much a pose student learns from its teacher, by validation COCO keypoint AP."""
@@ -55,93 +196,169 @@ def cli() -> None:
 
 # ---------------------------------------------------------------------------------------------
 @cli.command()
-def models() -> None:
-    """List the three architectures with their parameter counts."""
+@FORMAT_OPTION
+def models(fmt: str) -> None:
+    """List the three nets (teacher, med, tiny) with their parameter counts and roles."""
     from kdtune.api import list_models
 
-    for row in list_models():
-        click.echo(f"{row['name']:<8} {row['params']:>10,}  {row['role']}: {row['description']}")
+    rows = list_models()
+    if fmt == "json":
+        _echo_json(rows)
+        return
+    click.echo(
+        _table(
+            ("net", "parameters", "role", "layers"),
+            ((r["name"], f"{r['params']:,}", r["role"], r["description"]) for r in rows),
+            right=(1,),
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+_LEVEL_HELP = ", ".join(
+    f"{level} ({STUDENT_OF[level]} from {TEACHER_OF[level] or 'the ground truth alone'})"
+    for level in LEVELS
+    if level in STUDENT_OF
+)
+
+
 @cli.command()
-@click.option(
+@option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML with TrainConfig keys (e.g. an exported best.yaml); flags override it.",
-)
-@click.option(
-    "--level",
-    type=click.Choice(["teacher", "first", "second", "chain"]),
     default=None,
-    help=(
-        "teacher, first (teacher→med), second (med→tiny) or chain (teacher→med→tiny)."
-        "  [default: second]"
-    ),
+    default_text="none: the options below",
+    help="YAML with TrainConfig keys (e.g. an exported best.yaml); options given override it.",
 )
-@click.option(
-    "--alpha", type=float, default=None, help="Ground-truth weight α in [0, 1] (β = 1 − α)."
+@option(
+    "--level",
+    type=click.Choice(LEVELS),
+    default=DEFAULTS.level,
+    help=f"Which net to train, and from which teacher: {_LEVEL_HELP}, or chain (med, then tiny "
+    "from it).",
 )
-@click.option(
+@option(
+    "--alpha",
+    type=float,
+    default=None,
+    default_text=words(DEFAULTS.schedule),
+    help="Ground-truth weight α in [0, 1]; the teacher's weight is β = 1 − α.",
+)
+@option(
     "--schedule",
     default=None,
-    help="β schedule, e.g. 'linear:0.9:0.5' or 'cosine:0.9:0.5,warmup=0.1'.",
+    default_text=f"{DEFAULTS.schedule} = {words(DEFAULTS.schedule)}",
+    help="β schedule instead of a fixed α, e.g. linear:0.9:0.5 (β 0.9 → 0.5) or "
+    "cosine:0.9:0.5,warmup=0.1.",
 )
-@click.option("--alpha-second", type=float, default=None, help="chain only: α of the second level.")
-@click.option("--schedule-second", default=None, help="chain only: β schedule of the second level.")
-@click.option("--data", default=None, help="'synthetic' (default) or a COCO 2017 root.")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--eval-every", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option(
+@option(
+    "--alpha-second",
+    type=float,
+    default=None,
+    default_text=words(DEFAULTS.schedule_second),
+    help="chain only: α of the second level (tiny from med).",
+)
+@option(
+    "--schedule-second",
+    default=None,
+    default_text=f"{DEFAULTS.schedule_second} = {words(DEFAULTS.schedule_second)}",
+    help="chain only: β schedule of the second level.",
+)
+@data_option()
+@option("--epochs", type=click.IntRange(1), default=DEFAULTS.epochs, help="Training epochs.")
+@option(
+    "--batch-size", type=click.IntRange(1), default=DEFAULTS.batch_size, help="Images per step."
+)
+@option("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate (for batch 16).")
+@option(
+    "--eval-every",
+    type=click.IntRange(1),
+    default=DEFAULTS.eval_every,
+    help="Evaluate on the validation split every N epochs.",
+)
+@option("--seed", type=int, default=DEFAULTS.seed, help="Training seed (weights, order, views).")
+@option(
     "--teacher",
     "teacher_checkpoint",
     default=None,
-    help="Teacher checkpoint (else a shipped one where it fits, or one kdtune trains and caches).",
+    default_text="a shipped teacher where one fits, else found by --teacher-recipe",
+    help="Teacher checkpoint (kdtune's or the public Lightweight-OpenPose layout).",
 )
-@click.option("--teacher-epochs", type=int, default=None)
-@click.option(
+@option(
+    "--teacher-epochs",
+    type=click.IntRange(1),
+    default=DEFAULTS.teacher_epochs,
+    help="Epochs of a teacher kdtune has to train first (cached).",
+)
+@option(
     "--teacher-recipe",
-    type=click.Choice(["auto", "shipped", "reference", "ground_truth"]),
-    default=None,
-    help="How a missing teacher is found: auto (shipped where it fits, else reference).",
+    type=click.Choice(TEACHER_RECIPES),
+    default=DEFAULTS.teacher_recipe,
+    help="How a missing teacher is found: auto (shipped where it fits, else reference), "
+    "shipped, reference (trained as the reference pipeline did), ground_truth.",
 )
-@click.option(
+@option(
     "--teacher-targets",
-    type=click.Choice(["bank", "live", "warped"]),
-    default=None,
-    help=(
-        "Teacher maps per augmented view: bank (cached, exact; default), live (exact), "
-        "warped (approximate)."
-    ),
+    type=click.Choice(TEACHER_TARGETS),
+    default=DEFAULTS.teacher_targets,
+    help="Teacher maps per augmented view: bank (cached, exact), live (exact, every batch), "
+    "warped (approximate).",
 )
-@click.option("--teacher-views", type=int, default=None, help="K: views per image in the bank.")
-@click.option("--teacher-bank", default=None, help="A teacher bank folder to use (checked to fit).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast.")
-@click.option("--channels-last/--no-channels-last", default=None)
-@click.option("--max-train-images", type=int, default=None)
+@option(
+    "--teacher-views",
+    type=int,
+    default=DEFAULTS.teacher_views,
+    help="K: augmented views per image in the bank.",
+)
+@option(
+    "--teacher-bank",
+    default=None,
+    default_text="found or built under the results' cache",
+    help="A teacher bank folder to use (checked to fit).",
+)
+@option("--device", type=click.Choice(DEVICES), default=DEFAULTS.device, help="Where to train.")
+@option("--amp/--no-amp", default=DEFAULTS.amp, help="bf16 autocast.")
+@option(
+    "--channels-last/--no-channels-last",
+    default=DEFAULTS.channels_last,
+    help="channels_last memory layout (faster on CPUs and GPUs).",
+)
+@option(
+    "--max-train-images",
+    type=click.IntRange(1),
+    default=None,
+    default_text="all",
+    help="Train on the first N training images only.",
+)
 @DECODER_OPTION
-@click.option(
-    "--output",
-    "-o",
+@output_option(
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Run folder: metrics.json, summary.json, checkpoints/.",
+    help="Run folder: metrics.json, summary.json, model.pt, checkpoints/.",
 )
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
+@option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
 @RESULTS_OPTION
+@click.pass_context
 def train(
-    config_file: Path | None, output: Path, resume: bool, results: Path | None, **flags: Any
+    ctx: click.Context,
+    config_file: Path | None,
+    output: Path,
+    resume: bool,
+    results: Path | None,
+    **flags: Any,
 ) -> None:
     """Train one net at one level with one weighting, printing each evaluated epoch."""
     from kdtune.api import train_run
 
+    # an option left at its default does not override the --config file
+    given = {
+        name: value
+        for name, value in flags.items()
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
     summary = train_run(
-        config_file, flags, output=output, resume=resume, results=results, log=click.echo
+        config_file, given, output=output, resume=resume, results=results, log=click.echo
     )
     click.echo(f"wrote {output / 'metrics.json'} and {output / 'summary.json'}")
     _echo_json(
@@ -157,101 +374,127 @@ def train(
 # ---------------------------------------------------------------------------------------------
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--arch", type=click.Choice(["teacher", "med", "tiny"]), required=True)
-@DATA_OPTION
-@click.option("--split", default="val", show_default=True)
-@click.option(
+@NET_OPTION
+@data_option()
+@SPLIT_OPTION
+@option(
     "--teacher-input-size",
-    type=int,
+    type=click.IntRange(8),
     default=None,
+    default_text=f"none: the {DEFAULTS.input_size}-pixel images as they are",
     help="Feed the net this input size (the public teacher checkpoint was trained at 368).",
 )
 @DECODER_OPTION
 @RESULTS_OPTION
 def eval_(
     checkpoint: Path,
-    arch: str,
+    net: str,
     data: str,
     split: str,
     teacher_input_size: int | None,
-    decoder: str | None,
+    decoder: str,
     results: Path | None,
 ) -> None:
-    """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO
-    keypoint AP."""
+    """Evaluate a checkpoint (kdtune's or the public Lightweight-OpenPose one) by COCO keypoint
+    AP."""
     from kdtune.api import evaluate_checkpoint
 
     _echo_json(
         evaluate_checkpoint(
             checkpoint,
-            arch,
+            net,
             data,
             split,
             results=results,
             net_input_size=teacher_input_size,
-            decoder=decoder or "kdtune",
+            decoder=decoder,
         )
     )
 
 
 # ---------------------------------------------------------------------------------------------
-@cli.group()
+@cli.group(cls=_Group)
 def teachers() -> None:
-    """The teachers kdtune ships for its synthetic default."""
+    """The teachers kdtune ships for its synthetic default: list them, pack a new one."""
 
 
 @teachers.command("list")
-def teachers_list() -> None:
+@FORMAT_OPTION
+def teachers_list(fmt: str) -> None:
     """Each shipped teacher, its data and its measured val and test AP."""
     from kdtune.api import list_teachers
 
-    _echo_json(list_teachers())
+    rows = list_teachers()
+    if fmt == "json":
+        _echo_json(rows)
+        return
+    click.echo(
+        _table(
+            ("net", "data", "val AP", "test AP", "weights"),
+            (
+                (r["arch"], r["data"], f"{r['val/ap']:.3f}", f"{r['test/ap']:.3f}", r["weights"])
+                for r in rows
+            ),
+            right=(2, 3),
+        )
+    )
+    for r in rows:
+        click.echo(f"{r['arch']}: produced by {r['produced_by']}")
 
 
 @teachers.command("pack")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--out",
+@output_option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write <arch>.pt and <arch>.json (default: the package's teachers folder).",
+    default_text="the package's teachers folder",
+    help="Where to write <net>.pt and <net>.json.",
 )
 @RESULTS_OPTION
-def teachers_pack(run: Path, out: Path | None, results: Path | None) -> None:
+def teachers_pack(run: Path, output: Path | None, results: Path | None) -> None:
     """Make a run trained on the synthetic default a shipped teacher (float16, with its record)."""
     from kdtune.api import pack_teacher
 
-    record = pack_teacher(run, out=out, results=results)
+    record = pack_teacher(run, out=output, results=results)
     click.echo(f"wrote {record['weights']}")
     _echo_json({"val": record["val"], "test": record["test"]})
 
 
 # ---------------------------------------------------------------------------------------------
-@cli.group()
+@cli.group(cls=_Group)
 def data() -> None:
     """Data sets: synthesize the embedded default, measure the decoding ceiling."""
 
 
 @data.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--n-train", type=click.IntRange(1), default=4096, show_default=True)
-@click.option("--n-val", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--n-test", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def synth(out: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
+@output_option(
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="A new (or empty) folder for the set.",
+)
+@option("--n-train", type=click.IntRange(1), default=4096, help="Training images.")
+@option("--n-val", type=click.IntRange(1), default=512, help="Validation images.")
+@option("--n-test", type=click.IntRange(1), default=512, help="Held-out test images.")
+@option("--seed", type=int, default=0, help="The set is a function of this seed.")
+def synth(output: Path, n_train: int, n_val: int, n_test: int, seed: int) -> None:
     """Write a synthetic COCO-format person-keypoints set (JPEGs + json), deterministic by seed."""
     from kdtune.api import synthesize
 
-    synthesize(out, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
-    click.echo(f"wrote {n_train}/{n_val}/{n_test} train/val/test images to {out}")
+    synthesize(output, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    click.echo(f"wrote {n_train}/{n_val}/{n_test} train/val/test images to {output}")
 
 
 @data.command()
-@DATA_OPTION
-@click.option("--split", default="val", show_default=True)
-@click.option("--input-size", type=int, default=128, show_default=True)
-@click.option("--stride", type=int, default=8, show_default=True)
-@click.option("--sigma", type=float, default=7.0, show_default=True)
+@data_option()
+@SPLIT_OPTION
+@option(
+    "--input-size",
+    type=click.IntRange(8),
+    default=DEFAULTS.input_size,
+    help="Letterboxed input size.",
+)
+@option("--stride", type=click.IntRange(1), default=DEFAULTS.stride, help="Pixels per map cell.")
+@option("--sigma", type=float, default=DEFAULTS.sigma, help="Heatmap Gaussian's sigma (pixels).")
 @DECODER_OPTION
 @RESULTS_OPTION
 def ceiling(
@@ -260,7 +503,7 @@ def ceiling(
     input_size: int,
     stride: int,
     sigma: float,
-    decoder: str | None,
+    decoder: str,
     results: Path | None,
 ) -> None:
     """AP reached by decoding the ground-truth targets: the best any net can do at this size."""
@@ -274,39 +517,33 @@ def ceiling(
             stride=stride,
             sigma=sigma,
             results=results,
-            decoder=decoder or "kdtune",
+            decoder=decoder,
         )
     )
 
 
 # ---------------------------------------------------------------------------------------------
-TRACKING_OPTION = click.option(
-    "--tracking-uri",
-    default=None,
-    envvar="MLFLOW_TRACKING_URI",
-    help=(
-        "MLflow tracking store or server (default sqlite:///<results>/mlflow.db; "
-        "env MLFLOW_TRACKING_URI)."
-    ),
-)
-
-
 @cli.command()
 @click.argument("space_file", type=click.Path(path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Check the file and print the space; run nothing.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted search of the same name.")
-@click.option(
+@option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the file (and that its data and teacher exist) and print the space; run nothing.",
+)
+@option("--resume", is_flag=True, help="Continue an interrupted search of the same name.")
+@option(
     "--address",
     default=None,
     envvar="RAY_ADDRESS",
-    help="Join a running Ray cluster (env RAY_ADDRESS); default: start Ray locally.",
+    default_text="start Ray locally",
+    help="Join a running Ray cluster at HOST:PORT.",
 )
-@click.option(
+@option(
     "--follow-guidance",
     is_flag=True,
     help="Afterwards, run the points the tuning guidance recommends as a second search.",
 )
-@click.option("--no-progress", is_flag=True, help="No live view (for logs and CI).")
+@option("--no-progress", is_flag=True, help="No live view (for logs and CI).")
 @RESULTS_OPTION
 @TRACKING_OPTION
 def search(
@@ -389,8 +626,9 @@ def _print_search(outcome: Any) -> None:
 @RESULTS_OPTION
 @TRACKING_OPTION
 def sync(name: str, results: Path | None, tracking_uri: str | None) -> None:
-    """Bring MLflow up to date with search NAME's own records (after the tracking server was
-    down): every trial's run, metrics and tags, none twice."""
+    """Bring MLflow up to date with search NAME's own records, after its server was down.
+
+    Every trial's run, metrics and tags are logged, none twice."""
     from kdtune import api
 
     done = api.sync(name, results=results, tracking_uri=tracking_uri)
@@ -401,7 +639,7 @@ def sync(name: str, results: Path | None, tracking_uri: str | None) -> None:
 @cli.command()
 @click.argument("space_file", type=click.Path(path_type=Path))
 def validate(space_file: Path) -> None:
-    """Check a search-space file and print the space (same as search --dry-run)."""
+    """Check a search-space file and print the space (the same as search --dry-run)."""
     from kdtune import api
 
     click.echo(api.validate_space(space_file))
@@ -409,20 +647,21 @@ def validate(space_file: Path) -> None:
 
 @cli.command()
 @click.argument("searches", nargs=-1)
-@click.option(
+@option(
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json", "markdown"]),
     default="table",
-    show_default=True,
+    help="A table for people; csv, json or markdown for programs and reports.",
 )
-@click.option("--sort", "sort_by", default="val_ap", show_default=True, help="Column to sort by.")
-@click.option("--ascending", is_flag=True)
-@click.option(
+@option("--sort", "sort_by", default="val_ap", help="Column to sort by.")
+@option("--ascending", is_flag=True, help="Sort from the lowest value up.")
+@option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Save AP against α and against the schedule's parameters.",
+    default_text="none",
+    help="Save AP against α and against the schedule's parameters to this image file.",
 )
 @RESULTS_OPTION
 @TRACKING_OPTION
@@ -454,30 +693,30 @@ def compare(
 
 @cli.command()
 @click.argument("search_name", required=False)
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=Path("best.yaml"), show_default=True
+@output_option(
+    type=click.Path(path_type=Path),
+    default=Path("best.yaml"),
+    help="The recommended configuration, for `kdtune train --config`.",
 )
-@click.option(
+@option(
     "--holdout-split",
+    type=click.Choice(SPLITS),
     default="test",
-    show_default=True,
-    help="Split for the held-out check (never used for selection).",
+    help="Split for the held-out check (never one the search selected on).",
 )
-@click.option(
+@option(
     "--no-holdout", is_flag=True, help="Only write the configuration; skip the held-out training."
 )
-@click.option(
+@option(
     "--bootstrap",
     type=click.IntRange(10),
     default=2000,
-    show_default=True,
     help="Bootstrap replicates (over images and seeds) for the 95% intervals.",
 )
-@click.option(
+@option(
     "--seeds",
     type=click.IntRange(1, 100),
     default=2,
-    show_default=True,
     help="New training seeds for the held-out check (each config trained once per seed).",
 )
 @RESULTS_OPTION
@@ -492,8 +731,8 @@ def export(
     results: Path | None,
     tracking_uri: str | None,
 ) -> None:
-    """Write the recommended configuration of a search for `kdtune train --config`, checked
-    on held-out data against the seed default, paired."""
+    """Write a search's recommended configuration, checked on held-out data against the seed
+    default."""
     from kdtune import api
 
     payload = api.export(
@@ -506,10 +745,8 @@ def export(
         tracking_uri=tracking_uri,
         log=click.echo,
     )
-    click.echo(
-        f"wrote {output}: {payload['train']['level']} level, "
-        f"schedule {payload['train']['schedule']}"
-    )
+    spec = payload["train"]["schedule"]
+    click.echo(f"wrote {output}: {payload['train']['level']} level, {words(spec)} ({spec})")
     confirmation = payload["validation"].get("confirmation")
     if confirmation:
         click.echo(f"validation (confirmation): {confirmation['verdict']}")
@@ -522,20 +759,21 @@ def export(
             if name in holdout:
                 figures = holdout[name]
                 low, high = figures["ap_ci95"]
+                weighting = words(figures["schedule"])
                 click.echo(
                     f"held-out {holdout['split']} AP, {name:<9} {figures['ap']:.3f}  "
-                    f"95% CI [{low:.3f}, {high:.3f}]  ({figures['schedule']}; seeds {seeds_text})"
+                    f"95% CI [{low:.3f}, {high:.3f}]  ({weighting}; seeds {seeds_text})"
                 )
         click.echo(f"held-out verdict: {holdout['paired']['sentence']}")
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@option("--host", default="127.0.0.1", help="Address to listen on.")
+@option("--port", type=click.IntRange(1, 65535), default=5000, help="Port to listen on.")
 @RESULTS_OPTION
 @TRACKING_OPTION
 def ui(host: str, port: int, results: Path | None, tracking_uri: str | None) -> None:
-    """Start the MLflow UI on the results store (one worker) and print its address."""
+    """Start the MLflow UI on the results store (one worker) and print its links."""
     from kdtune import api
 
     api.ui(
@@ -568,8 +806,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line too, with where the help is
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

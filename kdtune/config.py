@@ -18,6 +18,12 @@ LEVELS: tuple[str, ...] = ("teacher", "first", "second", "chain")
 # the nets kdtune builds (kdtune.models), by name; the CLI offers them through kdtune.api
 ARCHS: tuple[str, ...] = ("teacher", "med", "tiny")
 STUDENT_OF: dict[str, str] = {"teacher": "teacher", "first": "med", "second": "tiny"}
+# The nets, by the names a person and a checkpoint use (kdtune.models.ARCHS builds them).
+NETS: tuple[str, ...] = ("teacher", "med", "tiny")
+# The splits of kdtune's data sets (ROOT/annotations/person_keypoints_<split>2017.json).
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# Where a run trains (TrainConfig.device).
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 TEACHER_OF: dict[str, str | None] = {"teacher": None, "first": "teacher", "second": "med"}
 # How kdtune finds a teacher when none is given: "auto" takes a shipped one where it fits the
 # data (kdtune.teachers), else trains one by the reference recipe.

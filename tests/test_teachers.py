@@ -82,7 +82,7 @@ def test_shipped_teacher_is_refused_where_it_does_not_fit(tmp_path: Path) -> Non
 
 
 def test_teachers_list_names_each_shipped_teacher(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["teachers", "list"], capsys)
+    code, out, _ = run_cli(["teachers", "list", "--format", "json"], capsys)
     rows = json.loads(out)
     assert code == 0 and sorted(r["arch"] for r in rows) == sorted(SHIPPED)
     assert all(r["val/ap"] > 0 for r in rows)
