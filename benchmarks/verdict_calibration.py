@@ -22,7 +22,7 @@ Measured:
   (any "beats" or "trails"; "equivalent" is true there);
 - the same coverage for the former method (a percentile bootstrap over images and seeds).
 
-Run: ``PYTHONPATH=. python benchmarks/verdict_calibration.py --replicates 2000``.
+Run: ``PYTHONPATH=. python benchmarks/verdict_calibration.py --replicates 300 --old --familywise``.
 """
 
 from __future__ import annotations
