@@ -379,8 +379,8 @@ def verdict_block(
                 "values": {str(k): v for k, v in sorted(s.values.items())},
                 "failed": {str(k): r for k, r in sorted(failures.get(s.schedule, {}).items())},
             }
-            for s in standings
-        ],
+            for s in sorted(standings, key=lambda s: failed_count[s.schedule] > fewest)
+        ],  # the recommendation first: configurations with more failures rank below
         "failures": [
             {"schedule": spec, "seed": s, "reason": reason}
             for spec, by_seed in sorted(failures.items())

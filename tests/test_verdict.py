@@ -361,6 +361,8 @@ def test_a_failed_run_is_listed_and_keeps_its_configuration_from_the_recommendat
     assert block["recommended"] != "fixed:0.5"
     assert block["failures"] == [{"schedule": "fixed:0.5", "seed": 2, "reason": "diverged"}]
     assert block["passed_over"] == ["fixed:0.5"]
+    assert block["ranking"][0]["schedule"] == block["recommended"]  # unstable ones rank below
+    assert block["ranking"][-1]["schedule"] == "fixed:0.5"
     assert block["seeds"] == [0, 1, 2]  # every configuration without failures finished these
     unstable = next(r for r in block["ranking"] if r["schedule"] == "fixed:0.5")
     assert unstable["failed"] == {"2": "diverged"} and sorted(unstable["values"]) == ["0", "1"]
