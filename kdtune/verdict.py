@@ -1,27 +1,40 @@
-"""How sure a recommendation is: the confirmation stage's ranking and the paired verdict.
+"""How sure a recommendation is: the verdict block a user reads after a confirmation.
 
-- **Ranking.** Each confirmed configuration was trained with the same further seeds; its
-  standing is its mean final validation AP over them, with the standard error of that mean.
-  The recommendation is the best mean.
-- **Paired difference.** The recommendation against another configuration, both trained with
-  the same seeds and evaluated on the same images: the per-seed differences, and a paired
-  bootstrap over images *and* seeds for a 95 % interval. Each replicate draws the images with
-  replacement (an image drawn twice counts twice) and the seeds with replacement; both
-  configurations see the same draw, and the replicate's ΔAP is the mean over the drawn seeds.
-  AP is recomputed per replicate from each set's matching (:class:`ImageMatches`), exactly as
-  COCOeval accumulates it.
-- **Verdict.** One sentence: "A beats B by +0.031 AP [+0.012, +0.050] (3 seeds × 512
-  images)", or "A is not distinguishable from B: …" when the interval holds 0.
+Input: per configuration (a schedule spec), per training seed, the matching of its validation
+detections (:class:`~kdtune.evaluate.ImageMatches`) or a :class:`Failure`. Output: a plain,
+JSON-native record (:func:`verdict_block`, stored in ``search.json`` and on the MLflow parent
+run) and one text rendering of it (:func:`render`). The block says
 
-No framework here: plain numbers in, plain records out (stored in ``search.json``, on the
-MLflow parent run, and shown by ``kdtune search``, ``compare`` and ``export``).
+- **distillation's worth**: the best distilled configuration against α = 1 (``fixed:0``,
+  ground truth only);
+- **the recommendation against the seed default**;
+- **the configurations equivalent to the best** within ±``margin`` AP;
+
+each as "beats", "trails", "equivalent within ±0.005" or "undecided: about N more seeds
+would tell", every claim of the block held together at 5 % family-wise (Holm).
+
+How each number is computed (docs/statistics.md has the whole account):
+
+- a paired difference uses the seeds both configurations finished and the same images; its
+  image part comes from one shared bootstrap over images (each replicate redraws the images
+  with replacement and recomputes AP exactly from the matchings), its seed part from the
+  spread of the per-seed differences at R − 1 degrees of freedom; :mod:`kdtune.inference`
+  combines them (Student's t, Welch–Satterthwaite);
+- "differs" is a two-sided t test, "equivalent" two one-sided tests (TOST) against ±margin;
+  Holm's step-down runs over both claims of *every pair* of configurations in the block (the
+  recommendation is picked by the data, so the pairs it could have been compared in are all in
+  the family);
+- a failed or diverged run is listed and counts against its configuration: a configuration with
+  a failure is not recommended while one without failures exists; ranking and tests use the
+  seeds every configuration without failures finished.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +42,90 @@ import numpy as np
 
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import DETECTIONS_FILE, ImageMatches, load_matches
-from kdtune.results import COMPLETE, TrialRecord
+from kdtune.inference import (
+    PairedEstimate,
+    check_level,
+    holm_tests,
+    paired_estimate,
+    seeds_needed,
+)
+from kdtune.results import COMPLETE, FAILED, TrialRecord
+from kdtune.schedules import words
 
-SAMPLES = 2000  # bootstrap replicates of a paired difference
-CONFIDENCE = 0.95
+SAMPLES = 2000  # bootstrap replicates over images
+CONFIDENCE = 0.95  # of each interval; the family-wise level of the block's claims is 1 − this
+MARGIN = 0.005  # AP: differences within ±MARGIN count as equivalent
+GROUND_TRUTH = "fixed:0"  # α = 1, β = 0: the student trained on ground truth alone
+VERSION = 2  # of the record's layout
+
+BEATS, TRAILS, EQUIVALENT, UNDECIDED = "beats", "trails", "equivalent", "undecided"
+ROLE_DEFAULT, ROLE_WORTH, ROLE_RUNNER_UP, ROLE_OTHER = (
+    "seed default",
+    "distillation's worth",
+    "runner-up",
+    "other",
+)
+_ROLE_ORDER = (ROLE_DEFAULT, ROLE_RUNNER_UP, ROLE_WORTH, ROLE_OTHER)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A run that gave no model to judge (it failed, or its loss diverged)."""
+
+    reason: str
+
+
+Run = ImageMatches | Failure
+
+
+# --- the bootstrap over images ------------------------------------------------------------
+
+
+def image_draws(images: int, samples: int, seed: int) -> np.ndarray:
+    """``samples`` bootstrap draws of ``images`` images: row b holds how many times each image
+    was drawn (with replacement) in replicate b."""
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((samples, images), dtype=np.int64)
+    for b in range(samples):
+        draws[b] = np.bincount(rng.integers(0, images, images), minlength=images)
+    return draws
+
+
+_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs, as ImageMatches uses
+
+
+def ap_replicates(m: ImageMatches, weights: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``m.ap(w)`` for every row ``w`` of ``weights`` ([B, images]), computed for many rows
+    at once: each recall threshold is served by the first detection whose recall reaches it,
+    so a detection's precision counts once per threshold in (previous recall, its recall]."""
+    w_all = np.asarray(weights, dtype=float)
+    out = np.zeros(len(w_all))
+    totals = w_all @ m.persons
+    if m.tp.shape[1] == 0:
+        return out
+    for start in range(0, len(w_all), chunk):
+        w = w_all[start : start + chunk][:, m.image_of][:, None, :]  # [b, 1, D]
+        total = totals[start : start + chunk][:, None, None]
+        tp_sum = np.cumsum(m.tp[None] * w, axis=2)
+        fp_sum = np.cumsum(m.fp[None] * w, axis=2)
+        recall = tp_sum / np.where(total > 0, total, 1.0)
+        precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
+        precision = np.maximum.accumulate(precision[..., ::-1], axis=2)[..., ::-1]
+        reached = np.searchsorted(_RECALL_THRESHOLDS, recall, side="right")  # thr ≤ recall
+        served = np.diff(reached, axis=2, prepend=0)
+        value = (precision * served).sum(axis=(1, 2)) / (m.tp.shape[0] * len(_RECALL_THRESHOLDS))
+        out[start : start + chunk] = np.where(total[:, 0, 0] > 0, value, 0.0)
+    return out
+
+
+# --- paired differences (also the export's held-out check) ---------------------------------
 
 
 @dataclass(frozen=True)
 class Difference:
-    """ΔAP = AP(a) − AP(b): the mean over seeds on all images, its bootstrap interval over
-    images and seeds, and each seed's own difference."""
+    """ΔAP = AP(a) − AP(b): the mean over seeds on all images, its interval (seed part at
+    R − 1 degrees of freedom plus the image bootstrap; images only with one seed), and each
+    seed's own difference."""
 
     mean: float
     low: float
@@ -46,11 +133,84 @@ class Difference:
     per_seed: tuple[float, ...]
     seeds: int
     images: int
+    se: float = 0.0
+    df: float = 0.0
 
     @property
     def sign(self) -> int:
         """+1 when the interval lies above 0, -1 when below, 0 when it holds 0."""
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+
+def _check_images(runs: Iterable[tuple[str, ImageMatches]]) -> tuple[int, ...]:
+    images: tuple[int, ...] | None = None
+    first = ""
+    for name, m in runs:
+        if images is None:
+            images, first = m.image_ids, name
+        elif m.image_ids != images:
+            raise KdtuneError(f"verdict: {name} was evaluated on other images than {first}")
+    if images is None:
+        raise KdtuneError("verdict: no finished run")
+    return images
+
+
+def paired_difference(
+    a: Mapping[int, ImageMatches],
+    b: Mapping[int, ImageMatches],
+    *,
+    samples: int = SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Difference:
+    """ΔAP of ``a`` over ``b`` (each: training seed → matching on the same images), paired by
+    seed and by image; only the seeds both have count."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise KdtuneError("paired difference: the two configurations share no training seed")
+    images = _check_images(
+        [(f"seed {s}", a[s]) for s in seeds] + [(f"seed {s}", b[s]) for s in seeds]
+    )
+    draws = image_draws(len(images), samples, seed)
+    per_seed = [a[s].ap() - b[s].ap() for s in seeds]
+    reps = np.stack([ap_replicates(a[s], draws) - ap_replicates(b[s], draws) for s in seeds], 1)
+    est = paired_estimate(per_seed, reps, len(images))
+    return _difference(est, per_seed, confidence)
+
+
+def _difference(est: PairedEstimate, per_seed: Sequence[float], confidence: float) -> Difference:
+    low, high = est.interval(confidence)
+    return Difference(
+        mean=est.mean,
+        low=low,
+        high=high,
+        per_seed=tuple(float(d) for d in per_seed),
+        seeds=est.seeds,
+        images=est.images,
+        se=est.se,
+        df=est.df((1.0 - confidence) / 2.0),
+    )
+
+
+def mean_interval(
+    runs: Mapping[int, ImageMatches],
+    *,
+    samples: int = SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """An interval of one configuration's mean AP over its seeds (``runs``: training seed →
+    matching): the seeds' spread at R − 1 degrees of freedom plus the image bootstrap."""
+    seeds = sorted(runs)
+    if not seeds:
+        raise KdtuneError("mean interval: no run")
+    images = _check_images((f"seed {s}", runs[s]) for s in seeds)
+    draws = image_draws(len(images), samples, seed)
+    reps = np.stack([ap_replicates(runs[s], draws) for s in seeds], axis=1)
+    return paired_estimate([runs[s].ap() for s in seeds], reps, len(images)).interval(confidence)
+
+
+# --- the block ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -71,80 +231,6 @@ class Standing:
         return float(np.std(list(self.values.values()), ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
 
-def paired_difference(
-    a: Mapping[int, ImageMatches],
-    b: Mapping[int, ImageMatches],
-    *,
-    samples: int = SAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> Difference:
-    """ΔAP of ``a`` over ``b`` (each: training seed → matching on the same images), paired by
-    seed and by image; only the seeds both have count."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        raise KdtuneError("paired difference: the two configurations share no training seed")
-    images = a[seeds[0]].image_ids
-    for s in seeds:
-        if a[s].image_ids != images or b[s].image_ids != images:
-            raise KdtuneError(
-                f"paired difference: seed {s} was evaluated on other images than seed {seeds[0]}"
-            )
-    per_seed = [a[s].ap() - b[s].ap() for s in seeds]
-    deltas = [
-        float(np.mean([a[s].ap(weights) - b[s].ap(weights) for s in drawn]))
-        for weights, drawn in _replicates(seeds, len(images), samples, seed)
-    ]
-    low, high = _interval(deltas, confidence)
-    n = len(images)
-    return Difference(
-        mean=float(np.mean(per_seed)),
-        low=float(low),
-        high=float(high),
-        per_seed=tuple(float(d) for d in per_seed),
-        seeds=len(seeds),
-        images=n,
-    )
-
-
-def mean_interval(
-    runs: Mapping[int, ImageMatches],
-    *,
-    samples: int = SAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """A bootstrap interval (over images and seeds) of one configuration's mean AP over its
-    seeds (``runs``: training seed → matching)."""
-    seeds = sorted(runs)
-    if not seeds:
-        raise KdtuneError("mean interval: no run")
-    n = len(runs[seeds[0]].image_ids)
-    means = [
-        float(np.mean([runs[s].ap(weights) for s in drawn]))
-        for weights, drawn in _replicates(seeds, n, samples, seed)
-    ]
-    return _interval(means, confidence)
-
-
-def _replicates(
-    seeds: list[int], images: int, samples: int, seed: int
-) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """Bootstrap draws: per replicate, each image's count (drawn with replacement) and the
-    seeds drawn with replacement."""
-    rng = np.random.default_rng(seed)
-    for _ in range(samples):
-        weights = np.bincount(rng.integers(0, images, images), minlength=images)
-        drawn = [seeds[int(i)] for i in rng.integers(0, len(seeds), len(seeds))]
-        yield weights, drawn
-
-
-def _interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(np.asarray(values, dtype=float), [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
 def rank(values: Mapping[str, Mapping[int, float]]) -> list[Standing]:
     """Configurations (schedule spec → seed → final AP) by mean AP, best first."""
     standings = [Standing(spec, dict(v)) for spec, v in values.items() if v]
@@ -152,20 +238,372 @@ def rank(values: Mapping[str, Mapping[int, float]]) -> list[Standing]:
 
 
 def label(spec: str) -> str:
-    """A schedule as a reader names it: ``α = 0.1 (fixed:0.9)``; a schedule's spec as it is."""
-    if spec.startswith("fixed:"):
-        try:
-            alpha = round(1.0 - float(spec.split(":", 1)[1]), 10)
-        except ValueError:
-            return spec
-        return f"α = {alpha:g} ({spec})"
-    return spec
+    """A schedule as a reader names it, the spec after it: ``α 0.1 / β 0.9 [fixed:0.9]``."""
+    spoken = words(spec)
+    return spoken if spoken == spec else f"{spoken} [{spec}]"
+
+
+def verdict_block(
+    runs: Mapping[str, Mapping[int, Run]],
+    *,
+    default: str,
+    ground_truth: str = GROUND_TRUTH,
+    margin: float = MARGIN,
+    confidence: float = CONFIDENCE,
+    samples: int = SAMPLES,
+    seed: int = 0,
+    looks: int = 1,
+) -> dict[str, Any]:
+    """The verdict block of ``runs`` (schedule spec → training seed → matching or failure).
+
+    ``default`` is the seed's default schedule, ``ground_truth`` the α = 1 schedule; ``margin``
+    the equivalence margin (AP), ``confidence`` each interval's level (the block's claims hold
+    together at 1 − confidence), ``looks`` how many times a race will look at the same
+    configurations (the family's level is split evenly over them). A racing round calls this
+    after each round; :func:`race` reads what it needs from the record."""
+    check_level(margin, confidence)
+    if not isinstance(samples, int) or samples < 100:
+        raise KdtuneError(f"verdict: samples must be an integer of at least 100, got {samples}")
+    if not isinstance(looks, int) or looks < 1:
+        raise KdtuneError(f"verdict: looks must be a positive integer, got {looks}")
+    finished, failures = _split(runs)
+    if not finished:
+        raise KdtuneError("confirmation: no configuration finished a confirmation run")
+    stable = [spec for spec in finished if spec not in failures]
+    pool = stable or list(finished)
+    common = sorted(set.intersection(*(set(finished[spec]) for spec in pool)))
+    if not common:
+        raise KdtuneError(
+            "verdict: no seed that every configuration finished "
+            f"({', '.join(f'{s}: {sorted(finished[s])}' for s in pool)})"
+        )
+    used = {spec: [s for s in common if s in by_seed] for spec, by_seed in finished.items()}
+    used = {spec: seeds for spec, seeds in used.items() if seeds}
+    images = _check_images(
+        (f"{spec} seed {s}", finished[spec][s]) for spec, seeds in used.items() for s in seeds
+    )
+    draws = image_draws(len(images), samples, seed)
+    ap = {spec: {s: finished[spec][s].ap() for s in seeds} for spec, seeds in used.items()}
+    reps = {
+        spec: {s: ap_replicates(finished[spec][s], draws) for s in seeds}
+        for spec, seeds in used.items()
+    }
+    standings = rank(ap)
+    failed_count = {spec: len(failures.get(spec, {})) for spec in ap}
+    fewest = min(failed_count.values())
+    best = next(s.schedule for s in standings if failed_count[s.schedule] == fewest)
+
+    # every pair's two claims, for the family
+    level = (1.0 - confidence) / looks
+    pairs: dict[tuple[str, str], PairedEstimate] = {}
+    for a, b in combinations([s.schedule for s in standings], 2):
+        shared = [s for s in used[a] if s in used[b]]
+        if not shared:
+            continue
+        per_seed = [ap[a][s] - ap[b][s] for s in shared]
+        diff_reps = np.stack([reps[a][s] - reps[b][s] for s in shared], axis=1)
+        pairs[(a, b)] = paired_estimate(per_seed, diff_reps, len(images))
+    keys = [k for k, est in pairs.items() if est.seeds_measured]
+    order = [pairs[k].p_differs(level) for k in keys] + [
+        pairs[k].p_equivalent(margin, level) for k in keys
+    ]
+    tests = [_differs_test(pairs[k]) for k in keys] + [
+        _equivalent_test(pairs[k], margin) for k in keys
+    ]
+    held = holm_tests(order, tests, level, cap=len(keys))
+    claims = {k: (held[i], held[len(keys) + i]) for i, k in enumerate(keys)}
+    family = {
+        "method": "Holm",
+        "level": level,
+        "pairs": len(keys),
+        "claims": 2 * len(keys),
+        "looks": looks,
+    }
+
+    distilled = [s.schedule for s in standings if s.schedule != ground_truth]
+    best_distilled = next(
+        (s for s in distilled if failed_count[s] == fewest), distilled[0] if distilled else None
+    )
+    others = [s.schedule for s in standings if s.schedule != best]
+    roles: dict[str, list[str]] = {spec: [] for spec in others}
+    if default in roles:
+        roles[default].append(ROLE_DEFAULT)
+    if others:
+        roles[others[0]].append(ROLE_RUNNER_UP)
+    if best != ground_truth and ground_truth in roles:
+        roles[ground_truth].append(ROLE_WORTH)
+    elif best == ground_truth and best_distilled in roles:
+        roles[str(best_distilled)].append(ROLE_WORTH)
+    comparisons = []
+    for other in others:
+        key, flip = ((best, other), False) if (best, other) in pairs else ((other, best), True)
+        if key not in pairs:
+            continue
+        est = pairs[key]
+        if flip:
+            est = PairedEstimate(-est.mean, est.seed_var, est.image_var, est.seeds, est.images)
+        shared = [s for s in used[best] if s in used[other]]
+        comparisons.append(
+            _comparison(
+                best,
+                other,
+                roles[other] or [ROLE_OTHER],
+                est,
+                [ap[best][s] - ap[other][s] for s in shared],
+                claims.get(key),
+                default=default,
+                margin=margin,
+                confidence=confidence,
+                level=level,
+                family=family,
+            )
+        )
+    comparisons.sort(key=lambda c: _ROLE_ORDER.index(c["role"]))
+    block: dict[str, Any] = {
+        "version": VERSION,
+        "recommended": best,
+        "recommended_words": words(best),
+        "default": default,
+        "ground_truth": ground_truth,
+        "margin": margin,
+        "confidence": confidence,
+        "family": family,
+        "seeds": common,
+        "images": len(images),
+        "ranking": [
+            {
+                "schedule": s.schedule,
+                "words": words(s.schedule),
+                "mean": s.mean,
+                "se": s.se,
+                "values": {str(k): v for k, v in sorted(s.values.items())},
+                "failed": {str(k): r for k, r in sorted(failures.get(s.schedule, {}).items())},
+            }
+            for s in sorted(standings, key=lambda s: failed_count[s.schedule] > fewest)
+        ],  # the recommendation first: configurations with more failures rank below
+        "failures": [
+            {"schedule": spec, "seed": s, "reason": reason}
+            for spec, by_seed in sorted(failures.items())
+            for s, reason in sorted(by_seed.items())
+        ],
+        "passed_over": [
+            s.schedule for s in standings[: [x.schedule for x in standings].index(best)]
+        ],
+        "comparisons": comparisons,
+        "equivalent": [c["against"] for c in comparisons if c["outcome"] == EQUIVALENT],
+    }
+    block["race"] = race(block)
+    block["sentence"] = comparisons[0]["sentence"] if comparisons else _alone(standings[0])
+    return block
+
+
+def _differs_test(est: PairedEstimate) -> Callable[[float], bool]:
+    return lambda level: est.p_differs(level) <= level
+
+
+def _equivalent_test(est: PairedEstimate, margin: float) -> Callable[[float], bool]:
+    return lambda level: est.p_equivalent(margin, level) <= level
+
+
+def _split(
+    runs: Mapping[str, Mapping[int, Run]],
+) -> tuple[dict[str, dict[int, ImageMatches]], dict[str, dict[int, str]]]:
+    """The finished runs and the failures, per configuration."""
+    if not isinstance(runs, Mapping):
+        raise KdtuneError("verdict: expected configuration → seed → matching or failure")
+    finished: dict[str, dict[int, ImageMatches]] = {}
+    failures: dict[str, dict[int, str]] = {}
+    for spec, by_seed in runs.items():
+        for s, run in by_seed.items():
+            if isinstance(run, Failure):
+                failures.setdefault(spec, {})[int(s)] = run.reason
+            elif isinstance(run, ImageMatches):
+                finished.setdefault(spec, {})[int(s)] = run
+            else:
+                raise KdtuneError(
+                    f"verdict: {spec} seed {s}: expected a matching or a Failure, "
+                    f"got {type(run).__name__}"
+                )
+    return finished, failures
+
+
+def _comparison(
+    best: str,
+    other: str,
+    roles: list[str],
+    est: PairedEstimate,
+    per_seed: list[float],
+    held: tuple[float | None, float | None] | None,
+    *,
+    default: str,
+    margin: float,
+    confidence: float,
+    level: float,
+    family: Mapping[str, Any],
+) -> dict[str, Any]:
+    low, high = est.interval(confidence)
+    outcome, more = UNDECIDED, None
+    if held is not None:
+        if held[0] is not None:
+            outcome = BEATS if est.mean > 0 else TRAILS
+        elif held[1] is not None:
+            outcome = EQUIVALENT
+        else:
+            more = seeds_needed(est, margin, level / max(int(family["pairs"]), 1))
+    record: dict[str, Any] = {
+        "against": other,
+        "subject": best,
+        "role": min(roles, key=_ROLE_ORDER.index),
+        "roles": roles,
+        "mean": est.mean,
+        "low": low,
+        "high": high,
+        "se": est.se,
+        "df": est.df((1.0 - confidence) / 2.0),
+        "seed_sd": est.seed_sd,
+        "image_se": math.sqrt(est.image_var),
+        "per_seed": per_seed,
+        "seeds": est.seeds,
+        "images": est.images,
+        "seeds_measured": est.seeds_measured,
+        "p_differs": est.p_differs(level),
+        "p_equivalent": est.p_equivalent(margin, level),
+        "claim_level": None if held is None else (held[0] if held[0] is not None else held[1]),
+        "outcome": outcome,
+        "more_seeds": None if more is None else more - est.seeds,
+    }
+    record["sentence"] = _sentence(record, default=default, margin=margin, family=family)
+    return record
+
+
+def _name(spec: str, default: str, ground_truth: str = GROUND_TRUTH) -> str:
+    if spec == default:
+        return f"the seed default {words(spec)}"
+    if spec == ground_truth:
+        return f"ground truth alone ({words(spec)})"
+    return words(spec)
+
+
+def _sentence(
+    c: Mapping[str, Any], *, default: str, margin: float, family: Mapping[str, Any]
+) -> str:
+    a, b = _name(c["subject"], default), _name(c["against"], default)
+    figures = f"{c['mean']:+.3f} AP [{c['low']:+.3f}, {c['high']:+.3f}]"
+    size = f"({c['seeds']} seed{'s' if c['seeds'] != 1 else ''} × {c['images']} images)"
+    if not c["seeds_measured"]:
+        return (
+            f"{a} against {b}: {figures} on these images only; one seed says nothing "
+            f"about other seeds, so no claim {size}"
+        )
+    held = f"Holm, {family['claims']} claims at {family['level']:.0%} family-wise"
+    if c["outcome"] == BEATS:
+        return f"{a} beats {b} by {figures}; {held} {size}"
+    if c["outcome"] == TRAILS:
+        return f"{a} trails {b} by {figures}; {held} {size}"
+    if c["outcome"] == EQUIVALENT:
+        return f"{a} is equivalent to {b} within ±{margin:g} AP: {figures}; {held} {size}"
+    more = c["more_seeds"]
+    tell = (
+        f"about {more} more seed{'s' if more != 1 else ''} would tell"
+        if more is not None
+        else "more seeds alone are unlikely to tell (the images' spread, or a mean near the margin)"
+    )
+    return f"{a} against {b} is undecided: {figures}; {tell}; {held} {size}"
+
+
+def _alone(best: Standing) -> str:
+    return (
+        f"{label(best.schedule)} was the only configuration confirmed: mean AP "
+        f"{best.mean:.3f} ± {best.se:.3f} over {len(best.values)} seeds; nothing to compare"
+    )
+
+
+def race(block: Mapping[str, Any]) -> dict[str, Any]:
+    """What a racing round needs from a block: the leader, the configurations it beats (they
+    leave the race), those equivalent to it, those still undecided, and whether to stop (no
+    undecided configuration left: one remains, or the rest are equivalent)."""
+    by = {
+        o: [c["against"] for c in block["comparisons"] if c["outcome"] == o]
+        for o in (BEATS, TRAILS, EQUIVALENT, UNDECIDED)
+    }
+    stop = not by[UNDECIDED] and not by[TRAILS]
+    if not block["comparisons"]:
+        why = "one configuration"
+    elif not stop:
+        why = "undecided configurations remain"
+    elif by[EQUIVALENT]:
+        why = f"the rest are beaten or equivalent within ±{block['margin']:g} AP"
+    else:
+        why = "the leader beats every other configuration"
+    return {
+        "leader": block["recommended"],
+        "beaten": by[BEATS],
+        "beats_leader": by[TRAILS],
+        "equivalent": by[EQUIVALENT],
+        "undecided": by[UNDECIDED],
+        "stop": stop,
+        "why": why,
+    }
+
+
+def render(block: Mapping[str, Any]) -> str:
+    """The block as a person reads it, one statement a line."""
+    best = block["recommended"]
+    top = next(r for r in block["ranking"] if r["schedule"] == best)
+    n = len(top["values"])
+    lines = [
+        f"recommendation: {label(best)}, mean AP {top['mean']:.3f} ± {top['se']:.3f} "
+        f"(standard error over {n} seed{'s' if n != 1 else ''})"
+    ]
+    for spec in block.get("passed_over", []):
+        failed = next(r["failed"] for r in block["ranking"] if r["schedule"] == spec)
+        lines.append(
+            f"not recommended: {label(spec)} ranks higher but failed {len(failed)} run"
+            f"{'s' if len(failed) != 1 else ''}"
+        )
+    comps = block["comparisons"]
+    worth = next((c for c in comps if ROLE_WORTH in c["roles"]), None)
+    lines.append(
+        f"distillation's worth: {worth['sentence']}"
+        if worth
+        else "distillation's worth: not measured (α 1 / β 0 was not confirmed beside it)"
+    )
+    default = next((c for c in comps if ROLE_DEFAULT in c["roles"]), None)
+    if default is not None:
+        lines.append(f"against the seed default: {default['sentence']}")
+    elif best == block["default"]:
+        lines.append("against the seed default: the recommendation is the seed default")
+    margin = block["margin"]
+    equivalent = [label(s) for s in block["equivalent"]]
+    lines.append(
+        f"equivalent to the best within ±{margin:g} AP: "
+        + (", ".join(equivalent) if equivalent else "none yet")
+    )
+    for c in comps:
+        if c is worth or c is default:
+            continue
+        lines.append(f"  {c['sentence']}")
+    for f in block["failures"]:
+        lines.append(
+            f"failed: {label(f['schedule'])} seed {f['seed']} ({f['reason']}); counted against it"
+        )
+    family = block["family"]
+    lines.append(
+        f"all claims together at {family['level']:.0%} family-wise (Holm over {family['pairs']} "
+        f"pairs × differs/equivalent); seeds {block['seeds']}, {block['images']} images"
+    )
+    return "\n".join(lines)
+
+
+# --- today's callers -------------------------------------------------------------------------
 
 
 def sentence(a: str, b: str, diff: Difference) -> str:
-    """The verdict on ``a`` against ``b`` as one sentence."""
+    """The verdict on ``a`` against ``b`` (one pair alone, no family) as one sentence."""
     figures = f"{diff.mean:+.3f} AP [{diff.low:+.3f}, {diff.high:+.3f}]"
     size = f"({diff.seeds} seed{'s' if diff.seeds != 1 else ''} × {diff.images} images)"
+    if diff.seeds < 2:
+        return f"{a} against {b}: {figures} on these images only; one seed, no claim {size}"
     if diff.sign > 0:
         return f"{a} beats {b} by {figures} {size}"
     if diff.sign < 0:
@@ -174,66 +612,35 @@ def sentence(a: str, b: str, diff: Difference) -> str:
 
 
 def confirm_verdict(
-    matches: Mapping[str, Mapping[int, ImageMatches]],
+    matches: Mapping[str, Mapping[int, Run]],
     default: str,
     *,
     samples: int = SAMPLES,
     seed: int = 0,
+    margin: float = MARGIN,
+    confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
-    """The confirmation stage's outcome as a plain record: the ranking, the recommendation
-    (the best mean), its paired differences against the seed's default ``default``, the
-    runner-up and any other confirmed configuration, and the verdict sentence (against the
-    default when the recommendation is not the default, else against the runner-up)."""
-    values = {spec: {s: m.ap() for s, m in by_seed.items()} for spec, by_seed in matches.items()}
-    standings = rank(values)
-    if not standings:
-        raise KdtuneError("confirmation: no configuration finished a confirmation run")
-    best = standings[0]
-    default_name = f"the seed default {label(default).split(' (')[0]}"
-    runner_up = next((s.schedule for s in standings[1:]), None)
-    others = [s.schedule for s in standings[1:]]
-    others.sort(key=lambda spec: (spec != default, spec != runner_up))  # default, runner-up, …
-    comparisons: list[dict[str, Any]] = []
-    for other in others:
-        diff = paired_difference(matches[best.schedule], matches[other], samples=samples, seed=seed)
-        if other == default:
-            role, name = "seed default", default_name
-        elif other == runner_up:
-            role, name = "runner-up", f"the runner-up {label(other)}"
-        else:
-            role, name = "other", label(other)
-        comparisons.append(
-            {
-                "against": other,
-                "role": role,
-                **asdict(diff),
-                "per_seed": list(diff.per_seed),  # JSON-native: search.json reads back equal
-                "sentence": sentence(_subject(best.schedule, default), name, diff),
-            }
-        )
-    return {
-        "recommended": best.schedule,
-        "ranking": [
-            {
-                "schedule": s.schedule,
-                "mean": s.mean,
-                "se": s.se,
-                "values": {str(seed): v for seed, v in sorted(s.values.items())},
-            }
-            for s in standings
-        ],
-        "comparisons": comparisons,
-        "sentence": comparisons[0]["sentence"] if comparisons else _alone(best),
-    }
+    """:func:`verdict_block` of the confirmation stage (a name today's callers use)."""
+    return verdict_block(
+        matches,
+        default=default,
+        samples=samples,
+        seed=seed,
+        margin=margin,
+        confidence=confidence,
+    )
 
 
-def verdict_of_runs(
-    runs: list[TrialRecord], default: str, *, samples: int = SAMPLES, seed: int = 0
-) -> dict[str, Any]:
-    """:func:`confirm_verdict` of the complete confirmation runs ``runs``, read from the
-    validation detections each kept in its final checkpoint."""
-    matches: dict[str, dict[int, ImageMatches]] = {}
-    for run in runs:
+def runs_of(records: Sequence[TrialRecord]) -> dict[str, dict[int, Run]]:
+    """Confirmation runs as the block's input: a complete run's matching (read from the
+    validation detections kept in its final checkpoint), a failed one's :class:`Failure`."""
+    runs: dict[str, dict[int, Run]] = {}
+    for run in records:
+        spec, s = run.reported_schedule, int(run.config.get("seed", 0))
+        if run.state == FAILED:
+            reason = "diverged" if run.diverged else (run.error or "failed")
+            runs.setdefault(spec, {})[s] = Failure(reason)
+            continue
         if run.state != COMPLETE or not run.checkpoint_dir:
             continue
         path = Path(run.checkpoint_dir) / DETECTIONS_FILE
@@ -241,17 +648,12 @@ def verdict_of_runs(
             raise KdtuneError(
                 f"confirmation run {run.trial_id}: no {DETECTIONS_FILE} in {path.parent}"
             )
-        spec = run.reported_schedule
-        matches.setdefault(spec, {})[int(run.config.get("seed", 0))] = load_matches(path)
-    return confirm_verdict(matches, default, samples=samples, seed=seed)
+        runs.setdefault(spec, {})[s] = load_matches(path)
+    return runs
 
 
-def _subject(spec: str, default: str) -> str:
-    return f"the seed default {label(spec).split(' (')[0]}" if spec == default else label(spec)
-
-
-def _alone(best: Standing) -> str:
-    return (
-        f"{label(best.schedule)} was the only configuration confirmed: mean AP "
-        f"{best.mean:.3f} ± {best.se:.3f} over {len(best.values)} seeds; nothing to compare"
-    )
+def verdict_of_runs(
+    runs: list[TrialRecord], default: str, *, samples: int = SAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`verdict_block` of the confirmation runs ``runs`` (:func:`runs_of`)."""
+    return confirm_verdict(runs_of(runs), default, samples=samples, seed=seed)

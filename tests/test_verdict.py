@@ -6,8 +6,12 @@ there is none."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,11 +31,16 @@ from kdtune.evaluate import (
 )
 from kdtune.verdict import (
     Difference,
+    Failure,
+    ap_replicates,
     confirm_verdict,
+    image_draws,
     label,
     paired_difference,
     rank,
+    render,
     sentence,
+    verdict_block,
 )
 
 
@@ -201,11 +210,12 @@ def test_confirm_verdict_ranks_by_mean_and_compares_with_default_and_runner_up(
     assert means == sorted(means, reverse=True)
     assert [c["role"] for c in v["comparisons"]] == ["seed default", "runner-up"]
     assert [c["against"] for c in v["comparisons"]] == ["fixed:0.75", "linear:0.9:0.5"]
-    assert v["sentence"].startswith("α = 0.1 (fixed:0.9) beats the seed default α = 0.25 by +")
+    assert v["sentence"].startswith("α 0.1 / β 0.9 beats the seed default α 0.25 / β 0.75 by +")
+    assert "Holm, 6 claims at 5% family-wise" in v["sentence"]
     assert v["sentence"].endswith(f"(3 seeds × {len(ids)} images)")
     # the default itself ranked first: compared with the runner-up
     w = confirm_verdict({k: matches[k] for k in ("fixed:0.9", "fixed:0.75")}, "fixed:0.9")
-    assert w["sentence"].startswith("the seed default α = 0.1 beats the runner-up α = 0.25")
+    assert w["sentence"].startswith("the seed default α 0.1 / β 0.9 beats α 0.25 / β 0.75 by +")
 
 
 def test_rank_and_standard_error() -> None:
@@ -223,7 +233,7 @@ def test_rank_and_standard_error() -> None:
 )
 def test_the_sentence_follows_the_interval(mean: float, spread: float, shift: float) -> None:
     low, high = mean + shift - spread, mean + shift + spread
-    d = Difference(mean, low, high, (mean,), 1, 10)
+    d = Difference(mean, low, high, (mean, mean), 2, 10)
     text = sentence("A", "B", d)
     if low > 0:
         assert text.startswith("A beats B by ")
@@ -231,10 +241,180 @@ def test_the_sentence_follows_the_interval(mean: float, spread: float, shift: fl
         assert text.startswith("A trails B by ")
     else:
         assert text.startswith("A is not distinguishable from B: ")
-    assert text.endswith("(1 seed × 10 images)")
+    assert text.endswith("(2 seeds × 10 images)")
+    one = sentence("A", "B", Difference(mean, low, high, (mean,), 1, 10))
+    assert "on these images only; one seed, no claim" in one and "beats" not in one
 
 
 def test_labels() -> None:
-    assert label("fixed:0.75") == "α = 0.25 (fixed:0.75)"
-    assert label("fixed:1") == "α = 0 (fixed:1)"
-    assert label("cosine:0.9:0.5") == "cosine:0.9:0.5"
+    assert label("fixed:0.75") == "α 0.25 / β 0.75 [fixed:0.75]"
+    assert label("fixed:1") == "α 0 / β 1 [fixed:1]"
+    assert label("cosine:0.9:0.5") == "β 0.9 → 0.5 (cosine) [cosine:0.9:0.5]"
+    assert label("not-a-spec") == "not-a-spec"
+
+
+# --- the block, on simulated confirmations ----------------------------------------------------
+
+
+def _simulator() -> Any:
+    """benchmarks/verdict_calibration.py: ImageMatches of simulated configurations."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verdict_calibration.py"
+    spec = importlib.util.spec_from_file_location("verdict_calibration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("verdict_calibration", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+SIM = _simulator()
+
+
+def _runs(configs: dict[str, float], seeds: int, *, seed: int = 0, images: int = 80) -> dict:
+    sc = SIM.Scenario("test", seed_sd=0.05, image_sd=0.05, run_sd=0.2, images=images)
+    return SIM.simulate(sc, configs, seeds, np.random.default_rng(seed))
+
+
+def test_batched_replicates_equal_ap_on_each_draw(synth_val: tuple[COCO, list[int]]) -> None:
+    gt, ids = synth_val
+    draws = image_draws(len(ids), 30, seed=4)
+    for m in (
+        match_images(gt, _noisy(gt, ids, seed=5, noise=3.0, drop=0.2), ids),
+        match_images(gt, [], ids),
+        _runs({"a": 0.0}, 1)["a"][0],
+    ):
+        w = draws if len(m.image_ids) == len(ids) else image_draws(len(m.image_ids), 30, 4)
+        expected = [m.ap(row) for row in w]
+        assert ap_replicates(m, w) == pytest.approx(expected, abs=1e-12)
+        assert ap_replicates(m, np.zeros((2, len(m.image_ids)))).tolist() == [0.0, 0.0]
+
+
+def test_the_block_states_worth_default_and_equivalence_with_words() -> None:
+    runs = _runs({"fixed:0": 0.0, "fixed:0.5": 0.6, "fixed:0.75": 0.0, "linear:0.9:0.5": 0.6}, 4)
+    block = verdict_block(runs, default="fixed:0.75", margin=0.02, samples=300)
+    assert json.loads(json.dumps(block, allow_nan=False)) == block  # JSON-native
+    best = block["recommended"]
+    assert best in ("fixed:0.5", "linear:0.9:0.5")
+    roles = {c["against"]: c["roles"] for c in block["comparisons"]}
+    assert "distillation's worth" in roles["fixed:0"]
+    assert "seed default" in roles["fixed:0.75"]
+    outcome = {c["against"]: c["outcome"] for c in block["comparisons"]}
+    assert outcome["fixed:0"] == "beats" and outcome["fixed:0.75"] == "beats"
+    twin = "linear:0.9:0.5" if best == "fixed:0.5" else "fixed:0.5"
+    assert outcome[twin] in ("equivalent", "undecided")
+    assert block["family"] == {
+        "method": "Holm",
+        "level": pytest.approx(0.05),
+        "pairs": 6,
+        "claims": 12,
+        "looks": 1,
+    }
+    text = render(block)
+    assert "distillation's worth: " in text and "ground truth alone (α 1 / β 0)" in text
+    assert "against the seed default: " in text and "the seed default α 0.25 / β 0.75" in text
+    assert "equivalent to the best within ±0.02 AP: " in text
+    assert "all claims together at 5% family-wise (Holm over 6 pairs" in text
+    assert block["race"]["leader"] == best
+    assert set(block["race"]["beaten"]) == {"fixed:0", "fixed:0.75"}
+    assert block["race"]["stop"] == (outcome[twin] == "equivalent")
+
+
+def test_equal_configurations_are_equivalent_and_the_race_stops() -> None:
+    runs = _runs({"fixed:0": 0.3, "fixed:0.5": 0.3}, 5, images=300)
+    block = verdict_block(runs, default="fixed:0", margin=0.05, samples=300)
+    (c,) = block["comparisons"]
+    assert c["outcome"] == "equivalent" and block["equivalent"] == [c["against"]]
+    assert "is equivalent to" in c["sentence"] and "within ±0.05 AP" in c["sentence"]
+    assert block["race"] == {
+        "leader": block["recommended"],
+        "beaten": [],
+        "beats_leader": [],
+        "equivalent": [c["against"]],
+        "undecided": [],
+        "stop": True,
+        "why": "the rest are beaten or equivalent within ±0.05 AP",
+    }
+
+
+def test_an_undecided_comparison_says_how_many_more_seeds_would_tell() -> None:
+    runs = _runs({"fixed:0.5": 0.0, "fixed:0.75": 0.0}, 3, images=400)
+    block = verdict_block(runs, default="fixed:0.75", margin=0.005, samples=300)
+    (c,) = block["comparisons"]
+    assert c["outcome"] == "undecided" and not block["race"]["stop"]
+    assert block["race"]["undecided"] == ["fixed:0.75"] or block["race"]["undecided"] == [
+        "fixed:0.5"
+    ]
+    assert c["more_seeds"] >= 1
+    assert f"is undecided: {c['mean']:+.3f} AP" in c["sentence"]
+    assert f"about {c['more_seeds']} more seed" in c["sentence"]
+    # on few images the images' own spread decides: more seeds alone would not
+    few = _runs({"fixed:0.5": 0.0, "fixed:0.75": 0.0}, 3, images=12)
+    (d,) = verdict_block(few, default="fixed:0.75", samples=300)["comparisons"]
+    assert d["outcome"] == "undecided" and d["more_seeds"] is None
+    assert "more seeds alone are unlikely to tell" in d["sentence"]
+
+
+def test_a_failed_run_is_listed_and_keeps_its_configuration_from_the_recommendation() -> None:
+    runs = _runs({"fixed:0.5": 1.0, "fixed:0.75": 0.0, "fixed:0": 0.0}, 3)
+    runs["fixed:0.5"][2] = Failure("diverged")  # the best configuration is unstable
+    block = verdict_block(runs, default="fixed:0.75", samples=200)
+    assert block["recommended"] != "fixed:0.5"
+    assert block["failures"] == [{"schedule": "fixed:0.5", "seed": 2, "reason": "diverged"}]
+    assert block["passed_over"] == ["fixed:0.5"]
+    assert block["ranking"][0]["schedule"] == block["recommended"]  # unstable ones rank below
+    assert block["ranking"][-1]["schedule"] == "fixed:0.5"
+    assert block["seeds"] == [0, 1, 2]  # every configuration without failures finished these
+    unstable = next(r for r in block["ranking"] if r["schedule"] == "fixed:0.5")
+    assert unstable["failed"] == {"2": "diverged"} and sorted(unstable["values"]) == ["0", "1"]
+    text = render(block)
+    assert "not recommended: α 0.5 / β 0.5 [fixed:0.5] ranks higher but failed 1 run" in text
+    assert "failed: α 0.5 / β 0.5 [fixed:0.5] seed 2 (diverged); counted against it" in text
+    # ranking and tests on the same seeds: a seed one stable configuration lacks is left out
+    del runs["fixed:0.75"][1]
+    assert verdict_block(runs, default="fixed:0.75", samples=200)["seeds"] == [0, 2]
+
+
+def test_one_seed_makes_no_claim_and_says_so() -> None:
+    runs = _runs({"fixed:0.5": 1.0, "fixed:0.75": 0.0}, 1)
+    block = verdict_block(runs, default="fixed:0.75", samples=200)
+    (c,) = block["comparisons"]
+    assert not c["seeds_measured"] and c["outcome"] == "undecided" and c["more_seeds"] is None
+    assert "on these images only; one seed says nothing about other seeds" in c["sentence"]
+    assert block["family"]["claims"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"margin": 0.0}, "^margin: must be a positive AP difference"),
+        ({"margin": -0.01}, "^margin: must be a positive AP difference"),
+        ({"confidence": 1.0}, "^confidence: must be between 0 and 1"),
+        ({"confidence": 0.0}, "^confidence: must be between 0 and 1"),
+        ({"samples": 10}, "^verdict: samples must be an integer of at least 100"),
+        ({"looks": 0}, "^verdict: looks must be a positive integer"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line(kwargs: dict, message: str) -> None:
+    runs = _runs({"fixed:0.5": 0.0, "fixed:0.75": 0.0}, 2)
+    with pytest.raises(KdtuneError, match=message) as info:
+        verdict_block(runs, default="fixed:0.75", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_inputs_the_block_cannot_judge_are_refused() -> None:
+    runs = _runs({"fixed:0.5": 0.0, "fixed:0.75": 0.0}, 2)
+    with pytest.raises(KdtuneError, match="expected a matching or a Failure, got float"):
+        verdict_block({"fixed:0.5": {0: 0.5}}, default="fixed:0.75")
+    with pytest.raises(KdtuneError, match="no configuration finished"):
+        verdict_block({"fixed:0.5": {0: Failure("failed")}}, default="fixed:0.75")
+    with pytest.raises(KdtuneError, match="no seed that every configuration finished"):
+        verdict_block(
+            {"fixed:0.5": {0: runs["fixed:0.5"][0]}, "fixed:0.75": {1: runs["fixed:0.75"][1]}},
+            default="fixed:0.75",
+        )
+    other = _runs({"fixed:0.75": 0.0}, 1, images=81)
+    with pytest.raises(KdtuneError, match="evaluated on other images"):
+        verdict_block(
+            {"fixed:0.5": {0: runs["fixed:0.5"][0]}, "fixed:0.75": other["fixed:0.75"]},
+            default="fixed:0.75",
+        )
