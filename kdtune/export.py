@@ -149,6 +149,7 @@ def paired_holdout(
     """Train ``best`` and ``reference`` with each of ``seeds`` and evaluate both on ``split``:
     each one's AP per seed, mean and interval, and their paired difference (bootstrap over the
     split's images and the seeds) as a verdict sentence."""
+    from kdtune.schedules import words
     from kdtune.verdict import label, mean_interval, paired_difference, sentence
 
     say = log or (lambda _m: None)
@@ -189,7 +190,7 @@ def paired_holdout(
             **asdict(diff),
             "sentence": sentence(
                 label(best.schedule),
-                f"the seed default {label(reference.schedule).split(' (')[0]}",
+                f"the seed default {words(reference.schedule)}",
                 diff,
             ),
         }
