@@ -197,6 +197,7 @@ class PruningOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Load the snapshot, then catch up with the study, which may be ahead of it."""
+        self.__dict__.pop("_kd_trial_ids", None)  # the snapshot's trials replace any unopened
         super().restore(checkpoint_path)
         self._kd_open_study()
         self._kd_closed = False  # a resumed search may suggest again
