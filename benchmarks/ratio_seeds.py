@@ -97,8 +97,8 @@ def main() -> None:
         "amp": True,
     }
     # the bank (and data) once, before the workers start, so that no two build it
-    from kdtune.search.prepare import teacher_and_bank
     from kdtune.config import TrainConfig
+    from kdtune.search.prepare import teacher_and_bank
 
     teacher_and_bank(TrainConfig.from_dict({**budget, "schedule": "fixed:0.75"}), results, print)
     jobs = [

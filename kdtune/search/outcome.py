@@ -88,6 +88,7 @@ def write_guided_space(space_file: Path, space: Any, points: list[str], out: Pat
     if isinstance(raw.get("teacher"), dict) and raw["teacher"].get("checkpoint"):
         raw["teacher"]["checkpoint"] = space.teacher.checkpoint
     raw["sampler"] = {"type": "grid", "seed": 0}
+    raw.pop("warm_start", None)  # a grid runs its own points (the space refuses both)
     budget = dict(raw.get("budget") or {})
     budget.pop("num_samples", None)
     raw["budget"] = budget

@@ -4,8 +4,9 @@ Tune's events reach the search's :class:`_Monitor` through :class:`_MonitorCallb
 finds it in the run's :class:`~kdtune.tune.protocol.LiveRun` (handed again to the copy of the
 callback that ``Tuner.restore`` unpickles, see :meth:`_MonitorCallback.kd_attach`).
 ``search.json`` (a :class:`~kdtune.results.SearchResult`) is rewritten as trials report and
-end, so a killed search still leaves a useful file; at the end each trial takes the state the Optuna study holds, with
-the reason it stopped early (:data:`~kdtune.tune.protocol.STOP_REASON_ATTR`).
+end, so a killed search still leaves a useful file; at the end each trial takes the state the
+Optuna study holds, with the reason it stopped early
+(:data:`~kdtune.tune.protocol.STOP_REASON_ATTR`).
 """
 
 from __future__ import annotations
