@@ -171,11 +171,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kind = "truth table" if full else "slice"
     threads = max(1, (os.cpu_count() or 1) // args.workers)
 
-    from kdtune.api import _prepare
     from kdtune.config import TrainConfig
+    from kdtune.search.prepare import teacher_and_bank
 
     # the data, the teacher and its bank once, before the workers start, so that no two build it
-    _prepare(TrainConfig.from_dict(base), results, print)
+    teacher_and_bank(TrainConfig.from_dict(base), results, print)
     shared = shared_parts(base, results, threads)
     commit = git_commit()  # the code the runs are trained with (its digest is in `shared`)
     jobs = []

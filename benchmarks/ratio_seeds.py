@@ -90,11 +90,11 @@ def main() -> None:
         "amp": True,
     }
     # the bank (and data) once, before the workers start, so that no two build it
-    from kdtune.api import _prepare
     from kdtune.config import TrainConfig
+    from kdtune.search.prepare import teacher_and_bank
 
     base = TrainConfig.from_dict({**budget, "schedule": "fixed:0.75"}).to_dict()
-    _prepare(TrainConfig.from_dict(base), results, print)
+    teacher_and_bank(TrainConfig.from_dict(base), results, print)
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     # a finished run is reused only when everything that shapes it matches (reuse.py)
     shared = shared_parts(base, results, threads)

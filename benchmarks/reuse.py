@@ -55,15 +55,18 @@ def git_commit(repo: Path = PACKAGE.parent) -> str:
 def teacher_digest(config: dict[str, Any], results: Path) -> str:
     """The digest of the weights the run's teacher has (found, shipped or trained and cached
     as the run itself would); "" for a level without a teacher."""
-    from kdtune.config import TrainConfig
-    from kdtune.models import weights_digest
-    from kdtune.train import prepare_teacher
+    from kdtune.config import TEACHER_OF, TrainConfig
+    from kdtune.models import load_checkpoint, weights_digest
+    from kdtune.teachers import resolve
+    from kdtune.train import fit
 
     cfg = TrainConfig.from_dict(config)
     if cfg.level == "chain":
         cfg = replace(cfg, level="first")
-    teacher = prepare_teacher(cfg, results)
-    return "" if teacher is None else weights_digest(teacher)
+    path = resolve(cfg, results, lambda _m: None, fit=fit)
+    if path is None:
+        return ""
+    return weights_digest(load_checkpoint(path, TEACHER_OF[cfg.level]))
 
 
 def shared_parts(config: dict[str, Any], results: Path, threads: int) -> dict[str, Any]:

@@ -588,7 +588,7 @@ def search(
 def _print_search(outcome: Any) -> None:
     from rich.console import Console
 
-    from kdtune.report import format_best, format_confirmation, summary_table
+    from kdtune.console import format_best, format_confirmation, summary_table
 
     result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
     # the table fits the terminal and prose wraps at words; lines that name paths and values

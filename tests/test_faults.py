@@ -48,9 +48,9 @@ import sys
 sys.path.insert(0, {tests!r})
 import ray.cloudpickle, toy_trial
 ray.cloudpickle.register_pickle_by_value(toy_trial)
-from kdtune import api
+from kdtune.search import prepare
 from kdtune.tune import driver
-api._prepare = lambda base, root, say: None
+prepare.teacher_and_bank = lambda base, root, say: None
 driver.TrainFit = lambda root: toy_trial.toy_fit
 from kdtune.cli import main
 main(sys.argv[1:])
@@ -444,11 +444,11 @@ def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it
 
 FINAL_CLI = CLI.replace(
     "from kdtune.cli import main",
-    "import os, signal, time\nfrom kdtune import searching\n"
+    "import os, signal, time\nfrom kdtune import tracking\n"
     "def stopped(*args, **kwargs):\n"
     "    os.kill(os.getpid(), signal.SIGTERM)\n"
     "    time.sleep(60)\n"
-    "searching.log_search_result = stopped\n"
+    "tracking.log_search_result = stopped\n"
     "from kdtune.cli import main",
 )
 

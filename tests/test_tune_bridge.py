@@ -26,6 +26,7 @@ from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, FAILED, SEARCH_FILE, SPACE_COPY, SearchResult
 from kdtune.space import make_sampler, parse_space
 from kdtune.tune import bridge, driver, records
+from kdtune.tune.protocol import LiveRun
 from kdtune.tune.trial import _set_torch_threads
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -363,6 +364,59 @@ def test_searcher_survives_pickling(space: Any) -> None:
     assert clone.optuna_trial("t") is not None
 
 
+def test_the_runs_state_is_never_pickled_and_a_moved_study_opens_where_the_run_says(
+    space: Any, tmp_path: Path
+) -> None:
+    """Searcher, scheduler and callback pickled as Tune pickles them (a folder that then
+    moves): none carries the run's state; handed the new run's, the searcher opens its study
+    at the new place, the scheduler and callback read the new run's stop and monitor."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    s = make_searcher(space, optuna.storages.RDBStorage(f"sqlite:///{old / 'optuna.db'}"))
+    s.suggest("t")
+    live = LiveRun(monitor="the monitor", stopping=True, storage_url="sqlite:///nowhere.db")
+    s.kd_attach(live)
+    sched = kt.OptunaPruningScheduler(s, "val/ap", live)
+    callback = records._MonitorCallback("bridge", live)
+    blob = pickle.dumps((sched, callback))
+    assert b"the monitor" not in blob and b"nowhere.db" not in blob
+    old.rename(new)
+    sched2, callback2 = pickle.loads(blob)
+    assert all("_kd_live" not in vars(part) for part in (sched2, sched2._searcher, callback2))
+    moved = LiveRun(monitor="moved", storage_url=f"sqlite:///{new / 'optuna.db'}")
+    for part in (sched2, callback2):
+        part.kd_attach(moved)
+    searcher = sched2._searcher
+    assert searcher.study._storage is not None and searcher.optuna_trial("t") is not None
+    assert [t.number for t in searcher.study.get_trials(deepcopy=False)] == [0]
+    assert not (old / "optuna.db").exists()  # nothing opened at the stale path
+    assert callback2._part("monitor") == "moved"
+    assert searcher.suggest("u") not in (None, Searcher.FINISHED)  # the new run: not stopping
+    moved.stopping = True
+    assert searcher.suggest("v") is None
+
+
+def test_contract_a_restored_tuner_holds_its_searcher_scheduler_and_callbacks() -> None:
+    """``driver.restore_tuner`` hands the run's state to what ``Tuner.restore`` unpickled,
+    read from ``Tuner._local_tuner._tune_config`` / ``._run_config``."""
+    from ray.tune.impl.tuner_internal import TunerInternal
+
+    internal = TunerInternal.__new__(TunerInternal)
+    TunerInternal.__init__(
+        internal,
+        trainable=lambda config: None,
+        tune_config=tune.TuneConfig(scheduler=FIFOScheduler()),
+        run_config=tune.RunConfig(callbacks=[records._MonitorCallback("k")]),
+    )
+    assert isinstance(internal._tune_config, tune.TuneConfig), changed(
+        "TunerInternal._tune_config is gone"
+    )
+    assert isinstance(internal._run_config.callbacks[0], records._MonitorCallback), changed(
+        "TunerInternal._run_config no longer holds the callbacks"
+    )
+    assert "_local_tuner" in tune.Tuner.__annotations__, changed("Tuner._local_tuner is gone")
+
+
 # ---------------------------------------------------------------------------------------------
 # Set-up helpers
 
@@ -450,11 +504,12 @@ def test_past_the_time_limit_trials_stop_and_nothing_new_starts(
 ) -> None:
     s = make_searcher(space)
     config = suggest(s, "running")
-    sched = kt.OptunaPruningScheduler(s, "val/ap", key="k")
+    live = LiveRun()
+    sched = kt.OptunaPruningScheduler(s, "val/ap", live)
     trial = SimpleNamespace(trial_id="running", config=config)
     result = {"epoch": 1, "val/ap": 0.9}
     assert sched.on_trial_result(None, trial, result) == TrialScheduler.CONTINUE  # no limit set
-    monkeypatch.setitem(bridge._DEADLINES, "k", time.monotonic() - 1.0)
+    live.deadline = time.monotonic() - 1.0
     assert sched.on_trial_result(None, trial, {"epoch": 2, "val/ap": 0.9}) == TrialScheduler.STOP
     s.on_trial_complete("running", {"epoch": 2, "val/ap": 0.9, "done": True})  # Ray sets done
     frozen = s.study.get_trials(deepcopy=False)[0]

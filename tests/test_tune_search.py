@@ -18,9 +18,9 @@ import ray
 import ray.cloudpickle
 import toy_trial
 
+from kdtune.console import format_best, summary_table
 from kdtune.diagnose import diagnose_trial
 from kdtune.errors import KdtuneError
-from kdtune.report import format_best, summary_table
 from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
 from kdtune.space import parse_space
 from kdtune.tune import run_search

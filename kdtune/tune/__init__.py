@@ -10,7 +10,12 @@ The only kdtune package that imports ray. Its modules, one concern each:
   :func:`run_confirm`): chosen configurations trained again with further seeds;
 - :mod:`kdtune.tune.trial`: the trial as it runs in the Ray worker (:class:`TrainFit`);
 - :mod:`kdtune.tune.records`: the driver's records (``search.json``) and live progress view;
-- :mod:`kdtune.tune.protocol`: what they agree on (config layout, result keys, types).
+- :mod:`kdtune.tune.protocol`: what they agree on (config layout, result keys, types), and
+  :class:`~kdtune.tune.protocol.LiveRun`, the state of one run the driver owns and hands to
+  the searcher, scheduler and callback (never pickled with them).
+
+The search pipeline (:mod:`kdtune.search`) calls :func:`run_search` for its trials stage and
+:func:`run_confirm` for its confirmation stage; nothing outside this package imports ray.
 
 A Tune experiment pickles the searcher, the scheduler, the callback and the trial-name function
 by module and name; the private names below keep experiments that searches started before this

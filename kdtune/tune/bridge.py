@@ -16,9 +16,12 @@ What it adds to Ray Tune's ``OptunaSearch``, and the pitfalls it works around:
   so a killed search's snapshot can name a checkpoint that is gone. The scheduler points such
   a restored trial at the oldest checkpoint newer than it (:func:`recover_lost_checkpoint`),
   or lets it start over when none is left, instead of letting Tune fail it.
-- **time limit**: enforced by the scheduler (:data:`_DEADLINES`, set by the driver for each
-  run), not by Tune's ``time_budget_s``, which stops trials without telling the searcher or the
+- **time limit**: enforced by the scheduler (the run's ``deadline``, set by the driver), not
+  by Tune's ``time_budget_s``, which stops trials without telling the searcher or the
   callbacks.
+- **the run's state**: searcher and scheduler read it from the driver's
+  :class:`~kdtune.tune.protocol.LiveRun` (a signal's stop, the deadline, where the study and
+  the experiment are now), handed to them by :meth:`kd_attach`; it is never pickled.
 
 The searcher (with its :class:`_DefineByRun`) and the scheduler are pickled into the Tune
 experiment's state, by module and class name (``kdtune.tune`` re-exports the names under which
@@ -45,21 +48,19 @@ from kdtune.checks import is_finite
 from kdtune.tune.protocol import (
     CONFIG_KEY,
     STOP_REASON_ATTR,
+    LiveRun,
     SpaceLike,
     planned_epochs,
 )
 
 log = logging.getLogger(__name__)
 
-_DEADLINES: dict[str, float] = {}  # search -> time.monotonic() at which its run stops
-# study name -> the storage URL of the search being run now: a searcher unpickled from a
-# moved results folder opens its study there, not at the path it was pickled with
-_STORAGE_URLS: dict[str, str] = {}
-# search -> its folder now (Tune's storage path): trials that a resumed search creates after
-# its results folder moved are put there (Ray would use the path pickled in its snapshot)
-_FOLDERS: dict[str, str] = {}
-# searches stopping on a signal: each trial pauses at its next checkpoint, none starts
-_STOPPING: set[str] = set()
+_NO_RUN = LiveRun()  # what an object not (yet) handed a run's state reads: nothing set
+
+
+def _live(obj: Any) -> LiveRun:
+    live = obj.__dict__.get("_kd_live")
+    return live if isinstance(live, LiveRun) else _NO_RUN
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -103,6 +104,12 @@ class PruningOptunaSearch(OptunaSearch):
         self._kd_final: dict[str, str] = {}  # Ray trial id -> final state name in the study
         self._kd_planned: dict[str, int] = {}  # Ray trial id -> the epochs it is to run
         self.study.pruner = pruner
+
+    def kd_attach(self, live: LiveRun) -> None:
+        """Hand this searcher the run's state; a searcher unpickled by name and URL opens its
+        study now, where the run says it is."""
+        self._kd_live = live
+        self._kd_open_study()
 
     # -- what the scheduler and the driver use ---------------------------------------------
     @property
@@ -149,7 +156,7 @@ class PruningOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if getattr(self, "_kd_closed", False):
             return Searcher.FINISHED
-        if self.study.study_name in _STOPPING:  # not FINISHED: a resume suggests again
+        if _live(self).stopping:  # not FINISHED: a resume suggests again
             return None
         self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
@@ -190,6 +197,7 @@ class PruningOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Load the snapshot, then catch up with the study, which may be ahead of it."""
+        self.__dict__.pop("_kd_trial_ids", None)  # the snapshot's trials replace any unopened
         super().restore(checkpoint_path)
         self._kd_open_study()
         self._kd_closed = False  # a resumed search may suggest again
@@ -199,8 +207,13 @@ class PruningOptunaSearch(OptunaSearch):
     def __getstate__(self) -> dict[str, Any]:
         """The searcher's state with its study as (name, storage URL) and its Optuna trials
         as storage ids: Ray pickles it (the snapshot, the Tuner), and an unpickled SQLite
-        storage would open the file at its old absolute path."""
+        storage would open the file at its old absolute path. Never the run's state."""
         state = self.__dict__.copy()
+        state.pop("_kd_live", None)
+        if "_kd_study_ref" in state:  # unpickled, its study not opened yet: as it came
+            state["_ot_trials"] = state.pop("_kd_trial_ids", {})
+            state["_ot_study"] = None
+            return state
         url = _storage_url(self.study)
         if url is None:  # in-memory storage: pickled whole
             return state
@@ -210,22 +223,37 @@ class PruningOptunaSearch(OptunaSearch):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """As pickled; its study opens once the run's state is handed over (:meth:`kd_attach`)
+        or a snapshot restored: the URL it was pickled with may be stale (a moved folder)."""
         self.__dict__.update(state)
-        self._kd_open_study()
+        if "_kd_study_ref" in state:  # the study and its trials: at first use (__getattr__)
+            self.__dict__.pop("_ot_study", None)
+            self.__dict__["_kd_trial_ids"] = self.__dict__.pop("_ot_trials", {})
+
+    def __getattr__(self, name: str) -> Any:
+        """The study and its trials of a searcher unpickled but not handed a run's state:
+        opened at first use, where it was pickled."""
+        if name in ("_ot_study", "_ot_trials") and "_kd_study_ref" in self.__dict__:
+            self._kd_open_study()
+            return self.__dict__[name]
+        raise AttributeError(name)
 
     def _kd_open_study(self) -> None:
-        """Open the study of a state pickled by name and URL: at the URL of the search being
-        run now (:data:`_STORAGE_URLS`), else at the one it was pickled with."""
+        """Open the study of a state pickled by name and URL: at the URL of the run now
+        (its :class:`~kdtune.tune.protocol.LiveRun`), else at the one it was pickled with."""
         ref = self.__dict__.pop("_kd_study_ref", None)
         if ref is None:
             return
         name, url = ref
-        storage = optuna.storages.RDBStorage(_STORAGE_URLS.get(name, url))
+        ids = self.__dict__.pop("_kd_trial_ids", None)
+        if ids is None:  # a snapshot restored over this searcher
+            ids = self.__dict__.get("_ot_trials") or {}
+        storage = optuna.storages.RDBStorage(_live(self).storage_url or url)
         study = optuna.load_study(
             study_name=name, storage=storage, sampler=self._sampler, pruner=self._kd_pruner
         )
         self._ot_study, self._storage = study, storage  # type: ignore[assignment]
-        self._ot_trials = {k: optuna.Trial(study, i) for k, i in self._ot_trials.items()}
+        self._ot_trials = {k: optuna.Trial(study, i) for k, i in ids.items()}
 
     # -- internals ---------------------------------------------------------------------------
     def _tell(
@@ -312,8 +340,8 @@ class OptunaPruningScheduler(FIFOScheduler):
     Results are not buffered, so a trial is stopped at the evaluation that pruned it. A
     trial's last epoch is reported but never pruned: it has nothing left to save.
 
-    It also enforces the search's time limit (``_DEADLINES[key]``, set by
-    :func:`~kdtune.tune.run_search` for each run): past it, running trials stop at their next
+    It also enforces the search's time limit (the run's ``deadline``, set by
+    :func:`~kdtune.tune.run_search`): past it, running trials stop at their next
     evaluation (PRUNED, reason in the study), waiting ones are dropped and no new trial is
     suggested. Unlike Tune's own ``time_budget_s``, which stops trials without telling the
     searcher or the callbacks.
@@ -321,11 +349,23 @@ class OptunaPruningScheduler(FIFOScheduler):
 
     _supports_buffered_results = False
 
-    def __init__(self, searcher: PruningOptunaSearch, metric: str, key: str = "") -> None:
+    def __init__(
+        self, searcher: PruningOptunaSearch, metric: str, live: LiveRun | None = None
+    ) -> None:
         super().__init__()
         self._searcher = searcher
         self._metric = metric
-        self._key = key
+        self._kd_live = live
+
+    def kd_attach(self, live: LiveRun) -> None:
+        """Hand this scheduler (and its searcher) the run's state."""
+        self._kd_live = live
+        self._searcher.kd_attach(live)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_kd_live", None)  # the run's, never pickled
+        return state
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         epoch, value = result.get("epoch"), result.get(self._metric or "")
@@ -337,12 +377,12 @@ class OptunaPruningScheduler(FIFOScheduler):
         )
         if stop or (int(epoch) < planned and self._out_of_time()):
             return TrialScheduler.STOP
-        if int(epoch) < planned and self._key in _STOPPING:
+        if int(epoch) < planned and _live(self).stopping:
             return TrialScheduler.PAUSE  # at this checkpoint; a resume goes on from it
         return TrialScheduler.CONTINUE
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        folder = _FOLDERS.get(self._key)
+        folder = _live(self).folder
         storage = getattr(trial, "storage", None)
         if folder and storage is not None and storage.storage_fs_path != folder:
             moved = copy.copy(storage)
@@ -356,7 +396,7 @@ class OptunaPruningScheduler(FIFOScheduler):
             # restored from a snapshot older than the study, it ended already: never rerun it
             if trial.status in ("PENDING", "PAUSED") and self._searcher.final_state(trial.trial_id):
                 tune_controller.stop_trial(trial)
-        if self._key in _STOPPING:
+        if _live(self).stopping:
             return None
         if not self._out_of_time():
             return super().choose_trial_to_run(tune_controller)
@@ -366,7 +406,7 @@ class OptunaPruningScheduler(FIFOScheduler):
         return None
 
     def _out_of_time(self) -> bool:
-        deadline = _DEADLINES.get(self._key)
+        deadline = _live(self).deadline
         if deadline is None or time.monotonic() < deadline:
             return False
         self._searcher.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import optuna
-import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -42,16 +40,9 @@ from kdtune.results import (
     SearchResult,
     TrialRecord,
 )
-from kdtune.tune.driver import (
-    _Interrupts,
-    _quiet_logs,
-    _ray_env,
-    _ray_temp_dir,
-    _start_ray,
-    watch_local_ray,
-)
-from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import _MONITORS, _Monitor, _MonitorCallback
+from kdtune.tune.driver import _Interrupts, _watcher, fit, ray_session, restore_tuner
+from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
+from kdtune.tune.records import _Monitor, _MonitorCallback
 from kdtune.tune.trial import TrainFit, _trainable
 
 STAGE_ATTR = "stage"  # Optuna user attribute (and MLflow tag) of a confirmation run
@@ -128,68 +119,54 @@ def run_confirm(
         if on_trial_end is not None:
             on_trial_end(record)
 
-    epochs = max((int(p["train"]["epochs"]) for p in points), default=0)
     monitor = _Monitor(
-        prior
-        or SearchResult(
-            name=f"{space.name} (confirmation)",
-            space_file=str(getattr(space, "file", "")),
-            results_dir=str(folder),
-            metric=metric,
-            mode=space.mode,
-            study_storage=storage_url,
-            study_name=space.name,
-        ),
+        prior or _stage_result(space, folder, storage_url),
         path=folder / SEARCH_FILE,
         storage_url=storage_url,
-        budget=SimpleNamespace(num_samples=len(points), max_epochs=epochs),
+        budget=SimpleNamespace(
+            num_samples=len(points),
+            max_epochs=max((int(p["train"]["epochs"]) for p in points), default=0),
+        ),
         on_trial_end=ended,
         progress=progress,
     )
-    key = str(folder)
-    _MONITORS[key] = monitor
-    started = False
-    interrupts = _Interrupts((f"{key}#signals",))  # a key no scheduler watches: stop at once
-    temp_dir = _ray_temp_dir(folder.parent)
-    try:
-        with _quiet_logs(), _ray_env(address):
-            started = _start_ray(address, temp_dir)
-            if started:
-                watch_local_ray(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
-            trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+    live = LiveRun(monitor=monitor, storage_url=storage_url, folder=str(folder))
+    # Ctrl-C or SIGTERM: Tune's own handler ends the loop at once and saves the stage (its
+    # signal handling is not the run's: a confirmation run checkpoints only at its end, so a
+    # resume reruns it)
+    interrupts = _Interrupts()
+    watch = _watcher(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
+    with ray_session(address, folder.parent, watch):
+        trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+        try:
             if resume:
-                tuner = tune.Tuner.restore(
-                    str(experiment),
-                    trainable,
-                    resume_unfinished=True,
-                    resume_errored=False,
-                    restart_errored=False,
-                )
+                tuner = restore_tuner(experiment, trainable, live)
             else:
-                tuner = _tuner(trainable, points, folder, key, space.budget.max_concurrent)
+                tuner = _tuner(trainable, points, folder, live, space.budget.max_concurrent)
             monitor.start()
-            # Ctrl-C or SIGTERM: Tune's own handler ends the loop at once and saves the stage
-            # (a confirmation run checkpoints only at its end: a resume reruns it)
-            with interrupts:
-                try:
-                    tuner.fit()
-                except KeyboardInterrupt:  # a signal outside Tune's loop
-                    interrupts.caught = interrupts.caught or signal.SIGINT
-    finally:
-        monitor.stop()
-        _MONITORS.pop(key, None)
-        if started:
-            ray.shutdown()
-    if started and not temp_dir.is_relative_to(folder.parent):
-        shutil.rmtree(temp_dir, ignore_errors=True)
+            fit(tuner, interrupts)
+        finally:
+            monitor.stop()
     runs = monitor.finish().trials
     if interrupts.caught:
         raise SearchInterrupted(interrupts.caught, result=runs)
     return runs
 
 
+def _stage_result(space: SpaceLike, folder: Path, storage_url: str) -> SearchResult:
+    return SearchResult(
+        name=f"{space.name} (confirmation)",
+        space_file=str(getattr(space, "file", "")),
+        results_dir=str(folder),
+        metric=space.metric,
+        mode=space.mode,
+        study_storage=storage_url,
+        study_name=space.name,
+    )
+
+
 def _tuner(
-    trainable: Any, points: list[dict[str, Any]], folder: Path, key: str, concurrent: int
+    trainable: Any, points: list[dict[str, Any]], folder: Path, live: LiveRun, concurrent: int
 ) -> tune.Tuner:
     return tune.Tuner(
         trainable,
@@ -205,7 +182,11 @@ def _tuner(
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
-            callbacks=[_MonitorCallback(key), JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[
+                _MonitorCallback(str(folder), live),
+                JsonLoggerCallback(),
+                CSVLoggerCallback(),
+            ],
         ),
     )
 

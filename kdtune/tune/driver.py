@@ -40,24 +40,9 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
-from kdtune.tune.bridge import (
-    _DEADLINES,
-    _FOLDERS,
-    _STOPPING,
-    _STORAGE_URLS,
-    OptunaPruningScheduler,
-    PruningOptunaSearch,
-    _DefineByRun,
-)
-from kdtune.tune.protocol import CONFIG_KEY, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import (
-    _MONITORS,
-    _SIGNALS,
-    _empty_result,
-    _Monitor,
-    _MonitorCallback,
-    _prior_result,
-)
+from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch, _DefineByRun
+from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
+from kdtune.tune.records import _empty_result, _Monitor, _MonitorCallback, _prior_result
 from kdtune.tune.trial import TrainFit, _trainable
 
 # AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
@@ -120,59 +105,79 @@ def run_search(
         on_trial_end=on_trial_end,
         progress=progress,
     )
-    # what the pickled scheduler and callback find this run's monitor and deadline by: the
-    # search's name, which a moved results folder keeps (searches started before this change
-    # pickled their folder's path: registered too)
-    key, keys = space.name, (space.name, str(folder))
-    for k in keys:
-        _MONITORS[k] = monitor
-    _STORAGE_URLS[space.name] = storage_url  # where a restored searcher finds its study
-    _FOLDERS[space.name] = str(folder)  # where new trials of a resumed search go
-    started = False
-    interrupts = _Interrupts(keys)
-    temp_dir = _ray_temp_dir(folder)
-    try:
-        with _quiet_logs(), _ray_env(address):
-            started = _start_ray(address, temp_dir)
-            if started:
-                watch_local_ray(interrupts, monitor, monitor.finish, on_abandon)
+    # this run's state, handed to the searcher, scheduler and callback (and to the copies that
+    # Tuner.restore unpickles): the monitor, the signal handling, where the study and the
+    # experiment are now (a moved results folder), the time limit
+    live = LiveRun(monitor=monitor, storage_url=storage_url, folder=str(folder))
+    interrupts = _Interrupts(live)
+    watch = _watcher(interrupts, monitor, monitor.finish, on_abandon)
+    with ray_session(address, folder, watch):
+        trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+        try:
             check_resources(space.resources, ray.cluster_resources())
-            trainable = _trainable(trial_fn or TrainFit(root), space.resources)
             if resume:
-                tuner = tune.Tuner.restore(
-                    str(folder / RAY_FOLDER),
-                    trainable,
-                    resume_unfinished=True,
-                    resume_errored=False,
-                    restart_errored=False,
-                )
+                tuner = restore_tuner(folder / RAY_FOLDER, trainable, live)
             else:
-                tuner = _new_tuner(space, folder, trainable, storage_url, key, sampler, pruner)
+                tuner = _new_tuner(space, folder, trainable, storage_url, live, sampler, pruner)
             monitor.start()
             limit = getattr(space.budget, "time_limit_s", None)
             if limit:  # the whole search's wall time: what earlier runs spent counts
-                for k in keys:
-                    _DEADLINES[k] = time.monotonic() + float(limit) - monitor.prior_wall_s
-            with interrupts:
-                try:
-                    tuner.fit()
-                except KeyboardInterrupt:  # a signal outside Tune's loop (restore, set-up)
-                    interrupts.caught = interrupts.caught or signal.SIGINT
-    finally:
-        monitor.stop()
-        for k in keys:
-            _MONITORS.pop(k, None)
-            _DEADLINES.pop(k, None)
-        _STORAGE_URLS.pop(space.name, None)
-        _FOLDERS.pop(space.name, None)
-        if started:
-            ray.shutdown()
-    if started and not temp_dir.is_relative_to(folder):
-        shutil.rmtree(temp_dir, ignore_errors=True)  # the /tmp fallback: its logs go on success
+                live.deadline = time.monotonic() + float(limit) - monitor.prior_wall_s
+            fit(tuner, interrupts)
+        finally:
+            monitor.stop()
     result = monitor.finish()
     if interrupts.caught:
         raise SearchInterrupted(interrupts.caught, result=result)
     return result
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, folder: Path, watch: Callable[[], None]) -> Iterator[None]:
+    """Ray for one Tune experiment under ``folder``: joined at ``address``, or started here
+    (then watched with ``watch()`` and shut down at the end; its files under ``folder``, or
+    in /tmp, removed after a run that ended well); its and Optuna's chatter kept quiet."""
+    temp_dir = _ray_temp_dir(folder)
+    started = False
+    try:
+        with _quiet_logs(), _ray_env(address):
+            started = _start_ray(address, temp_dir)
+            if started:
+                watch()
+            yield
+    finally:
+        if started:
+            ray.shutdown()
+    if started and not temp_dir.is_relative_to(folder):
+        shutil.rmtree(temp_dir, ignore_errors=True)  # the /tmp fallback: its logs go on success
+
+
+def restore_tuner(experiment: Path, trainable: Any, live: LiveRun) -> tune.Tuner:
+    """The Tune experiment at ``experiment``, restored, its unpickled searcher, scheduler and
+    callbacks handed this run's state. Reads Ray's ``Tuner._local_tuner`` (its
+    ``_tune_config`` and ``_run_config``); ``tests/test_tune_bridge.py`` checks they exist."""
+    tuner = tune.Tuner.restore(
+        str(experiment),
+        trainable,
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
+    internal: Any = tuner._local_tuner
+    config, run = internal._tune_config, internal._run_config
+    for part in (config.search_alg, config.scheduler, *(run.callbacks or [])):
+        if hasattr(part, "kd_attach"):
+            part.kd_attach(live)
+    return tuner
+
+
+def fit(tuner: tune.Tuner, interrupts: _Interrupts) -> None:
+    """Run Tune's loop with the signal handling in place (see :class:`_Interrupts`)."""
+    with interrupts:
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # a signal outside Tune's loop (restore, set-up)
+            interrupts.caught = interrupts.caught or signal.SIGINT
 
 
 class _Interrupts:
@@ -183,7 +188,8 @@ class _Interrupts:
     ``caught`` says which signal came.
 
     The first signal: the scheduler pauses each trial at its next result (every result carries
-    a checkpoint), starts none and the searcher suggests none (:data:`_STOPPING`); once no trial
+    a checkpoint), starts none and the searcher suggests none (the run's ``stopping``, for a
+    run given as ``live``; without one, the first signal ends Tune's loop at once); once no trial
     runs, :meth:`settle` (called after each step of Tune's loop) calls Tune's own SIGINT
     handler, which ends the loop and saves the state. Tune installs that handler inside ``fit``
     (over this object's), so :meth:`arm` puts this object's back on top at the first step and
@@ -191,8 +197,8 @@ class _Interrupts:
     134): replaced too. Outside the main thread, where no handler can be set, nothing changes.
     """
 
-    def __init__(self, keys: tuple[str, ...] = ("",)) -> None:
-        self.key, self.keys = keys[0], keys  # what the scheduler and searcher know it by
+    def __init__(self, live: LiveRun | None = None) -> None:
+        self.live = live  # the run whose searcher and scheduler stop at the next checkpoint
         self.caught: int = 0
         self._old: dict[int, Any] = {}
         self._tune: Any = None  # Tune's SIGINT handler, once armed
@@ -227,15 +233,16 @@ class _Interrupts:
         self._old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        _SIGNALS[self.key] = self
+        if self.live is not None:
+            self.live.interrupts = self  # armed and settled in Tune's loop by the callback
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         if self._old and not self._armed and signal.getsignal(signal.SIGINT) == self._on_signal:
             self.caught = self.caught or signal.SIGINT  # Tune's handler ran and put ours back
-        _SIGNALS.pop(self.key, None)
-        _STOPPING.difference_update(self.keys)
+        if self.live is not None:
+            self.live.interrupts, self.live.stopping = None, False
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
@@ -250,7 +257,8 @@ class _Interrupts:
 
     def settle(self, trials: list[Any]) -> None:
         """After a step of Tune's loop: once stopping and no trial runs, end the loop."""
-        if self.key in _STOPPING and not any(t.status == "RUNNING" for t in trials):
+        stopping = self.live is not None and self.live.stopping
+        if stopping and not any(t.status == "RUNNING" for t in trials):
             self._stop_now()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -264,8 +272,8 @@ class _Interrupts:
                 handler(signal.SIGINT, frame)  # stops the loop at once, saves the state
                 return
             raise KeyboardInterrupt  # set-up, restore: stop there
-        if first:
-            _STOPPING.update(self.keys)
+        if first and self.live is not None:
+            self.live.stopping = True
             print(
                 f"{signal.Signals(signum).name}: stopping each trial at its next checkpoint "
                 "(Ctrl-C again to stop now)",
@@ -277,7 +285,8 @@ class _Interrupts:
 
     def _stop_now(self) -> None:
         tune_handler, self._tune = self._tune, None
-        _STOPPING.difference_update(self.keys)
+        if self.live is not None:
+            self.live.stopping = False
         if callable(tune_handler):
             tune_handler(signal.SIGINT, None)  # Tune's: end the loop, save the state
         signal.signal(signal.SIGINT, self._on_signal)  # a later signal: KeyboardInterrupt
@@ -355,6 +364,16 @@ def _start_ray(address: str | None, temp_dir: Path) -> bool:
     return True
 
 
+def _watcher(
+    interrupts: _Interrupts,
+    monitor: Any,
+    saved: Callable[[], object],
+    on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None,
+) -> Callable[[], None]:
+    """What :func:`ray_session` calls once it started a local Ray: :func:`watch_local_ray`."""
+    return lambda: watch_local_ray(interrupts, monitor, saved, on_abandon)
+
+
 def watch_local_ray(
     interrupts: _Interrupts,
     monitor: Any,
@@ -362,9 +381,10 @@ def watch_local_ray(
     on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None,
 ) -> None:
     """Once a signal has come, watch the local Ray this process started; should the signal
-    have reached Ray's own processes too, Tune's loop cannot end: stop ``monitor``, save the
-    records (``saved()``, the interruption's result), let ``on_abandon`` turn the interruption
-    into the one to report, print its line and exit with ``128 + signum``."""
+    have reached Ray's own processes too (Ray is lost), Tune's loop cannot end: stop
+    ``monitor``, save the records (``saved()``, the interruption's result), let ``on_abandon``
+    (the pipeline's interruption policy) turn the interruption into the one to report, print
+    its line and exit with ``128 + signum``."""
 
     def abandon(signum: int) -> None:
         exc = SearchInterrupted(signum)
@@ -467,7 +487,7 @@ def _new_tuner(
     folder: Path,
     trainable: Any,
     storage_url: str,
-    key: str,
+    live: LiveRun,
     sampler: optuna.samplers.BaseSampler | None,
     pruner: optuna.pruners.BasePruner | None,
 ) -> tune.Tuner:
@@ -487,12 +507,13 @@ def _new_tuner(
         storage=optuna.storages.RDBStorage(storage_url),
         study_name=space.name,
     )
+    searcher.kd_attach(live)
     budget = space.budget
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=OptunaPruningScheduler(searcher, space.metric, key),
+            scheduler=OptunaPruningScheduler(searcher, space.metric, live),
             num_samples=budget.num_samples,
             max_concurrent_trials=budget.max_concurrent or None,
             trial_name_creator=_trial_name,
@@ -508,7 +529,11 @@ def _new_tuner(
             # Tune's own result files (result.json, progress.csv per trial), so that Ray's
             # ExperimentAnalysis and Tuner.restore(...).get_results() read a kdtune search;
             # TensorBoard event files stay off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)
-            callbacks=[_MonitorCallback(key), JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[
+                _MonitorCallback(space.name, live),
+                JsonLoggerCallback(),
+                CSVLoggerCallback(),
+            ],
         ),
     )
 

@@ -4,12 +4,14 @@ The trial config's layout (:data:`CONFIG_KEY`), the key every reported result ca
 (:data:`NODE_KEY`), the Optuna user attribute that says why a trial ended early
 (:data:`STOP_REASON_ATTR`), the error that marks a diverged trial
 (:class:`TrialDivergedError`), what a search space must offer (:class:`SpaceLike`) and the
-callables a search takes. No ray here: plain names and types.
+callables a search takes, and :class:`LiveRun`, the state of one run of a Tune experiment that
+its driver owns and hands to the objects Tune pickles. No ray here: plain names and types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kdtune.results import TrialRecord
@@ -23,6 +25,28 @@ STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended 
 
 TrialFn = Callable[..., Any]  # fit(config, report, *, workdir, resume_from=None)
 OnTrialEnd = Callable[[TrialRecord], None]
+
+
+@dataclass
+class LiveRun:
+    """The state of one run of a Tune experiment, owned by its driver and handed to the objects
+    Tune pickles into the experiment (searcher, scheduler, callback): never pickled with them
+    (each drops it from its state), and handed again to the copies ``Tuner.restore`` unpickles.
+
+    ``monitor`` receives Tune's events (the records, see :mod:`kdtune.tune.records`);
+    ``interrupts`` is armed and settled in Tune's loop (the signal handling of
+    :mod:`kdtune.tune.driver`); ``stopping``: a signal came, each trial pauses at its next
+    checkpoint and none starts; ``deadline``: the ``time.monotonic()`` at which this run stops
+    (the time limit); ``storage_url``: where the study is now; ``folder``: where the
+    experiment is now (a moved results folder: the paths pickled in its snapshot are stale).
+    """
+
+    monitor: Any = None
+    interrupts: Any = None
+    stopping: bool = False
+    deadline: float | None = None
+    storage_url: str | None = None
+    folder: str | None = None
 
 
 class TrialDivergedError(RuntimeError):

@@ -1,11 +1,12 @@
 """The driver's records of a search: ``search.json`` and the live progress view.
 
 Tune's events reach the search's :class:`_Monitor` through :class:`_MonitorCallback`, which
-finds it by key in :data:`_MONITORS` (the copy of the callback that ``Tuner.restore`` unpickles
-must reach the live monitor of this run). ``search.json`` (a
-:class:`~kdtune.results.SearchResult`) is rewritten as trials report and end, so a killed search
-still leaves a useful file; at the end each trial takes the state the Optuna study holds, with
-the reason it stopped early (:data:`~kdtune.tune.protocol.STOP_REASON_ATTR`).
+finds it in the run's :class:`~kdtune.tune.protocol.LiveRun` (handed again to the copy of the
+callback that ``Tuner.restore`` unpickles, see :meth:`_MonitorCallback.kd_attach`).
+``search.json`` (a :class:`~kdtune.results.SearchResult`) is rewritten as trials report and
+end, so a killed search still leaves a useful file; at the end each trial takes the state the
+Optuna study holds, with the reason it stopped early
+(:data:`~kdtune.tune.protocol.STOP_REASON_ATTR`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import optuna
 from ray import tune
 
 from kdtune.checks import is_number
-from kdtune.report import Progress, estimate_eta, progress_table
+from kdtune.console import Progress, estimate_eta, progress_table
 from kdtune.results import (
     COMPLETE,
     FAILED,
@@ -34,6 +35,7 @@ from kdtune.tune.protocol import (
     CONFIG_KEY,
     NODE_KEY,
     STOP_REASON_ATTR,
+    LiveRun,
     OnTrialEnd,
     SpaceLike,
     TrialDivergedError,
@@ -41,39 +43,50 @@ from kdtune.tune.protocol import (
 
 _STATE_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED, "RUNNING": RUNNING}
 
-_MONITORS: dict[str, _Monitor] = {}  # search -> the monitor of the search running now
-_SIGNALS: dict[str, Any] = {}  # search -> its signal handling (driver._Interrupts: arm, settle)
-
 
 class _MonitorCallback(tune.Callback):
-    """Forwards Tune's events to the search's :class:`_Monitor` (found by key, so that the
-    copy of this callback that ``Tuner.restore`` unpickles reaches the live monitor)."""
+    """Forwards Tune's events to the run's :class:`_Monitor` and signal handling (its
+    :class:`~kdtune.tune.protocol.LiveRun`, never pickled: ``Tuner.restore`` unpickles a copy
+    of this callback, which the driver hands the run's state again)."""
 
-    def __init__(self, key: str) -> None:
-        self.key = key
+    def __init__(self, key: str, live: LiveRun | None = None) -> None:
+        self.key = key  # kept: experiments pickled before the run's state was handed over
+        self._kd_live = live
+
+    def kd_attach(self, live: LiveRun) -> None:
+        self._kd_live = live
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_kd_live", None)
+        return state
+
+    def _part(self, name: str) -> Any:
+        live = self.__dict__.get("_kd_live")
+        return getattr(live, name, None)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        if (m := _MONITORS.get(self.key)) is not None:
+        if (m := self._part("monitor")) is not None:
             m.trial_result(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if (m := _MONITORS.get(self.key)) is not None:
+        if (m := self._part("monitor")) is not None:
             m.trial_end(trial, errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if (m := _MONITORS.get(self.key)) is not None:
+        if (m := self._part("monitor")) is not None:
             m.trial_end(trial, errored=True)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if (s := _SIGNALS.get(self.key)) is not None:
+        if (s := self._part("interrupts")) is not None:
             s.arm()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if (m := _MONITORS.get(self.key)) is not None:
+        if (m := self._part("monitor")) is not None:
             m.refresh()
-        if (s := _SIGNALS.get(self.key)) is not None:
+        if (s := self._part("interrupts")) is not None:
             s.settle(trials)
 
 

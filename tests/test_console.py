@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kdtune.report import (
+from kdtune.console import (
     Progress,
     estimate_eta,
     format_best,

@@ -1,0 +1,32 @@
+"""``kdtune search``, start to end: prepare → trials → confirm → track → report, each stage a
+unit of its own module with a plain record in and out; an interruption in any of them handled
+by the one policy of :mod:`kdtune.search.interruption`."""
+
+from __future__ import annotations
+
+from kdtune.errors import SearchInterrupted
+from kdtune.results import SEARCH_FILE
+from kdtune.search.confirmation import confirm
+from kdtune.search.interruption import InterruptionPolicy
+from kdtune.search.outcome import SearchOutcome, report
+from kdtune.search.prepare import prepare
+from kdtune.search.records import SearchRequest
+from kdtune.search.track import LiveTracking, timeouts
+from kdtune.search.trials import run_trials
+
+
+def run_pipeline(request: SearchRequest) -> SearchOutcome:
+    """Validate and prepare, run the trials and the confirmation with their live logging, log
+    the search's end to MLflow (guarded), report."""
+    prepared = prepare(request)
+    with timeouts(prepared.uri):
+        tracking = LiveTracking(prepared)
+        policy = InterruptionPolicy(prepared.space.name, request.resume_command, tracking.stopped)
+        try:
+            result = run_trials(prepared, tracking, policy)
+            result = confirm(prepared, result, tracking, policy)
+            result.save(prepared.folder / SEARCH_FILE)
+        except SearchInterrupted as exc:
+            raise policy.stopped(exc) from None
+        tracked = tracking.finish(result, policy)
+    return report(prepared, tracked)
