@@ -237,7 +237,7 @@ def compare(
     tracking_uri: str | None = None,
 ) -> Comparison:
     """``kdtune compare``: the trials of one or more searches, read back from MLflow."""
-    from kdtune.compare import compare_frame, plot_comparison, render
+    from kdtune.compare import answers_text, compare_frame, plot_comparison, render
     from kdtune.paths import results_dir
     from kdtune.tracking import check_tracking, load_verdicts, resolve_tracking_uri
 
@@ -247,8 +247,7 @@ def compare(
     written = plot_comparison(frame, plot) if plot is not None else None
     text = render(frame, fmt)
     if fmt in ("table", "markdown"):  # CSV and JSON stay one record per run
-        verdicts = load_verdicts(uri, searches or None)
-        text += "".join(f"\nverdict ({name}): {v}" for name, v in verdicts.items())
+        text += answers_text(load_verdicts(uri, searches or None))
     return Comparison(text, written)
 
 

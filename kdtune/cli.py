@@ -588,22 +588,21 @@ def search(
 def _print_search(outcome: Any) -> None:
     from rich.console import Console
 
-    from kdtune.console import format_best, format_confirmation, summary_table
+    from kdtune.console import format_answer, summary_table
 
     result, report, uri = outcome.result, outcome.report, outcome.tracking_uri
-    # the table fits the terminal and prose wraps at words; lines that name paths and values
-    # are never broken by rich (soft_wrap), so they copy whole whatever the width
+    # the summary leads with the answer, then the trials; the table fits the terminal and prose
+    # wraps at words; lines that name paths and values are never broken by rich (soft_wrap), so
+    # they copy whole whatever the width
     console = Console()
     console.line()  # never on the live view's last line
-    console.print(summary_table(result))
-    console.print(format_best(result), soft_wrap=True)
-    if confirmation := format_confirmation(result):
-        console.print(confirmation, soft_wrap=True)
+    console.print(format_answer(result), soft_wrap=True)
     if outcome.teacher_ap is not None:
         console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
     warning = outcome.teacher_warning()
-    if warning:
+    if warning and not result.withheld:  # the answer says it where the record knows the teacher
         console.print(f"[bold red]warning:[/] {warning}")
+    console.print(summary_table(result))
     console.print(report.to_text())
     folder = Path(result.results_dir)
     console.print(f"results: {folder}  (search.json, optuna.db, ray/)", soft_wrap=True)
@@ -747,11 +746,8 @@ def export(
     )
     spec = payload["train"]["schedule"]
     click.echo(f"wrote {output}: {payload['train']['level']} level, {words(spec)} ({spec})")
-    confirmation = payload["validation"].get("confirmation")
-    if confirmation:
-        click.echo(f"validation (confirmation): {confirmation['verdict']}")
-    else:
-        click.echo(f"validation: {payload['validation']} (unconfirmed: one seed)")
+    click.echo("answer (the search's, as its summary shows it):")
+    click.echo("\n".join(f"  {line}" for line in payload["answer"]["text"].splitlines()))
     holdout = payload.get("holdout")
     if holdout:
         seeds_text = ", ".join(str(s) for s in holdout["seeds"])

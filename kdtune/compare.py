@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError
-from kdtune.schedules import parse_schedule
+from kdtune.schedules import parse_schedule, words
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,8 +22,7 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "search",
     "trial",
     "level",
-    "alpha",
-    "schedule",
+    "weighting",
     "epochs_run",
     "state",
     "stage",
@@ -55,9 +54,15 @@ def compare_frame(
 def render(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | None = None) -> str:
     """The frame as ``table`` (aligned text), ``csv``, ``json`` (a list of records, missing
     values as null) or ``markdown``. Table and Markdown show :data:`DISPLAY_COLUMNS` unless
-    ``columns`` is given; CSV and JSON carry every column."""
+    ``columns`` is given; CSV and JSON carry every column. Every format has ``weighting``, the
+    schedule in words (α and β spelled out) beside ``schedule``, the spec (the machine key)."""
     if fmt not in FORMATS:
         raise KdtuneError(f"format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if "schedule" in df.columns and "weighting" not in df.columns:
+        df = df.copy()
+        df.insert(
+            list(df.columns).index("schedule"), "weighting", list(map(_words, df["schedule"]))
+        )
     if columns is None:
         wanted = DISPLAY_COLUMNS if fmt in ("table", "markdown") else tuple(df.columns)
         columns = [c for c in wanted if c in df.columns]
@@ -79,6 +84,23 @@ def render(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | None =
     if fmt == "markdown":
         return _markdown(list(view.columns), cells, numeric)
     return _text_table(list(view.columns), cells, numeric)
+
+
+def answers_text(answers: dict[str, str]) -> str:
+    """Each search's answer, as its summary shows it (:mod:`kdtune.answer`), under the table."""
+    out = []
+    for name, text in answers.items():
+        out.append(f"\nanswer ({name}):")
+        out += [f"  {line}" for line in text.splitlines()]
+    return "\n".join(out)
+
+
+def _words(schedule: Any) -> str:
+    """A trial's schedule cell in words (a chain's ``first -> second``: both levels)."""
+    if not isinstance(schedule, str) or not schedule:
+        return ""
+    parts = [words(part.strip()) for part in schedule.split(" -> ")]
+    return parts[0] if len(parts) == 1 else f"first level {parts[0]}, second level {parts[1]}"
 
 
 def _text_table(header: list[str], rows: list[list[str]], numeric: list[bool]) -> str:

@@ -84,19 +84,25 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def summary_table(result: SearchResult) -> Table:
-    """One row per trial, best first: number, state, parameters, value (final), epochs, node."""
-    table = Table(title=f"search {result.name!r}: {_count_line(result)}")
+    """One row per trial, best first: number, state, weighting in words, value (final), epochs,
+    node. Without a confirmed answer the single-seed best is marked ``*`` (unconfirmed); with
+    one, no trial is marked: the answer above the table is the confirmation's."""
+    from kdtune.answer import UNCONFIRMED, block_of, trial_weighting
+
+    confirmed = block_of(result) is not None
+    caption = None if confirmed else f"* the single-seed best ({UNCONFIRMED})"
+    table = Table(title=f"search {result.name!r}: {_count_line(result)}", caption=caption)
     for name, justify in (
         ("#", "right"),
         ("trial", "left"),
         ("state", "left"),
-        ("weighting (β)", "left"),
+        ("weighting (α ground truth / β teacher)", "left"),
         (f"{result.metric} (final)", "right"),
         ("epochs", "right"),
         ("node", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    best = result.best
+    best = None if confirmed else result.best
     for t in sorted(result.trials, key=lambda t: _sort_key(t, result)):
         value = t.value(result.metric)
         state = t.state + (" (diverged)" if t.diverged else "")
@@ -105,7 +111,7 @@ def summary_table(result: SearchResult) -> Table:
             "" if t.number is None else str(t.number),
             t.trial_id + mark,
             f"[{_STATE_STYLE.get(t.state, 'white')}]{state}[/]",
-            _weighting(t.config),
+            trial_weighting(t.config),
             "-" if value is None else f"{value:.4f}",
             str(t.epochs_run),
             t.node or "-",
@@ -113,59 +119,20 @@ def summary_table(result: SearchResult) -> Table:
     return table
 
 
-def format_best(result: SearchResult) -> str:
-    """The best complete trial: its value, parameters and β schedule(s), or why there is none."""
+def format_answer(result: SearchResult) -> str:
+    """What the summary leads with: the search's answer (:func:`kdtune.answer.answer_text`: the
+    confirmation's block, else the single-seed best marked unconfirmed, with its parameters and
+    checkpoint)."""
+    from kdtune.answer import answer_text, block_of
+
+    lines = ["answer:", *(f"  {line}" for line in answer_text(result).splitlines())]
     best = result.best
-    if best is None:
-        return f"no trial completed with a {result.metric} value ({_count_line(result)})"
-    value = best.value(result.metric)
-    lines = [
-        f"best trial {best.trial_id} (optuna #{best.number}): {result.metric} = {value:.4f} "
-        f"after {best.epochs_run} epochs",
-    ]
-    if best.params:
-        lines.append(f"  parameters  {format_params(best.params)}")
-    for key in ("schedule", "schedule_second"):
-        if key in best.config and (key == "schedule" or best.config.get("level") == "chain"):
-            lines.append(f"  {key:<11} {best.config[key]}")
-    if best.checkpoint_dir:
-        lines.append(f"  checkpoint  {best.checkpoint_dir}")
+    if block_of(result) is None and best is not None:
+        if best.params:
+            lines.append(f"  parameters  {format_params(best.params)}")
+        if best.checkpoint_dir:
+            lines.append(f"  checkpoint  {best.checkpoint_dir}")
     return "\n".join(lines)
-
-
-def format_confirmation(result: SearchResult) -> str:
-    """The confirmation stage's ranking (mean ± standard error over its seeds) and the paired
-    verdict; without one, a plain statement that the best trial is unconfirmed."""
-    verdict = result.verdict
-    if verdict is None:
-        if result.best is None:
-            return ""
-        return (
-            "unconfirmed: the best trial ran with one training seed and was chosen on the same "
-            "images; add `confirm: {top_k: 3, seeds: 3}` to the space for a verdict"
-        )
-    lines = ["confirmation (further seeds; mean ± standard error of final val AP):"]
-    width = max(len(r["schedule"]) for r in verdict["ranking"])
-    for rank, r in enumerate(verdict["ranking"], start=1):
-        values = ", ".join(f"{v:.3f}" for v in r["values"].values())
-        lines.append(
-            f"  {rank}. {r['schedule']:<{width}}  {r['mean']:.4f} ± {r['se']:.4f}  ({values})"
-        )
-    if result.withheld:
-        lines.append(f"no recommendation: {result.withheld}")
-    else:
-        lines.append(f"recommendation: {verdict['recommended']}")
-    lines += [f"verdict: {c['sentence']}" for c in verdict["comparisons"]]
-    if not verdict["comparisons"]:
-        lines.append(f"verdict: {verdict['sentence']}")
-    return "\n".join(lines)
-
-
-def _weighting(config: dict[str, Any]) -> str:
-    """The trial's β schedule(s): ``fixed:0.75``, or ``first → second`` for a chain."""
-    if config.get("level") == "chain":
-        return f"{config.get('schedule', '?')} → {config.get('schedule_second', '?')}"
-    return str(config.get("schedule", "?"))
 
 
 def _count_line(result: SearchResult) -> str:

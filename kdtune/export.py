@@ -160,7 +160,10 @@ def paired_holdout(
     summaries: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in configs}
     for s in seeds:
         for name, cfg in configs.items():
-            say(f"held-out check: training the {name} configuration ({cfg.schedule}), seed {s}")
+            say(
+                f"held-out check: training the {name} configuration ({label(cfg.schedule)}), "
+                f"seed {s}"
+            )
             matches[name][s], summaries[name][s] = train_and_match(
                 replace(cfg, seed=s),
                 split=split,
@@ -195,7 +198,9 @@ def paired_holdout(
             ),
         }
     else:
-        out["paired"] = {"sentence": f"the recommendation is the seed default ({best.schedule})"}
+        out["paired"] = {
+            "sentence": f"the recommendation is the seed default {label(best.schedule)}"
+        }
     return out
 
 
@@ -213,6 +218,8 @@ def export_best(
     """Write the recommended configuration of search ``name`` to ``out``; with
     ``holdout_split``, also train it and the reference default with ``seeds`` new seeds each
     and compare them, paired, on that split."""
+    from kdtune.answer import answer_record
+
     check_writable(out)
     if seeds < 1:
         raise KdtuneError(f"--seeds: must be at least 1, got {seeds}")
@@ -241,7 +248,14 @@ def export_best(
             "seeds": sorted(int(s) for s in top["values"]),
             "verdict": result.verdict["sentence"],
         }
+    answer = answer_record(result)
     payload: dict[str, Any] = {
+        "answer": {
+            "confirmed": answer["confirmed"],
+            "recommended": answer["recommended"],  # the spec: the machine key
+            "weighting": answer["recommended_words"],  # the same in words
+            "text": answer["text"],
+        },
         "kdtune": {
             "search": result.name,
             "trial": best.trial_id,

@@ -35,17 +35,18 @@ def frame() -> pd.DataFrame:
 
 def test_table_is_aligned_with_missing_values_as_dashes() -> None:
     text = compare.render(frame(), "table")
+    # the weighting in words (α and β spelled out), never the spec, in what a person reads
+    wide = "first level α 0.3 / β 0.7, second level α 0.25 / β 0.75"
     assert text.splitlines() == [
-        "search  trial  level   alpha  schedule                 "
+        f"search  trial  level   {'weighting':<{len(wide)}}  "
         "epochs_run  state     stage    seed  val_ap  diagnosis",
-        "------  -----  ------  -----  -----------------------  "
+        f"------  -----  ------  {'-' * len(wide)}  "
         "----------  --------  -------  ----  ------  -----------",
-        "s1      t0     second   0.25  fixed:0.75               "
+        f"s1      t0     second  {'α 0.25 / β 0.75':<{len(wide)}}  "
         "         5  complete  search      0   0.412  overfitting",
-        "s1      t1     second      -  linear:0.9:0.5           "
+        f"s1      t1     second  {'β 0.9 → 0.5 (linear)':<{len(wide)}}  "
         "         2  pruned    search      0   0.100  plateau",
-        "s2      t2     chain       -  fixed:0.7 -> fixed:0.75  "
-        "         0  failed    confirm     3       -  none",
+        f"s2      t2     chain   {wide}           0  failed    confirm     3       -  none",
     ]
 
 
@@ -64,7 +65,9 @@ def test_markdown_escapes_pipes_and_right_aligns_numbers() -> None:
 
 def test_csv_round_trips_every_column() -> None:
     back = pd.read_csv(io.StringIO(compare.render(frame(), "csv")))
-    assert list(back.columns) == list(tracking.TRIAL_COLUMNS)
+    columns = list(tracking.TRIAL_COLUMNS)
+    columns.insert(columns.index("schedule"), "weighting")  # the spec in words beside it
+    assert list(back.columns) == columns
     assert back["val_ap"].iloc[0] == pytest.approx(0.4123)
     assert math.isnan(back["val_ap"].iloc[2])
     assert list(back["trial"]) == ["t0", "t1", "t2"]
@@ -75,6 +78,7 @@ def test_json_is_records_with_null_for_missing() -> None:
     assert len(records) == 3
     assert records[0]["number"] == 0 and isinstance(records[0]["number"], int)
     assert records[0]["alpha"] == 0.25 and records[0]["schedule"] == "fixed:0.75"
+    assert records[0]["weighting"] == "α 0.25 / β 0.75"
     assert records[2]["number"] is None and records[2]["val_ap"] is None
     assert records[1]["alpha"] is None
 

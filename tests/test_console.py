@@ -1,4 +1,4 @@
-"""The terminal presentation of a search: progress, summary table, best configuration."""
+"""The terminal presentation of a search: progress, the answer, the summary table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from kdtune.console import (
     Progress,
     estimate_eta,
-    format_best,
+    format_answer,
     format_params,
     format_seconds,
     progress_table,
@@ -73,26 +73,37 @@ def test_format_params() -> None:
     )
 
 
-def test_summary_table_puts_the_best_first_and_marks_it() -> None:
+def test_summary_table_puts_the_best_first_and_marks_it_unconfirmed() -> None:
     text = render(summary_table(result()))
     lines = [line for line in text.splitlines() if any(t in line for t in ("aaa", "bbb", "ccc"))]
     # a trial's value is its final evaluation's (0.60), not its best epoch's (0.61)
     assert "bbb *" in lines[0] and "0.6000" in lines[0]
+    assert "α 0.25 / β 0.75" in lines[0] and "fixed:" not in text  # the weighting in words
     assert "aaa" in lines[1] and "ccc" in lines[2]
     assert "failed (diverged)" in text
     assert "2 complete, 1 pruned, 1 failed" in text
+    assert "* the single-seed best (unconfirmed)" in text
 
 
-def test_format_best_names_trial_value_and_schedule() -> None:
-    text = format_best(result())
-    assert text.splitlines()[0] == ("best trial bbb (optuna #1): val/ap = 0.6000 after 3 epochs")
-    assert "schedule    fixed:0.75" in text
+def test_the_answer_without_a_confirmation_is_the_single_seed_best_marked_unconfirmed() -> None:
+    text = format_answer(result())
+    lines = text.splitlines()
+    assert lines[0] == "answer:"
+    assert lines[1].startswith("  unconfirmed: this search has no confirmation")
+    assert lines[2] == (
+        "  single-seed best (unconfirmed): α 0.25 / β 0.75 [fixed:0.75], val/ap 0.6000 "
+        "(trial bbb, one training seed, chosen on the same images it is scored on)"
+    )
+    assert "  parameters  alpha=0.25" in lines
 
 
-def test_format_best_without_a_complete_trial() -> None:
+def test_the_answer_without_a_complete_trial() -> None:
     r = result()
     r.trials = [t for t in r.trials if t.state != COMPLETE]
-    assert format_best(r) == "no trial completed with a val/ap value (1 pruned, 1 failed)"
+    assert format_answer(r).splitlines()[1] == (
+        "  no answer: this search has no confirmation (its space has none, or it predates "
+        "confirmation), and no trial completed with a val/ap value"
+    )
 
 
 def test_progress_table_shows_counts_best_and_time() -> None:

@@ -159,8 +159,27 @@ def test_a_trial_stopped_by_a_nan_loss_is_diverged_not_underfitting() -> None:
     assert found.label == "diverged"
     assert "loss became nan at epoch 4" in found.reason
     assert "learning rate" in found.recommendation and found.next_schedules == []
-    record.diverged = False  # the same curves, without the flag, read as underfitting
-    assert diagnose_trial(record, best_ap_in_search=0.5).label == "underfitting"
+    record.diverged = False  # the same curves, without the flag: a failure, not a symptom
+    failed = diagnose_trial(record, best_ap_in_search=0.5)
+    assert failed.label == "failed" and failed.next_schedules == []
+    assert "failed at epoch 3" in failed.reason and "loss became nan at epoch 4" in failed.reason
+
+
+def test_a_trial_that_errored_is_failed_not_healthy() -> None:
+    from kdtune.diagnose import diagnose_trial
+    from kdtune.results import FAILED, TrialRecord
+
+    # healthy curves up to epoch 2, then an error: what MLflow showed as "healthy"
+    record = TrialRecord(
+        "t_1", FAILED, {"level": "second", "schedule": "fixed:0.75", "epochs": 6}, {}, 1,
+        HEALTHY[:2], error="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA error",
+    )  # fmt: skip
+    found = diagnose_trial(record, best_ap_in_search=0.5)
+    assert found.label == "failed"
+    assert found.reason.startswith("the trial failed at epoch 2")
+    assert found.reason.endswith("; its error: RuntimeError: CUDA error")
+    assert "rerun" in found.recommendation and found.next_schedules == []
+    assert diagnose(HEALTHY[:2], "fixed:0.75", level="second").label != "failed"  # complete
 
 
 def test_evidence_carries_the_numbers() -> None:
@@ -497,6 +516,7 @@ def test_report_counts_best_and_agreement_when_overfitting_dominates() -> None:
     assert r.n_trials == 5
     assert r.counts == {  # complete trials only: the pruned one's curve is short
         "diverged": 0,
+        "failed": 0,
         "pruned": 0,
         "overfitting": 3,
         "underfitting": 0,
@@ -555,13 +575,32 @@ def test_report_without_a_completed_trial() -> None:
     assert r.best is None
     assert r.direction is None  # a pruned trial's diagnosis counts toward no direction
     assert r.agrees_with_guidance is None
-    assert "no completed trial" in r.to_text()
+    assert "guidance: no direction to check" in r.to_text()
 
 
 def test_report_empty_search() -> None:
     r = search_report([])
     assert (r.n_trials, r.best, r.agrees_with_guidance, r.next_points) == (0, None, None, [])
-    assert r.to_text().startswith("0 trials: none diagnosed")
+    assert r.to_text().startswith("diagnoses of 0 trials: none diagnosed")
+
+
+def test_next_points_come_from_what_the_confirmation_supports() -> None:
+    trials = [
+        trial("a", "fixed:0.75", 0.30, "overfitting"),  # the confirmation's recommendation
+        trial("b", "fixed:0.5", 0.40, "underfitting"),  # the single-seed winner, not backed
+        trial("c", "fixed:0.6", 0.20, "overfitting"),  # equivalent to the recommendation
+    ]
+    unconfirmed = search_report(trials)
+    assert unconfirmed.next_points[:2] == ["fixed:0.45", "fixed:0.35"]  # around b, the winner
+    r = search_report(trials, supported=["fixed:0.75", "fixed:0.6"])
+    assert r.next_points == ["fixed:0.8", "fixed:0.85", "fixed:0.65", "fixed:0.7"]
+    assert r.subject == "the recommendation α 0.25 / β 0.75"
+    assert "the recommendation α 0.25 / β 0.75: mean β 0.75 is above" in r.explanation
+    assert "around the recommendation and its equivalents" in r.to_text()
+    # the recommendation ran only in the confirmation (e.g. the seed default): its runs count
+    default = trial("k", "fixed:0.8", 0.35, "overfitting")
+    r = search_report(trials, supported=["fixed:0.8"], supported_runs=[default])
+    assert r.next_points == ["fixed:0.85", "fixed:0.9"]
 
 
 def test_report_text_and_dict() -> None:
@@ -571,9 +610,12 @@ def test_report_text_and_dict() -> None:
     ]
     r = search_report(trials)
     text = r.to_text()
-    assert "2 trials: 1 overfitting, 1 healthy" in text
-    assert "best: trial b, fixed:0.85 (mean β 0.85), val/ap 0.400, healthy" in text
-    assert "next points: fixed:0.8" in text
+    assert "diagnoses of 2 trials: 1 overfitting, 1 healthy" in text
+    # no "best" of its own (the summary's answer is the one best), nor a second "verdict"
+    assert "best:" not in text and "verdict" not in text
+    assert "the single-seed best α 0.15 / β 0.85 goes its way" in text
+    assert "next points (the trials' diagnoses, best first; unconfirmed): α 0.2 / β 0.8" in text
+    assert "fixed:" not in text
     d = json.loads(json.dumps(r.to_dict()))
     assert d["best"]["trial_id"] == "b"
     assert d["best"]["diagnosis"]["label"] == "healthy"

@@ -95,7 +95,7 @@ def test_search_compare_export_reproduce(
         ["compare", "e2e", "--tracking-uri", server, "--results", str(results)], capsys
     )
     assert code == 0, err
-    assert f"verdict (e2e): {verdict['sentence']}" in out
+    assert "answer (e2e):" in out and verdict["sentence"] in out  # the block, as the summary
 
     # one value per trial everywhere: its final evaluation's val/ap, in search.json (the
     # records), the Optuna study, MLflow (compare reads final/val/ap) and, below, export

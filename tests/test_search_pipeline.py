@@ -102,7 +102,11 @@ def test_the_next_points_become_a_grid_with_the_searchs_settings(tmp_path: Path)
     written = write_guided_space(QUICKSTART, space, ["fixed:0.6", "fixed:0.8"], out)
     raw = yaml.safe_load(out.read_text())
     assert written == out and raw["name"] == "quickstart-guided"
-    assert raw["search"] == {"grid": [{"schedule": "fixed:0.6"}, {"schedule": "fixed:0.8"}]}
+    # in the words the space's dimensions use: the quickstart searches fixed ratios as alpha
+    assert raw["search"] == {"grid": [{"alpha": 0.4}, {"alpha": 0.2}]}
+    write_guided_space(QUICKSTART, space, ["linear:0.9:0.5", "fixed:0.6"], out)
+    mixed = yaml.safe_load(out.read_text())["search"]["grid"]
+    assert mixed == [{"schedule": "linear:0.9:0.5"}, {"alpha": 0.4}]
     assert raw["sampler"] == {"type": "grid", "seed": 0} and "num_samples" not in raw["budget"]
     assert raw["budget"]["max_epochs"] == space.budget.max_epochs
     again = load_space(out)  # a valid space file, though the quickstart warm-starts

@@ -153,9 +153,7 @@ def test_seed_scenarios_grid_enumerates_exactly_its_points() -> None:
 
 def test_describe_lists_grid_points_and_dimensions() -> None:
     grid = describe(load_space(SPACES / "seed_scenarios.yaml"))
-    assert (
-        "10 points" in grid and "linear:0.9:0.5" in grid and "0.25*student + 0.75*distill" in grid
-    )
+    assert "10 points" in grid and "linear:0.9:0.5" in grid and "β 0.9 → 0.5 (linear)" in grid
     text = describe(parse(both_kinds()))
     for part in ("weighting in {fixed, adaptive}", "alpha in [0, 1]", "at in [0.2, 0.8]", "tpe"):
         assert part in text
@@ -761,8 +759,9 @@ def test_warm_start_leaves_out_scenarios_outside_the_space() -> None:
     text = text.replace("beta_end: {low: 0.3, high: 0.7}", "beta_end: {low: 0.55, high: 0.7}")
     space = parse_space(text, file="q.yaml")
     assert [spec for spec, _ in space.warm_start_scenarios()] == ["fixed:0.5", "fixed:0.75"]
-    assert "warm start the reference's named scenarios first: fixed:0.5, fixed:0.75" in describe(
-        space
+    assert (  # in words: α and β spelled out, not β specs
+        "warm start the reference's named scenarios first: α 0.5 / β 0.5; α 0.25 / β 0.75"
+        in describe(space)
     )
 
 
@@ -794,8 +793,9 @@ def test_max_failures_is_read_and_defaults_to_none() -> None:
 def test_confirm_key_is_parsed_and_described() -> None:
     space = load_space(SPACES / "quickstart.yaml")
     assert space.confirm is not None and (space.confirm.top_k, space.confirm.seeds) == (1, 3)
-    assert "confirm    the best 1 besides the seed default (α = 0.25) again with 3 further" in (
-        describe(space)
+    assert (
+        "confirm    the best 1 besides the seed default (α 0.25 / β 0.75) again with 3 further"
+        in (describe(space))
     )
     text = (SPACES / "quickstart.yaml").read_text()
     line = "confirm: {top_k: 1, seeds: 3}"

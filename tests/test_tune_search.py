@@ -18,7 +18,7 @@ import ray
 import ray.cloudpickle
 import toy_trial
 
-from kdtune.console import format_best, summary_table
+from kdtune.console import format_answer, summary_table
 from kdtune.diagnose import diagnose_trial
 from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, FAILED, PRUNED, SEARCH_FILE, SearchResult, TrialRecord
@@ -116,6 +116,8 @@ def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
     assert by_alpha[0.7].diverged and "loss became nan" in (by_alpha[0.7].error or "")
     diverged = diagnose_trial(by_alpha[0.7], by_alpha[0.3].value())  # not "underfitting"
     assert diverged.label == "diverged" and "learning rate" in diverged.recommendation
+    failed = diagnose_trial(by_alpha[0.5], by_alpha[0.3].value())  # errored at epoch 2
+    assert failed.label == "failed" and "toy failure at epoch 2" in failed.reason
     assert by_alpha[0.3].epochs_run == 5 and result.best is by_alpha[0.3]
     assert by_alpha[0.3].history[-1]["val/ap"] == pytest.approx(toy_trial.toy_ap(0.3, 5))
     assert by_alpha[0.3].checkpoint_dir and Path(by_alpha[0.3].checkpoint_dir).is_dir()
@@ -148,8 +150,9 @@ def test_search_prunes_fails_and_records_every_trial(tmp_path: Path) -> None:
         }
     )
     assert (tmp_path / "grid" / "space.yaml").read_text() == GRID
-    best = format_best(result)
-    assert by_alpha[0.3].trial_id in best and "fixed:0.7" in best
+    best = format_answer(result)  # no confirmation: the single-seed best, marked unconfirmed
+    assert by_alpha[0.3].trial_id in best and "α 0.3 / β 0.7 [fixed:0.7]" in best
+    assert "single-seed best (unconfirmed)" in best
     assert summary_table(result).row_count == 6
 
     # a second start of the same search is refused; resuming it needs --resume

@@ -8,6 +8,7 @@ label              what it looks like                            next β schedul
 =================  ============================================  ===================================
 diverged           a loss is NaN/inf, or rose ×10 over its        none: lower the learning rate
                    earlier minimum
+failed             the trial raised an error and stopped         none: fix the error and rerun
 pruned             the pruner stopped the trial early            none: judged by the pruner
 overfitting        low training loss, and validation loss        more distillation:
                    rising from its minimum or far above train    α − 0.05, α − 0.10
@@ -23,8 +24,9 @@ healthy            none of the above (or too few evaluations)    none
 =================  ============================================  ===================================
 
 The first label whose test passes, in that order, wins: a diverged run's other curves mean
-nothing; a pruned trial's curves are too short to read a symptom from; overfitting is tested
-before underfitting because its "low training loss" excludes
+nothing; a failed trial stopped on an error, so its curves end wherever the error struck and
+say nothing of the weighting; a pruned trial's curves are too short to read a symptom from;
+overfitting is tested before underfitting because its "low training loss" excludes
 underfitting's "high training loss" anyway, and a named symptom outranks the milder slow
 convergence and plateau. "healthy" means no symptom was found, not that the trial is good.
 
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from kdtune.diagnose.measures import Measures
 from kdtune.diagnose.thresholds import Thresholds
 from kdtune.errors import KdtuneError
-from kdtune.results import PRUNED
+from kdtune.results import FAILED, PRUNED
 from kdtune.schedules import BetaSchedule, parse_schedule
 
 # The guidance's moves, in α (ground-truth weight).
@@ -119,6 +121,15 @@ class DiagnosisKind:
 
 def _test_diverged(m: Measures, th: Thresholds, ap_ref: float | None) -> str | None:
     return m.nonfinite or m.explosion
+
+
+def _test_failed(m: Measures, th: Thresholds, ap_ref: float | None) -> str | None:
+    if m.state != FAILED:
+        return None
+    at = " before its first evaluation"
+    if m.last_epoch is not None:
+        at = f" at epoch {m.last_epoch:g}"
+    return f"the trial failed{at}: its curves stop on an error, not on anything the weighting did"
 
 
 def _test_pruned(m: Measures, th: Thresholds, ap_ref: float | None) -> str | None:
@@ -241,6 +252,17 @@ GUIDANCE: tuple[DiagnosisKind, ...] = (
         moves=None,
         direction=None,
         symptom="divergence",
+    ),
+    DiagnosisKind(
+        label="failed",
+        test=_test_failed,
+        recommendation=(
+            "none: fix what made it fail (its error is logged with the trial) and rerun this "
+            "weighting; the guidance has no ratio move for a failed run"
+        ),
+        moves=None,
+        direction=None,
+        symptom="failure",
     ),
     DiagnosisKind(
         label="pruned",

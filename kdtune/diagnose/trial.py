@@ -80,7 +80,8 @@ def diagnose(
         m.nonfinite = diverged
     ap_ref = ap_reference(best_ap_in_search)
     kind, reason = classify(m, thresholds, ap_ref)
-    reason += _budget_note(m, max_epochs, state)
+    if kind.label != "failed":  # its reason already says where it stopped
+        reason += _budget_note(m, max_epochs, state)
     rec = kind.recommend(sched)
     if level == "teacher":
         moves: list[str] = []
@@ -147,7 +148,7 @@ def diagnose_trial(
     one that reports)."""
     cfg = record.config
     epochs = cfg.get("epochs")
-    return diagnose(
+    found = diagnose(
         record.history,
         record.reported_schedule,
         level=str(cfg.get("level", "second")),
@@ -157,6 +158,14 @@ def diagnose_trial(
         thresholds=thresholds or DEFAULT_THRESHOLDS,
         diverged=_divergence(record),
     )
+    if found.label == "failed" and record.error:
+        found.reason += f"; its error: {_last_line(record.error)}"
+    return found
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def _divergence(record: TrialRecord) -> str | None:

@@ -55,28 +55,35 @@ def report(prepared: Prepared, tracked: Tracked) -> SearchOutcome:
 
 def report_of(result: Any) -> Any:
     """The search report: every trial diagnosed against the search's best (what MLflow's
-    tags say too, see :func:`kdtune.tracking.log_search_result`)."""
+    tags say too, see :func:`kdtune.tracking.log_search_result`); checked against the answer
+    and its next points taken around what the confirmation supports, where there is one."""
+    from kdtune.answer import supported
     from kdtune.diagnose import TrialSummary, diagnose_trial, search_report
 
     best = result.best
     best_ap = best.value(result.metric) if best is not None else None
+
+    def summary(record: Any) -> Any:
+        return TrialSummary(
+            record.trial_id,
+            record.reported_schedule,
+            record.state,
+            record.value(),
+            diagnose_trial(record, best_ap),
+        )
+
+    backed = None if result.withheld else supported(result)
     return search_report(
-        [
-            TrialSummary(
-                record.trial_id,
-                record.reported_schedule,
-                record.state,
-                record.value(),
-                diagnose_trial(record, best_ap),
-            )
-            for record in result.trials
-        ]
+        [summary(record) for record in result.trials],
+        supported=backed,
+        supported_runs=[summary(run) for run in result.confirmations] if backed else (),
     )
 
 
 def write_guided_space(space_file: Path, space: Any, points: list[str], out: Path) -> Path | None:
     """A grid search over ``points`` (β schedule specs) with the settings of ``space_file``;
     None where there is nothing to try (or for a chain, whose guidance is per level)."""
+    from kdtune.answer import grid_point
     from kdtune.yamlfile import load_yaml_mapping
 
     if not points or space.level == "chain":
@@ -91,11 +98,21 @@ def write_guided_space(space_file: Path, space: Any, points: list[str], out: Pat
     budget = dict(raw.get("budget") or {})
     budget.pop("num_samples", None)
     raw["budget"] = budget
-    raw["search"] = {"grid": [{"schedule": p} for p in points]}
+    raw["search"] = {"grid": [grid_point(p, alpha=_uses_alpha(space)) for p in points]}
     out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# The tuning guidance's next points after search {space.name!r}, as a grid.\n"
     out.write_text(header + yaml.safe_dump(raw, sort_keys=False))
     return out
+
+
+def _uses_alpha(space: Any) -> bool:
+    """Whether the space's dimensions name the weighting by α (a fixed ratio searched as
+    ``alpha``, or grid points given as ``alpha``), so that its next points are written so too."""
+    grid = getattr(space, "grid", None) or ()
+    if grid:
+        return any("alpha" in point.raw for point in grid)
+    weightings = getattr(space, "weightings", None) or {}
+    return any(getattr(w, "alpha", None) is not None for w in weightings.values())
 
 
 def _links(uri: str, search: str) -> dict[str, Any] | None:

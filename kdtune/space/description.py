@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdtune.config import REFERENCE_ALPHA
-from kdtune.schedules import parse_schedule
+from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
+from kdtune.schedules import words
 from kdtune.space.dimensions import SLOTS
 from kdtune.space.optuna_objects import PrunerSpec
 from kdtune.space.parse import SearchSpace
@@ -66,16 +66,16 @@ def describe(space: SearchSpace) -> str:
     lines += _describe_dimensions(space)
     if space.warm_start:
         specs = [spec for spec, _ in space.warm_start_scenarios()]
-        listed = ", ".join(specs) if specs else "none of them is in this space"
+        listed = "; ".join(map(words, specs)) if specs else "none of them is in this space"
         lines.append(f"  warm start the reference's named scenarios first: {listed}")
     lines.append(
         f"  trials     {b.num_samples} (at most {b.num_samples * b.max_epochs} epochs in all)"
     )
     if space.confirm is not None:
         c = space.confirm
-        default = REFERENCE_ALPHA.get(space.level)
+        default = words(alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0)))
         lines.append(
-            f"  confirm    the best {c.top_k} besides the seed default (α = {default:g}) again "
+            f"  confirm    the best {c.top_k} besides the seed default ({default}) again "
             f"with {c.seeds} further seeds each, {b.max_epochs} epochs (at most "
             f"{(c.top_k + 1) * c.seeds * b.max_epochs} epochs); paired verdict"
         )
@@ -89,7 +89,7 @@ def _describe_dimensions(space: SearchSpace) -> list[str]:
         width = max(len(point.label()) for point in space.grid)
         for i, point in enumerate(space.grid):
             sched = point.overrides.get("schedule")
-            weight = f"   {parse_schedule(sched).describe()}" if sched else ""
+            weight = f"   {words(sched)}" if sched else ""
             lines.append(f"    {i:>3}  {point.label():<{width}}{weight}".rstrip())
         return lines
     lines = ["  dimensions"]

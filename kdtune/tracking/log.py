@@ -40,6 +40,7 @@ from kdtune.tracking.store import (
     NOTE_TAG,
     PARENT_TAG,
     RUN_STATUS,
+    TAG_ANSWER,
     TAG_DIAGNOSIS,
     TAG_DIVERGED,
     TAG_EPOCHS_RUN,
@@ -281,8 +282,7 @@ class SearchTracker:
         if result.verdict is not None:
             metrics.update(verdict_metrics(result.verdict))
             tags.update(verdict_tags(result.verdict))
-        if result.withheld:
-            tags["kdtune.recommended"] = f"none: {result.withheld}"
+        tags.update(answer_tags(result))
         _log_batch(self.client, parent, metrics=_metric_list(metrics.items(), step=step), tags=tags)
         with tempfile.TemporaryDirectory() as tmp:
             if _report_artifacts(result, report, Path(tmp)):
@@ -445,6 +445,25 @@ def verdict_tags(verdict: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def answer_tags(result: SearchResult) -> dict[str, Any]:
+    """The search's answer on the parent run, as every other place shows it
+    (:func:`kdtune.answer.answer_text`): the whole text (``kdtune.answer``, and the run's
+    description, so the runs page shows it), whether it is confirmed, and the recommended
+    weighting as its spec (the machine key) and in words."""
+    from kdtune.answer import answer_record
+
+    answer = answer_record(result)
+    spec = answer["recommended"]
+    none = f"none: {result.withheld or 'no trial completed'}"
+    return {
+        TAG_ANSWER: answer["text"],
+        NOTE_TAG: answer["text"],
+        "kdtune.answer.confirmed": "yes" if answer["confirmed"] else "no (unconfirmed)",
+        "kdtune.recommended": spec if spec is not None else none,
+        "kdtune.recommended.weighting": answer["recommended_words"] or "none",
+    }
+
+
 def _best_tags(best: TrialRecord, child: _Child | None) -> dict[str, Any]:
     tags: dict[str, Any] = {"kdtune.best_trial": best.trial_id}
     if child is not None:
@@ -455,7 +474,14 @@ def _best_tags(best: TrialRecord, child: _Child | None) -> dict[str, Any]:
 
 
 def _report_artifacts(result: SearchResult, report: SearchReport | None, tmp: Path) -> list[Path]:
-    paths = []
+    from kdtune.answer import answer_text, block_of
+
+    answer = tmp / "answer.txt"
+    answer.write_text(answer_text(result) + "\n")
+    paths = [answer]
+    block = block_of(result)
+    if block is not None:
+        paths.append(_write_json(tmp / "verdict.json", block))
     if report is not None:
         text = tmp / "search_report.txt"
         text.write_text(report.to_text() + "\n")

@@ -10,6 +10,7 @@ from kdtune.errors import KdtuneError
 from kdtune.tracking.store import (
     FINAL_AP_METRIC,
     PARENT_TAG,
+    TAG_ANSWER,
     TAG_DIAGNOSIS,
     TAG_EPOCHS_RUN,
     TAG_KIND,
@@ -114,8 +115,9 @@ def _trial_row(search: str, run: Run) -> dict[str, Any]:
 
 
 def load_verdicts(uri: str, searches: Sequence[str] | None = None) -> dict[str, str]:
-    """Search name → its confirmation's verdict sentence (from the parent run), for the
-    searches (default: all) that have one."""
+    """Search name → its answer as its parent run holds it (``kdtune.answer``: the block, or
+    the single-seed best marked unconfirmed; a run logged by an older kdtune: its verdict
+    sentence), for the searches (default: all) that have one."""
     client = existing_store_client(uri)
     experiments = kdtune_experiments(client)
     verdicts: dict[str, str] = {}
@@ -124,8 +126,9 @@ def load_verdicts(uri: str, searches: Sequence[str] | None = None) -> dict[str, 
             continue
         parents = search_runs(client, [experiments[search]], f"tags.`{TAG_KIND}` = 'search'")
         for run in parents:
-            if TAG_VERDICT in run.data.tags:
-                verdicts[search] = run.data.tags[TAG_VERDICT]
+            said = run.data.tags.get(TAG_ANSWER) or run.data.tags.get(TAG_VERDICT)
+            if said:
+                verdicts[search] = said
                 break
     return verdicts
 

@@ -70,6 +70,8 @@ TAG_DIVERGED = "kdtune.diverged"
 TAG_EPOCHS_RUN = "kdtune.epochs_run"
 # On the parent run: the confirmation's paired verdict, one sentence.
 TAG_VERDICT = "kdtune.verdict"
+# On the parent run: the search's answer as a person reads it (kdtune.answer.answer_text).
+TAG_ANSWER = "kdtune.answer"
 
 
 FINAL_AP_METRIC = "final/val/ap"

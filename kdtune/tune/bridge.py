@@ -499,7 +499,8 @@ class _DefineByRun:
 
 def trial_attributes(train: dict[str, Any]) -> dict[str, Any]:
     """A trial's configuration as Optuna user attributes: level, seed, learning rate, and its
-    β schedule(s) as the spec and the shape's parameters (``alpha`` for a fixed ratio)."""
+    β schedule(s) as the spec (the machine key), in words (``weighting``: α and β spelled out)
+    and the shape's parameters (``alpha`` for a fixed ratio)."""
     from kdtune.schedules import parse_schedule
 
     attrs: dict[str, Any] = {"stage": "search"}  # confirmation runs: "confirm"
@@ -509,6 +510,7 @@ def trial_attributes(train: dict[str, Any]) -> dict[str, Any]:
         slots.append(("schedule_second", "_second"))
     for key, suffix in slots:
         attrs[key] = train[key]
+        attrs["weighting" + suffix] = parse_schedule(train[key]).words
         for name, value in parse_schedule(train[key]).params().items():
             attrs[name + suffix] = value
     return attrs

@@ -40,6 +40,7 @@ from kdtune.results import (
     SearchResult,
     TrialRecord,
 )
+from kdtune.schedules import words
 from kdtune.tune.driver import _Interrupts, _watcher, fit, ray_session, restore_tuner
 from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
 from kdtune.tune.records import _Monitor, _MonitorCallback
@@ -232,6 +233,7 @@ def _add_to_study(storage_url: str, study_name: str, record: TrialRecord, metric
             user_attrs={
                 STAGE_ATTR: CONFIRM_STAGE,
                 "schedule": record.reported_schedule,
+                "weighting": words(record.reported_schedule),
                 "seed": int(record.config.get("seed", 0)),
                 "ray_trial_id": record.trial_id,
                 "wall_s": round(record.wall_s, 1),
