@@ -596,14 +596,14 @@ def _print_search(outcome: Any) -> None:
     # they copy whole whatever the width
     console = Console()
     console.line()  # never on the live view's last line
-    console.print(format_answer(result), soft_wrap=True)
+    console.print(format_answer(result), soft_wrap=True, markup=False)  # "[spec]" is text
     if outcome.teacher_ap is not None:
         console.print(f"teacher: val AP {outcome.teacher_ap:.4f}")
     warning = outcome.teacher_warning()
     if warning and not result.withheld:  # the answer says it where the record knows the teacher
         console.print(f"[bold red]warning:[/] {warning}")
     console.print(summary_table(result))
-    console.print(report.to_text())
+    console.print(report.to_text(), markup=False)
     folder = Path(result.results_dir)
     console.print(f"results: {folder}  (search.json, optuna.db, ray/)", soft_wrap=True)
     if outcome.next_space is not None:
@@ -745,7 +745,7 @@ def export(
         log=click.echo,
     )
     spec = payload["train"]["schedule"]
-    click.echo(f"wrote {output}: {payload['train']['level']} level, {words(spec)} ({spec})")
+    click.echo(f"wrote {output}: {payload['train']['level']} level, {words(spec)} [{spec}]")
     click.echo("answer (the search's, as its summary shows it):")
     click.echo("\n".join(f"  {line}" for line in payload["answer"]["text"].splitlines()))
     holdout = payload.get("holdout")

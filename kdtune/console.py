@@ -90,18 +90,20 @@ def summary_table(result: SearchResult) -> Table:
     from kdtune.answer import UNCONFIRMED, block_of, trial_weighting
 
     confirmed = block_of(result) is not None
-    caption = None if confirmed else f"* the single-seed best ({UNCONFIRMED})"
+    caption = "α: the ground-truth weight, β: the teacher's (α + β = 1)"
+    if not confirmed:
+        caption += f"; * the single-seed best ({UNCONFIRMED})"
     table = Table(title=f"search {result.name!r}: {_count_line(result)}", caption=caption)
     for name, justify in (
         ("#", "right"),
         ("trial", "left"),
         ("state", "left"),
-        ("weighting (α ground truth / β teacher)", "left"),
+        ("weighting", "left"),
         (f"{result.metric} (final)", "right"),
         ("epochs", "right"),
         ("node", "left"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name == "weighting")  # type: ignore[arg-type]
     best = None if confirmed else result.best
     for t in sorted(result.trials, key=lambda t: _sort_key(t, result)):
         value = t.value(result.metric)
