@@ -1,0 +1,5 @@
+"""``python -m kdtune.cli``: the ``kdtune`` command."""
+
+from kdtune.cli import main
+
+main()
