@@ -313,7 +313,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(synth_root: Path, tmp_path:
     raw = bytearray(state.read_bytes())
     raw[-30] ^= 0xFF
     state.write_bytes(bytes(raw))
-    with pytest.raises(KdtuneError, match="is damaged .*SHA-256.* not trained on") as caught:
+    with pytest.raises(KdtuneError, match=r"is damaged .*SHA-256.* not trained on") as caught:
         checkpoints.restore(trainee, ckpt, torch.device("cpu"))
     _one_line(str(caught.value))
 
@@ -342,3 +342,88 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0001"]  # no half of epoch 2
     history, start = checkpoints.restore(trainee, first, torch.device("cpu"))
     assert (history, start) == ([{"val/ap": 0.1}], 2)
+
+
+# ----------------------------------------------------------------------------- shared caches
+
+PREPARE = """
+import sys
+from pathlib import Path
+from kdtune import bank
+from kdtune.config import TrainConfig
+from kdtune.data import coco
+from kdtune.search.prepare import teacher_and_bank
+
+real_decode, real_build = coco._decode_split, bank.build_bank
+
+
+def decode(*args, **kwargs):
+    print("BUILT data", args[2], flush=True)
+    return real_decode(*args, **kwargs)
+
+
+def build(*args, **kwargs):
+    print("BUILT bank", flush=True)
+    return real_build(*args, **kwargs)
+
+
+coco._decode_split, bank.build_bank = decode, build
+base = TrainConfig.from_dict({config!r})
+ap = teacher_and_bank(base, Path(sys.argv[1]), lambda line: print(line, flush=True))
+print("TEACHER AP", ap, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_searches_sharing_a_results_folder_build_each_cache_once(tmp_path: Path) -> None:
+    """Two searches' prepare stages at once on one results folder (as on a shared cluster
+    volume): the synthetic data written once, each split decoded once, the teacher trained
+    once, its bank built once; the other waits and reuses them; both end with the same
+    teacher, and every cache is whole when opened afterwards."""
+    import subprocess
+    import sys
+
+    config = {
+        "level": "second",
+        "data": "synthetic",
+        "epochs": 1,
+        "batch_size": 8,
+        "max_train_images": 16,
+        "max_val_images": 8,
+        "teacher_epochs": 1,
+        "teacher_recipe": "ground_truth",
+        "teacher_views": 2,
+        "num_threads": 1,
+    }
+    results = tmp_path / "shared"
+    script = PREPARE.format(config=config)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(results)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for proc, (_out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    text = "".join(out for out, _ in outs)
+    assert sorted(line for line in text.splitlines() if line.startswith("BUILT")) == [
+        "BUILT bank",
+        "BUILT data train",
+        "BUILT data val",
+    ], text
+    assert text.count("training a med net as the teacher") == 1, text
+    aps = {line for line in text.splitlines() if line.startswith("TEACHER AP")}
+    assert len(aps) == 1, text
+    (model,) = (results / "cache" / "teachers").glob("*/model.pt")
+    assert source.teacher_damage(model) is None
+    (bank_root,) = (p for p in (results / "cache" / "banks").iterdir() if p.is_dir())
+    bank_mod.TeacherBank(bank_root)  # whole: sizes, shapes, digests as its manifest says
+    for cached in (results / "cache" / "data").glob("*.pt"):
+        assert coco_mod._cache_damage(torch.load(cached, weights_only=True)) is None
+    synthetic = [p for p in (results / "cache").iterdir() if p.name.startswith("synthetic")]
+    assert len(synthetic) == 1 and not list((results / "cache").glob(".*tmp*"))

@@ -87,8 +87,8 @@ def trained_teacher(
         except TrialDiverged as exc:
             raise TeacherDiverged(
                 f"teacher: the {arch} net kdtune trains as this run's teacher diverged ({exc}) "
-                f"at lr {teacher_cfg.lr:g}; lower `lr` in the space's `train:` block (or the "
-                "run's config), or give a trained one as `teacher_checkpoint`"
+                f"at lr {teacher_cfg.lr:g}: lower `lr` (a space's `train:` block, a run's "
+                "config), or give a trained teacher (a space's `teacher: checkpoint:`)"
             ) from None
         os.replace(work / "model.pt", model_path)
         _write_manifest(model_path)
