@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -410,8 +411,19 @@ def source_maps(
     digest = hashlib.sha256(json.dumps([*key, data.ann_file, data.split, len(data)]).encode())
     path = cache / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
     if path.is_file():
-        cached = torch.load(path, map_location=device, weights_only=True)
-        return cached["heat"], cached["paf"]
+        try:
+            cached = torch.load(path, map_location=device, weights_only=True)
+            heat, paf = cached["heat"], cached["paf"]
+            if heat.shape[0] == paf.shape[0] == len(data):
+                return heat, paf
+            problem = f"{heat.shape[0]} images' maps, the data has {len(data)}"
+        except Exception as exc:  # truncated or foreign: computed again
+            problem = f"unreadable: {type(exc).__name__}"
+        print(
+            f"teacher maps: cache {path} is damaged ({problem}); computing them again",
+            file=sys.stderr,
+            flush=True,
+        )
     teacher = teacher.to(device).eval()
     heats, pafs = [], []
     with torch.inference_mode():
@@ -422,6 +434,12 @@ def source_maps(
     heat_all, paf_all = torch.cat(heats), torch.cat(pafs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    try:
+        torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full("the teacher's maps", path, "the cache is left as it was") from None
+        raise
     os.replace(tmp, path)
     return heat_all, paf_all

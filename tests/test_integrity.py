@@ -240,6 +240,22 @@ def test_a_full_disk_while_building_a_bank_keeps_the_previous_one(
     bank_mod.TeacherBank(root).check(bank_parts["spec"])
 
 
+def test_a_damaged_warped_maps_cache_is_said_and_computed_again(
+    bank_parts: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warped mode's cache of the teacher's maps: truncated, it is said and recomputed."""
+    args = (bank_parts["net"], bank_parts["data"])
+    kw: dict[str, Any] = {"key": ["k"], "device": torch.device("cpu"), "cache": bank_parts["cache"]}
+    heat, paf = bank_mod.source_maps(*args, **kw)
+    (cached,) = (bank_parts["cache"] / "teacher_maps").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:500])
+    capsys.readouterr()
+    again = bank_mod.source_maps(*args, **kw)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged (unreadable" in err and str(cached) in err
+    assert torch.equal(again[0], heat) and torch.equal(again[1], paf)
+
+
 # ----------------------------------------------------------------------------- teacher cache
 
 
