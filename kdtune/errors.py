@@ -57,9 +57,10 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _FULL
 
 
-def disk_full(what: str, where: object, kept: str) -> DiskFull:
-    """The one line of a write that ran out of space: what was written, where, what is kept."""
+def disk_full(what: str, where: object, kept: str, then: str = "run the command again") -> DiskFull:
+    """The one line of a write that ran out of space: what was written, where, what is kept,
+    what to do then."""
     return DiskFull(
         f"disk full: writing {what} to {where} ran out of space; {kept}; "
-        "free space there (or point --results elsewhere) and run the command again"
+        f"free space there (or point --results elsewhere)" + (f" and {then}" if then else "")
     )

@@ -63,7 +63,10 @@ class InterruptionPolicy:
         note = f" (MLflow lags: {lag})" if lag else ""
         if is_disk_full(exc):
             exc = disk_full(
-                f"the {stage} stage's records", f"search {self.name!r}", "what it saved is kept"
+                f"the {stage} stage's records",
+                f"search {self.name!r}",
+                "what it saved is kept",
+                then="",
             )
         if not isinstance(exc, KdtuneError):
             return exc
