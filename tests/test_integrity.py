@@ -443,3 +443,28 @@ def test_two_searches_sharing_a_results_folder_build_each_cache_once(tmp_path: P
         assert coco_mod._cache_damage(torch.load(cached, weights_only=True)) is None
     synthetic = [p for p in (results / "cache").iterdir() if p.name.startswith("synthetic")]
     assert len(synthetic) == 1 and not list((results / "cache").glob(".*tmp*"))
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+def test_the_policy_tells_the_tracking_of_every_fault_and_keeps_a_bug_s_traceback() -> None:
+    """A fault in a stage: the tracking told each time; a user's fault one line naming the
+    stage and the resume command; a full disk made one; a bug returned as it is."""
+    from kdtune.search.interruption import InterruptionPolicy
+
+    told: list[object] = []
+    resume = "kdtune search s.yaml --resume"
+    policy = InterruptionPolicy("s", resume, lambda _r: None, lambda r: told.append(r))
+    bug = RuntimeError("a bug")
+    assert policy.failed(bug, "trials", None) is bug
+    full = policy.failed(OSError(errno.ENOSPC, "full"), "confirmation", None)
+    assert isinstance(full, DiskFull) and str(full).startswith(
+        "disk full: writing the confirmation stage's records to search 's' ran out of space"
+    )
+    refused = policy.failed(KdtuneError("data: only 1 of the 4 images"), "trials", None)
+    assert type(refused) is KdtuneError and str(refused) == (
+        "data: only 1 of the 4 images [search 's' stopped in its trials stage; once this is "
+        f"fixed, `{resume}` continues it]"
+    )
+    assert told == [None, None, None]
