@@ -49,7 +49,7 @@ from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
 CACHE_FORMAT = 2  # bump when the cached layout or its meaning changes
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TENSORS = ("images", "keypoints", "masks", "image_ids", "scales", "pads")
-# a split with fewer usable images than this, or with more than half of them unusable, is refused
+# a split that images left out leave with fewer than this, or with under half, is refused
 MIN_IMAGES = 2
 SHOWN_SKIPS = 20  # images named one line each; the rest are counted
 Say = Callable[[str], None]
@@ -310,7 +310,7 @@ def _decode_split(
         raise KdtuneError(
             f"data: none of the {n} images in {img_dir} could be used (first: {notes[0]})"
         )
-    if len(keep) < MIN_IMAGES or skipped * 2 > n:
+    if skipped and (len(keep) < MIN_IMAGES or skipped * 2 > n):  # left with too few
         raise KdtuneError(
             f"data: only {len(keep)} of the {n} images of {img_dir} could be used, too few to "
             f"train or evaluate on (first left out: {notes[0]}); repair the images or "
