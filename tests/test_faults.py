@@ -1,6 +1,8 @@
 """Faults injected into whole searches, run as a user runs them (``kdtune search`` in a process
 of its own, with the toy trial in place of training): Ctrl-C and SIGTERM, a tracking server
-killed mid-search, a search name used again, a moved results folder. All slow (Ray)."""
+killed mid-search, a search name used again, a moved results folder, a fault in each stage (a
+teacher that diverges in the prepare stage with real training), a confirmation run resumed
+mid-run. All slow (Ray)."""
 
 from __future__ import annotations
 
