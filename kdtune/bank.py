@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -39,7 +40,7 @@ from torch import nn
 
 from kdtune.augment import Affine, AugmentParams, apply, normalize, sample_affine
 from kdtune.data.poseset import PoseSet
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, disk_full, is_disk_full
 from kdtune.paths import file_lock
 from kdtune.skeleton import NUM_HEATMAPS, NUM_PAFS
 
@@ -47,6 +48,7 @@ BANK_FORMAT = 1  # bump when the files or their meaning change
 VIEW_SEED = 20_221_024  # the views are the same for every trial, teacher and student
 MANIFEST = "bank.json"
 _ARRAYS = ("matrix", "flipped", "heat", "paf")
+_DIGESTED = ("matrix", "flipped")  # small: their SHA-256 is in the manifest (the maps' sizes)
 # a bank is copied into a GPU's memory when it takes at most this fraction of the free memory
 # (four trials sharing a GPU each hold their own copy)
 RESIDENT_FRACTION = 0.25
@@ -149,20 +151,53 @@ def run_teacher(
     return heat.float(), paf.float()
 
 
+class BankDamaged(KdtuneError):
+    """A bank whose files do not match its manifest (sizes, shapes, digests): never taught from."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_facts(folder: Path) -> dict[str, Any]:
+    """What a bank's manifest records of its files: every array's size, the small ones' digest."""
+    return {
+        "bytes": {name: (folder / f"{name}.npy").stat().st_size for name in _ARRAYS},
+        "sha256": {name: _sha256(folder / f"{name}.npy") for name in _DIGESTED},
+    }
+
+
 class TeacherBank:
-    """An opened bank: the views' affines in memory, the maps memory-mapped read-only."""
+    """An opened bank: the views' affines in memory, the maps memory-mapped read-only; its files
+    checked against its manifest (sizes, shapes, the affines' digest) first."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
-            raise KdtuneError(f"teacher bank: no {MANIFEST} in {self.root}")
+            raise BankDamaged(f"teacher bank: no {MANIFEST} in {self.root}")
         try:
             meta = json.loads(manifest.read_text())
             self.spec = BankSpec.from_dict(meta["spec"])
+            recorded = meta.get("files")
+            if recorded is not None:
+                facts = _file_facts(self.root)
+                for kind in ("bytes", "sha256"):
+                    for name, want in recorded[kind].items():
+                        if facts[kind].get(name) != want:
+                            got = facts[kind].get(name)
+                            what = f"{got} bytes" if kind == "bytes" else "its SHA-256"
+                            raise BankDamaged(
+                                f"teacher bank: {name}.npy in {self.root} is damaged ({what}, "
+                                f"its {MANIFEST} says {want if kind == 'bytes' else 'another'})"
+                            )
             arrays = {name: np.load(self.root / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise KdtuneError(
+            raise BankDamaged(
                 f"teacher bank: {self.root} is not a complete bank ({type(exc).__name__})"
             ) from None
         self.meta = meta
@@ -175,7 +210,7 @@ class TeacherBank:
         }
         for name, shape in shapes.items():
             if arrays[name].shape != shape:
-                raise KdtuneError(
+                raise BankDamaged(
                     f"teacher bank: {name}.npy in {self.root} is {arrays[name].shape}, "
                     f"expected {shape}"
                 )
@@ -256,8 +291,8 @@ def build_bank(
     total = spec.images * spec.views
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
         grid = spec.grid
         heat_file = np.lib.format.open_memmap(
             tmp / "heat.npy", "w+", np.float16, (spec.images, spec.views, NUM_HEATMAPS, grid, grid)
@@ -294,10 +329,17 @@ def build_bank(
             "spec": spec.to_dict(),
             "build_s": round(time.perf_counter() - started, 2),
             "device": str(device),
+            "files": _file_facts(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(meta, indent=2))
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(
+                "the teacher bank", root.parent, "no bank was left half-built, any other is kept"
+            ) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TeacherBank(root)
@@ -317,11 +359,15 @@ def open_or_build(
     say = log or (lambda _m: None)
     root = cache / "banks" / spec.key()
     if (root / MANIFEST).is_file():
-        return TeacherBank(root).check(spec)
+        with contextlib.suppress(BankDamaged):  # damaged: rebuilt below, under the lock
+            return TeacherBank(root).check(spec)
     root.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(root.parent / f".{root.name}.lock"):
-        if (root / MANIFEST).is_file():  # another process built it while we waited
-            return TeacherBank(root).check(spec)
+        if root.exists():  # built by another process while we waited, or damaged
+            try:
+                return TeacherBank(root).check(spec)
+            except BankDamaged as exc:
+                say(f"{exc}: building it again")  # replaced only once the new one is whole
         total = spec.images * spec.views
         size_mb = total * (NUM_HEATMAPS + NUM_PAFS) * spec.grid**2 * 2 / 1e6
         say(
@@ -365,8 +411,19 @@ def source_maps(
     digest = hashlib.sha256(json.dumps([*key, data.ann_file, data.split, len(data)]).encode())
     path = cache / "teacher_maps" / f"{digest.hexdigest()[:16]}.pt"
     if path.is_file():
-        cached = torch.load(path, map_location=device, weights_only=True)
-        return cached["heat"], cached["paf"]
+        try:
+            cached = torch.load(path, map_location=device, weights_only=True)
+            heat, paf = cached["heat"], cached["paf"]
+            if heat.shape[0] == paf.shape[0] == len(data):
+                return heat, paf
+            problem = f"{heat.shape[0]} images' maps, the data has {len(data)}"
+        except Exception as exc:  # truncated or foreign: computed again
+            problem = f"unreadable: {type(exc).__name__}"
+        print(
+            f"teacher maps: cache {path} is damaged ({problem}); computing them again",
+            file=sys.stderr,
+            flush=True,
+        )
     teacher = teacher.to(device).eval()
     heats, pafs = [], []
     with torch.inference_mode():
@@ -377,6 +434,12 @@ def source_maps(
     heat_all, paf_all = torch.cat(heats), torch.cat(pafs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    try:
+        torch.save({"heat": heat_all.cpu(), "paf": paf_all.cpu()}, tmp)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full("the teacher's maps", path, "the cache is left as it was") from None
+        raise
     os.replace(tmp, path)
     return heat_all, paf_all

@@ -9,6 +9,7 @@ a killed run never leaves half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,9 +22,10 @@ import torch
 from torch import nn
 
 from kdtune.config import TrainConfig
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, disk_full, is_disk_full
 
 CHECKPOINT_FILE = "state.pt"
+MANIFEST = "manifest.json"  # state.pt's size and SHA-256, checked when it is restored
 KEEP_CHECKPOINTS = 2
 History = list[dict[str, float]]
 
@@ -63,16 +65,58 @@ def write(
     ckpt = root / f"epoch_{epoch:04d}"
     tmp = root / f".epoch_{epoch:04d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(trainee.state(epoch, history), tmp / CHECKPOINT_FILE)
-    (tmp / "config.json").write_text(json.dumps(trainee.cfg.to_dict(), indent=2))
-    (tmp / "metrics.json").write_text(json.dumps(history, indent=2))
-    extras(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        torch.save(trainee.state(epoch, history), tmp / CHECKPOINT_FILE)
+        (tmp / "config.json").write_text(json.dumps(trainee.cfg.to_dict(), indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(history, indent=2))
+        extras(tmp)
+        _write_manifest(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(
+                f"the checkpoint of epoch {epoch}", root, "the run's earlier checkpoints are kept"
+            ) from None
+        raise
     shutil.rmtree(ckpt, ignore_errors=True)
     os.replace(tmp, ckpt)
     for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    state = folder / CHECKPOINT_FILE
+    meta = {"file": CHECKPOINT_FILE, "bytes": state.stat().st_size, "sha256": _digest(state)}
+    (folder / MANIFEST).write_text(json.dumps(meta, indent=2))
+
+
+def damage(file: Path) -> str | None:
+    """What is wrong with checkpoint ``file`` (a ``state.pt``) against the manifest beside it,
+    in words; None when it matches (or has no manifest: a checkpoint made before them)."""
+    manifest = file.parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        meta = json.loads(manifest.read_text())
+        want_bytes, want_digest = int(meta["bytes"]), str(meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {MANIFEST} is unreadable"
+    size = file.stat().st_size
+    if size != want_bytes:
+        return f"{size} bytes, its {MANIFEST} says {want_bytes}"
+    if _digest(file) != want_digest:
+        return f"its SHA-256 differs from its {MANIFEST}'s"
+    return None
 
 
 def restore(trainee: Trainee, path: Path, device: torch.device) -> tuple[History, int]:
@@ -81,6 +125,12 @@ def restore(trainee: Trainee, path: Path, device: torch.device) -> tuple[History
     file = path / CHECKPOINT_FILE if path.is_dir() else path
     if not file.is_file():
         raise KdtuneError(f"resume: no checkpoint at {file}")
+    problem = damage(file)
+    if problem is not None:
+        raise KdtuneError(
+            f"resume: checkpoint {file} is damaged ({problem}); it is not trained on: "
+            "resume from an earlier checkpoint, or start the run again"
+        )
     try:
         state = torch.load(file, map_location=device, weights_only=True)
     except Exception as exc:  # a truncated or foreign file
@@ -104,7 +154,15 @@ def save_final(trainee: Trainee, epoch: int, history: History, path: Path) -> No
     """The final ``model.pt``: ``torch.save`` to a temporary file, then rename, so a killed
     save never leaves a truncated file under ``path`` (a teacher's becomes the teacher cache)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(trainee.state(epoch, history), tmp)
+    try:
+        torch.save(trainee.state(epoch, history), tmp)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(
+                "the final model", path, f"any earlier {path.name} there is left as it was"
+            ) from None
+        raise
     os.replace(tmp, path)
 
 

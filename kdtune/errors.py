@@ -36,3 +36,31 @@ class SearchInterrupted(Exception):
     def line(self) -> str:
         """The one line the user sees."""
         return f"interrupted: {self}"
+
+
+class TeacherDiverged(KdtuneError):
+    """The teacher kdtune trains for a run or a search diverged: the ``train:`` settings (its
+    learning rate first) cannot train it. One line and exit code 2, as for bad input: the
+    settings are the user's to change."""
+
+
+class DiskFull(KdtuneError):
+    """A cache or checkpoint could not be written for want of space (``ENOSPC``, ``EDQUOT``):
+    the write was abandoned, what was there before is left as it was. One line, exit code 2."""
+
+
+_FULL = {28, 122}  # errno ENOSPC, EDQUOT (Linux)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is an ``OSError`` saying the disk (or the quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def disk_full(what: str, where: object, kept: str, then: str = "run the command again") -> DiskFull:
+    """The one line of a write that ran out of space: what was written, where, what is kept,
+    what to do then."""
+    return DiskFull(
+        f"disk full: writing {what} to {where} ran out of space; {kept}; "
+        f"free space there (or point --results elsewhere)" + (f" and {then}" if then else "")
+    )

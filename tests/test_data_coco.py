@@ -229,22 +229,26 @@ def test_corrupt_jpeg_is_skipped_and_counted(minipose: Path, tmp_path: Path) -> 
     root, doc = _copy_minipose(minipose, tmp_path / "coco", 4)
     bad = doc["images"][1]
     (root / "train2017" / bad["file_name"]).write_bytes(b"\xff\xd8\xff garbage, not a JPEG")
-    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
-        ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache")
+    lines: list[str] = []
+    ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache", say=lines.append)
     assert (len(ps), ps.skipped) == (3, 1)
     assert bad["id"] not in ps.image_ids.tolist()
-    with pytest.warns(
-        UserWarning, match="1 unreadable image.* left out"
-    ):  # a cache hit says so too
-        assert load_split(root, "train", 64, cache_dir=tmp_path / "cache").skipped == 1
+    named, total = lines  # one line naming the image, one total
+    assert bad["file_name"] in named and f"image id {bad['id']}" in named
+    assert "not a readable image" in named
+    assert "skipped 1 of 4 image(s)" in total and "3 kept" in total
+    again: list[str] = []  # a cache hit says so too, naming the first image left out
+    assert load_split(root, "train", 64, cache_dir=tmp_path / "cache", say=again.append).skipped
+    assert len(again) == 1 and "1 image(s)" in again[0] and bad["file_name"] in again[0]
 
 
 def test_missing_image_file_is_skipped(minipose: Path, tmp_path: Path) -> None:
     root, doc = _copy_minipose(minipose, tmp_path / "coco", 3)
     (root / "train2017" / doc["images"][0]["file_name"]).unlink()
-    with pytest.warns(UserWarning):
-        ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache")
+    lines: list[str] = []
+    ps = load_split(root, "train", 64, cache_dir=tmp_path / "cache", say=lines.append)
     assert (len(ps), ps.skipped) == (2, 1)
+    assert "no such file" in lines[0] and doc["images"][0]["file_name"] in lines[0]
 
 
 def test_all_images_unreadable_is_an_error(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Faults injected into whole searches, run as a user runs them (``kdtune search`` in a process
 of its own, with the toy trial in place of training): Ctrl-C and SIGTERM, a tracking server
-killed mid-search, a search name used again, a moved results folder. All slow (Ray)."""
+killed mid-search, a search name used again, a moved results folder, a fault in each stage (a
+teacher that diverges in the prepare stage with real training), a confirmation run resumed
+mid-run. All slow (Ray)."""
 
 from __future__ import annotations
 
@@ -487,3 +489,164 @@ def test_a_signal_during_the_final_logging_says_sync_completes_it(tmp_path: Path
     parents, trials = runs(uri, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == len(POINTS)
+
+
+# ------------------------------------------------------------------ a fault in each stage
+
+FAULT_CLI = CONFIRM_CLI.replace(
+    "from kdtune.cli import main",
+    """stage = sys.argv.pop(1)
+full = OSError(28, "No space left on device")
+import kdtune.tune as kt
+import kdtune.tracking as tr
+if stage == "trials":  # the disk fills as the trials stage ends
+    real_search = kt.run_search
+    def run_search(*args, **kwargs):
+        real_search(*args, **kwargs)
+        raise full
+    kt.run_search = run_search
+elif stage == "confirmation":
+    def run_confirm(*args, **kwargs):
+        raise full
+    kt.run_confirm = run_confirm
+elif stage == "track":  # the store breaks at the final logging
+    def log_search_result(*args, **kwargs):
+        raise RuntimeError("the tracking store broke")
+    tr.log_search_result = log_search_result
+from kdtune.cli import main""",
+)
+
+
+@pytest.mark.parametrize("stage", ["trials", "confirmation", "track"])
+def test_a_fault_in_each_stage_is_one_line_and_leaves_nothing_running(
+    tmp_path: Path, stage: str
+) -> None:
+    """A full disk as the trials or the confirmation stage ends, a tracking store that breaks
+    at the final logging: one line saying what and what to do, the documented exit code (2;
+    0 for the tracking, whose results are saved), no traceback, no MLflow run left RUNNING.
+    (The prepare stage's fault, a teacher that diverges, is the next test.)"""
+    name = f"fault{stage}"
+    spec = space_file(tmp_path, name, epochs=2, sleep=0.05)
+    spec.write_text(spec.read_text() + "confirm: {top_k: 1, seeds: 1}\n")
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAULT_CLI.format(tests=str(Path(__file__).parent)), stage, *args],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    code, out, err = finish(proc, timeout=400)
+    assert "Traceback" not in err + out, err
+    if stage == "track":
+        assert code == 0, err
+        lagged = [line for line in (out + err).splitlines() if "tracking lagged" in line]
+        assert len(lagged) == 1 and "the tracking store broke" in lagged[0], out + err
+        assert f"kdtune sync {name}" in lagged[0]
+        # the final logging never reached the store: `kdtune sync` completes it
+        code, _out, err = kdtune_run(["sync", name, "--results", str(results)], uri)
+        assert code == 0, err
+    else:
+        assert code == 2, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: disk full: writing the ") and "ran out of space" in last
+        assert f"stopped in its {stage} stage" in last
+        assert f"kdtune search {spec} --resume --results {results}" in last
+    parents, trials = runs(uri, name)
+    assert [p.info.status for p in parents] == ["FINISHED" if stage == "track" else "FAILED"]
+    assert trials and all(r.info.status != "RUNNING" for r in trials)
+
+
+def kdtune_run(args: list[str], uri: str, timeout: float = 600) -> tuple[int, str, str]:
+    """The real ``kdtune ARGS --tracking-uri URI`` in a process of its own."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from kdtune.cli import main; main()", *args, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+DIVERGING = """
+name: {name}
+level: second
+data: synthetic
+sampler: {{type: grid, seed: 0}}
+pruner: {{type: none}}
+budget: {{max_epochs: 1, eval_every: 1, max_concurrent: 1}}
+resources: {{cpu: 1}}
+teacher: {{recipe: ground_truth, epochs: 1}}
+train: {{lr: 1.0e+6, max_train_images: 16, max_val_images: 8, batch_size: 8}}
+search:
+  grid: [{{alpha: 0.3}}]
+"""
+
+
+def test_a_teacher_that_diverges_in_the_prepare_stage_is_one_line(tmp_path: Path) -> None:
+    """The prepare stage's fault, as a user meets it (the real `kdtune search`, the teacher
+    trained by the search itself at an absurd lr): one line naming the lr and what to do,
+    exit code 2, no traceback, nothing RUNNING in MLflow (no run was started)."""
+    spec = tmp_path / "diverge.yaml"
+    spec.write_text(DIVERGING.format(name="diverge"))
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    code, out, err = kdtune_run(
+        ["search", str(spec), "--no-progress", "--results", str(results)], uri
+    )
+    assert code == 2, err
+    assert "Traceback" not in err + out
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors == err.strip().splitlines()[-1:]
+    assert "teacher: the med net" in errors[0] and "diverged (loss became" in errors[0]
+    assert "at lr 1e+06: lower `lr`" in errors[0]
+    client = tracking.client(uri)
+    every = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert all(r.info.status != "RUNNING" for r in every)
+    assert not list((results / "cache" / "teachers").glob("*/model.pt"))  # nothing cached
+
+
+def test_an_interrupted_confirmation_run_resumes_mid_run(tmp_path: Path) -> None:
+    """Confirmation runs checkpoint as the search's trials do (every ``eval_every``): Ctrl-C
+    while one has reported an epoch but not ended, and ``--resume`` continues it from there
+    (the toy trial reports the epoch it started at), not from its first epoch."""
+    name = "midconfirm"
+    spec = space_file(tmp_path, name, epochs=6, sleep=1.0)
+    spec.write_text(spec.read_text() + "confirm: {top_k: 1, seeds: 1}\n")
+    results = tmp_path / "results"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
+    script = CONFIRM_CLI.format(tests=str(Path(__file__).parent))
+
+    def start(extra: list[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, *args, *extra],
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def midway() -> list[dict[str, Any]]:
+        found = []
+        for stage in (results / name / "confirm").rglob(SEARCH_FILE):
+            found += [
+                t for t in records(stage.parent) if t["state"] == RUNNING and t.get("history")
+            ]
+        return found
+
+    proc = start([])
+    wait_for("a confirmation run midway", lambda: bool(midway()), proc, timeout=400)
+    stopped = {t["trial_id"] for t in midway()}
+    proc.send_signal(signal.SIGINT)
+    code, _out, err = finish(proc, timeout=120)
+    assert code == 130, err
+    code, _out, err = finish(start(["--resume"]), timeout=400)
+    assert code == 0, err
+    result = SearchResult.load(results / name / SEARCH_FILE)
+    resumed = [t for t in result.confirmations if t.trial_id in stopped]
+    assert resumed and all(t.state == COMPLETE for t in resumed)
+    starts = [h.get("toy/start_epoch") for t in resumed for h in t.history]
+    assert max(s for s in starts if s is not None) > 1, starts

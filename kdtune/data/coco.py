@@ -26,9 +26,9 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +41,22 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from kdtune.data.poseset import PoseSet
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, disk_full, is_disk_full
 from kdtune.paths import cache_dir as default_cache_dir
+from kdtune.paths import file_lock
 from kdtune.skeleton import NUM_KEYPOINTS, coco17_to_op18
 
 CACHE_FORMAT = 2  # bump when the cached layout or its meaning changes
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TENSORS = ("images", "keypoints", "masks", "image_ids", "scales", "pads")
+# a split that images left out leave with fewer than this, or with under half, is refused
+MIN_IMAGES = 2
+SHOWN_SKIPS = 20  # images named one line each; the rest are counted
+Say = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def annotation_file(root: Path, split: str) -> Path:
@@ -69,11 +78,15 @@ def load_split(
     input_size: int = 128,
     cache_dir: Path | None = None,
     max_images: int | None = None,
+    say: Say = _stderr,
 ) -> PoseSet:
     """One split of the COCO set at ``root`` as a :class:`PoseSet`, decoded once and cached.
 
-    ``max_images`` keeps the first images by id. Unreadable images are left out, counted in
-    ``PoseSet.skipped`` and reported with one warning. ``cache_dir`` defaults to
+    ``max_images`` keeps the first images by id. An unreadable image, or one whose annotations
+    are malformed, is left out and said in one line (``say``, stderr by default: the file, the
+    image id, what is wrong), then a total; a split left with too few images is refused. The
+    cache is checked when it is opened (shapes, a digest of its tensors) and decoded again when
+    damaged; one process decodes it while others wanting it wait. ``cache_dir`` defaults to
     ``kdtune.paths.cache_dir() / "data"``.
     """
     root = Path(root).expanduser()
@@ -82,18 +95,35 @@ def load_split(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "data"
     key = _cache_key(ann_path, split, input_size, max_images)
     cached = folder / f"{split}-{input_size}-{key}.pt"
-    hit = _read_cache(cached, ann_path)
-    if hit is not None:
-        if hit.skipped:
-            warnings.warn(
-                f"data: {hit.skipped} unreadable image(s) of {img_dir} were left out when {cached} "
-                "was made; delete it to read them again",
-                stacklevel=2,
-            )
-        return hit
-    poses = _decode_split(ann_path, img_dir, split, input_size, max_images)
-    _write_cache(cached, poses)
-    return poses
+    hit = _read_cache(cached, ann_path, lambda _line: None)  # damage is said under the lock
+    if hit is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder / f".{cached.name}.lock"):
+            hit = _read_cache(cached, ann_path, say)  # decoded by another process meanwhile?
+            if hit is None:
+                poses, notes = _decode_split(ann_path, img_dir, split, input_size, max_images, say)
+                _write_cache(cached, poses, notes)
+                return poses
+    if hit[0].skipped:
+        say(
+            f"data: {hit[0].skipped} image(s) of {img_dir} were left out when {cached} was made "
+            f"(first: {hit[1][0] if hit[1] else 'not recorded'}); delete it to read them again"
+        )
+    return hit[0]
+
+
+def _say_skipped(say: Say, notes: list[str], total: int, img_dir: Path) -> None:
+    """One line per image left out (the first :data:`SHOWN_SKIPS`), then the total."""
+    if not notes:
+        return
+    for note in notes[:SHOWN_SKIPS]:
+        say(f"data: skipped {note}")
+    more = len(notes) - SHOWN_SKIPS
+    tail = f" ({more} not listed above)" if more > 0 else ""
+    say(
+        f"data: skipped {len(notes)} of {total} image(s) in {img_dir}{tail}; "
+        f"{total - len(notes)} kept"
+    )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -178,6 +208,7 @@ class _Decoded:
     """One image after decoding (``image`` None when unreadable)."""
 
     image: np.ndarray | None  # HWC RGB letterboxed
+    problem: str = ""  # why ``image`` is None, in words
     scale: float = 0.0
     pad: tuple[float, float] = (0.0, 0.0)
     offset: tuple[int, int] = (0, 0)  # top-left of the original in its black square
@@ -213,24 +244,38 @@ def letterbox(image: np.ndarray, size: int) -> _Decoded:
     scale = size / side
     offset = ((side - w) // 2, (side - h) // 2)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    dec = _Decoded(None, scale, (0.0, 0.0), offset, side)
+    dec = _Decoded(None, "", scale, (0.0, 0.0), offset, side)
     dec.image = dec.place(image, size, interp)
     dec.pad = ((offset[0] + 0.5) * scale - 0.5, (offset[1] + 0.5) * scale - 0.5)
     return dec
 
 
 def _decode_image(path: Path, size: int, expect_hw: tuple[int, int]) -> _Decoded:
-    """Read one JPEG (raw pixel orientation, as COCO annotates it); None when unreadable."""
+    """Read one JPEG (raw pixel orientation, as COCO annotates it); its image None, and what is
+    wrong, when it cannot be used."""
+    if not path.is_file():
+        return _Decoded(None, "no such file")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None or bgr.shape[:2] != expect_hw:
-        return _Decoded(None)
+    if bgr is None:
+        return _Decoded(None, "not a readable image (truncated, or not an image file)")
+    if bgr.shape[:2] != expect_hw:
+        h, w = bgr.shape[:2]
+        return _Decoded(
+            None, f"is {w}x{h} pixels, its annotation says {expect_hw[1]}x{expect_hw[0]}"
+        )
     return letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
 
 
 def _decode_split(
-    ann_path: Path, img_dir: Path, split: str, size: int, max_images: int | None
-) -> PoseSet:
-    """Decode every image of the split and turn its annotations into keypoints and masks."""
+    ann_path: Path,
+    img_dir: Path,
+    split: str,
+    size: int,
+    max_images: int | None,
+    say: Say = _stderr,
+) -> tuple[PoseSet, list[str]]:
+    """Decode every image of the split and turn its annotations into keypoints and masks; the
+    set and, for each image left out, a note naming it and what is wrong (each said)."""
     coco, person_id = _read_coco(ann_path)
     ids = sorted(coco.imgs)[:max_images]
     if not ids:
@@ -241,28 +286,42 @@ def _decode_split(
     scales, pads = np.zeros(n, dtype=np.float32), np.zeros((n, 2), dtype=np.float32)
     persons: list[np.ndarray] = []
     ok = np.zeros(n, dtype=bool)
+    notes: list[str] = []
     for i, dec in enumerate(_decode_all(img_dir, [coco.imgs[k] for k in ids], size)):
+        info = coco.imgs[ids[i]]
+        where = f"{img_dir / str(info['file_name'])} (image id {ids[i]})"
         if dec.image is None:
+            notes.append(f"{where}: {dec.problem}")
             continue
         anns = coco.loadAnns(coco.getAnnIds(imgIds=ids[i], catIds=[person_id], iscrowd=None))
-        kps, mask = _image_targets(anns, coco.imgs[ids[i]], dec, size)
+        try:
+            kps, mask = _image_targets(anns, info, dec, size)
+        except _Malformed as exc:
+            notes.append(f"{where}: {exc} in {ann_path.name}")
+            continue
         persons.append(kps)
         masks[i] = mask
         images[i] = dec.image.transpose(2, 0, 1)
         scales[i], pads[i], ok[i] = dec.scale, dec.pad, True
     keep = np.flatnonzero(ok)
     skipped = n - len(keep)
+    _say_skipped(say, notes, n, img_dir)
     if not len(keep):
-        raise KdtuneError(f"data: none of the {n} images in {img_dir} could be read")
-    if skipped:
-        warnings.warn(
-            f"data: skipped {skipped} unreadable image(s) of {n} in {img_dir}", stacklevel=3
+        raise KdtuneError(
+            f"data: none of the {n} images in {img_dir} could be used (first: {notes[0]})"
         )
+    if skipped and (len(keep) < MIN_IMAGES or skipped * 2 > n):  # left with too few
+        raise KdtuneError(
+            f"data: only {len(keep)} of the {n} images of {img_dir} could be used, too few to "
+            f"train or evaluate on (first left out: {notes[0]}); repair the images or "
+            "annotations named above, or remove them from the annotation file"
+        )
+    if skipped:
         images, masks, scales, pads = images[keep], masks[keep], scales[keep], pads[keep]
     keypoints = np.zeros((len(keep), max([1, *map(len, persons)]), NUM_KEYPOINTS, 3), np.float32)
     for row, p in enumerate(persons):
         keypoints[row, : len(p)] = p
-    return PoseSet(
+    poses = PoseSet(
         images=torch.from_numpy(images),
         keypoints=torch.from_numpy(keypoints),
         masks=torch.from_numpy(masks),
@@ -273,6 +332,11 @@ def _decode_split(
         split=split,
         skipped=skipped,
     )
+    return poses, notes
+
+
+class _Malformed(ValueError):
+    """An annotation that cannot be used: its image is left out, named with what is wrong."""
 
 
 def _decode_all(img_dir: Path, infos: list[dict[str, Any]], size: int) -> Iterator[_Decoded]:
@@ -291,16 +355,25 @@ def _image_targets(
     mask = np.zeros((size, size), dtype=np.uint8)
     people = []
     for ann in anns:
-        kps = np.asarray(ann.get("keypoints") or np.zeros(51), dtype=np.float32)
+        try:
+            kps = np.asarray(ann.get("keypoints") or np.zeros(51), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise _Malformed(f"annotation {ann.get('id')}'s keypoints are not numbers") from None
         if kps.size != 51:
-            raise KdtuneError(
-                f"data: annotation {ann.get('id')} has {kps.size} keypoint values, not 51"
-            )
+            raise _Malformed(f"annotation {ann.get('id')} has {kps.size} keypoint values, not 51")
+        if not np.isfinite(kps).all():
+            raise _Malformed(f"annotation {ann.get('id')} has a keypoint that is not finite")
         kps = kps.reshape(17, 3)
-        if ann.get("iscrowd", 0) or not (kps[:, 2] > 0).any():
-            mask |= _ignore_mask(ann, info, dec, size)
-        else:
-            people.append(kps)
+        try:
+            if ann.get("iscrowd", 0) or not (kps[:, 2] > 0).any():
+                mask |= _ignore_mask(ann, info, dec, size)
+            else:
+                people.append(kps)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise _Malformed(
+                f"annotation {ann.get('id')}'s segmentation or bbox is malformed "
+                f"({type(exc).__name__})"
+            ) from None
     if not people:
         return np.zeros((0, NUM_KEYPOINTS, 3), dtype=np.float32), mask
     op = coco17_to_op18(np.stack(people))
@@ -381,38 +454,83 @@ def _cache_key(ann_path: Path, split: str, input_size: int, max_images: int | No
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def _read_cache(path: Path, ann_path: Path) -> PoseSet | None:
-    """The cached set, or None when absent or unreadable (it is then rebuilt)."""
+def _tensor_digest(blob: dict[str, Any]) -> str:
+    """SHA-256 over the cached tensors' bytes (in :data:`_TENSORS` order): cheap beside decoding."""
+    h = hashlib.sha256()
+    for k in _TENSORS:
+        h.update(np.ascontiguousarray(blob[k].numpy()).data)
+    return h.hexdigest()
+
+
+def _cache_damage(blob: Any) -> str | None:
+    """What is wrong with a loaded cache blob (shapes that disagree, a digest that differs)."""
+    if not isinstance(blob, dict) or any(not torch.is_tensor(blob.get(k)) for k in _TENSORS):
+        return "not a kdtune data cache"
+    n = blob["images"].shape[0]
+    expected = {
+        "images": (n, 3, *blob["images"].shape[2:]),
+        "masks": (n, *blob["images"].shape[2:]),
+        "image_ids": (n,),
+        "scales": (n,),
+        "pads": (n, 2),
+    }
+    for k, shape in expected.items():
+        if tuple(blob[k].shape) != shape:
+            return f"{k} is {tuple(blob[k].shape)}, expected {shape}"
+    if blob["keypoints"].shape[0] != n:
+        return f"keypoints hold {blob['keypoints'].shape[0]} images, images {n}"
+    if "digest" in blob and _tensor_digest(blob) != blob["digest"]:
+        return "its tensors' SHA-256 differs from the one recorded"
+    return None
+
+
+def _read_cache(path: Path, ann_path: Path, say: Say) -> tuple[PoseSet, list[str]] | None:
+    """The cached set and its notes of images left out, or None when absent, of another
+    format, or damaged (said in one line; it is then decoded again)."""
     if not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("format") != CACHE_FORMAT:
-            return None
-        return PoseSet(
-            **{k: blob[k] for k in _TENSORS},
-            ann_file=str(ann_path.resolve()),
-            split=str(blob["split"]),
-            skipped=int(blob["skipped"]),
-        )
-    except Exception:  # a truncated or foreign file: rebuild it
+        problem = None if blob.get("format") == CACHE_FORMAT else "format"
+    except Exception as exc:  # a truncated or foreign file: decoded again
+        blob, problem = None, f"unreadable: {type(exc).__name__}"
+    if problem == "format":
+        return None  # an older layout, not damage: decoded again quietly
+    problem = problem or _cache_damage(blob)
+    if problem is not None or blob is None:
+        say(f"data: cache {path} is damaged ({problem}); decoding the split again")
         return None
+    poses = PoseSet(
+        **{k: blob[k] for k in _TENSORS},
+        ann_file=str(ann_path.resolve()),
+        split=str(blob["split"]),
+        skipped=int(blob["skipped"]),
+    )
+    return poses, [str(note) for note in blob.get("skipped_notes", [])]
 
 
-def _write_cache(path: Path, poses: PoseSet) -> None:
-    """Save atomically: a temporary file in the same folder, then ``os.replace``."""
+def _write_cache(path: Path, poses: PoseSet, notes: list[str] | None = None) -> None:
+    """Save atomically: a temporary file in the same folder, then ``os.replace``; a full disk
+    leaves what was there and says so in one line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob: dict[str, Any] = {k: getattr(poses, k) for k in _TENSORS}
     blob.update(
-        format=CACHE_FORMAT, ann_file=poses.ann_file, split=poses.split, skipped=poses.skipped
+        format=CACHE_FORMAT,
+        ann_file=poses.ann_file,
+        split=poses.split,
+        skipped=poses.skipped,
+        skipped_notes=list(notes or []),
     )
+    blob["digest"] = _tensor_digest(blob)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(blob, f)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full("the decoded split", path, "the data cache is left as it was") from None
         raise

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from kdtune.errors import KdtuneError
 from kdtune.paths import cache_dir as default_cache_dir
+from kdtune.paths import file_lock
 
 if TYPE_CHECKING:
     from kdtune.data.poseset import PoseSet
@@ -222,16 +223,19 @@ def source_root(data: str, cache: Path) -> Path:
     if root.is_dir():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        spec.source.write(tmp, spec.values, cache)
-        os.rename(tmp, root)
-    except OSError:
-        if not root.is_dir():  # not a lost race with another process: a real failure
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with file_lock(root.parent / f".{root.name}.lock"):  # one writer; the others wait, reuse
+        if root.is_dir():
+            return root
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            spec.source.write(tmp, spec.values, cache)
+            os.rename(tmp, root)
+        except OSError:
+            if not root.is_dir():  # not a lost race with another process: a real failure
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

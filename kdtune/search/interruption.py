@@ -12,6 +12,10 @@ confirmation, tracking):
   from its watch and ends the process with the same line and exit code.
 - **a lost tracking server**: the search never waits on MLflow; what could not be logged is
   one line (:func:`tracking_lost`, :func:`tracking_lagged`) naming ``kdtune sync NAME``.
+- **a fault in a stage** (a full disk, a damaged cache refused, a teacher that diverges, a
+  bug): the tracking told (trials still running and the parent FAILED: nothing is left
+  RUNNING); a fault the user can fix is one line naming the stage and the command that
+  resumes (:meth:`InterruptionPolicy.failed`, exit code 2); a bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kdtune.errors import SearchInterrupted
+from kdtune.errors import KdtuneError, SearchInterrupted, disk_full, is_disk_full
 from kdtune.results import SearchResult
 
 
@@ -31,11 +35,13 @@ from kdtune.results import SearchResult
 class InterruptionPolicy:
     """``name``: the search; ``resume_command``: what its line says to run; ``record_stop``:
     the tracking told of the stop (the search's result, or None where the stage has none
-    yet); it returns one line when MLflow lags, else None."""
+    yet); it returns one line when MLflow lags, else None; ``record_failure``: the same for a
+    fault."""
 
     name: str
     resume_command: str
     record_stop: Callable[[SearchResult | None], str | None]
+    record_failure: Callable[[SearchResult | None], str | None] = lambda _result: None
 
     def stopped(self, exc: SearchInterrupted) -> SearchInterrupted:
         """A signal stopped the trials or the confirmation (or Ray was lost after one): the
@@ -48,6 +54,30 @@ class InterruptionPolicy:
             f"continue it with `{self.resume_command}`{note}",
             exc.result,
         )
+
+    def failed(self, exc: BaseException, stage: str, result: SearchResult | None) -> BaseException:
+        """A fault ended ``stage``: the tracking told (FAILED), then what the user sees: a
+        :class:`KdtuneError` (a full disk among them) as one line naming the stage and the
+        command that continues once it is fixed; anything else, a bug, as it is."""
+        lag = self.record_failure(result)
+        note = f" (MLflow lags: {lag})" if lag else ""
+        if is_disk_full(exc):
+            exc = disk_full(
+                f"the {stage} stage's records",
+                f"search {self.name!r}",
+                "what it saved is kept",
+                then="",
+            )
+        if not isinstance(exc, KdtuneError):
+            return exc
+        line = (
+            f"{exc} [search {self.name!r} stopped in its {stage} stage; once this is fixed, "
+            f"`{self.resume_command}` continues it]{note}"
+        )
+        try:
+            return type(exc)(line)
+        except TypeError:  # a subclass with arguments of its own
+            return KdtuneError(line)
 
     def stopped_final_logging(
         self, exc: SearchInterrupted, result: SearchResult

@@ -28,6 +28,7 @@ from kdtune.search.records import Prepared, Tracked
 
 QUEUE_WAIT_S = 60.0  # at the end, how long the live logging may take to drain its queue
 KILLED = "KILLED"  # MLflow's status of a run ended by a signal
+FAILED = "FAILED"  # MLflow's status of a run a fault ended
 
 
 def timeouts(uri: str) -> AbstractContextManager[None]:
@@ -48,6 +49,7 @@ class LiveTracking:
         space = prepared.space
         tracker = SearchTracker(prepared.uri, prepared.root, space.name, prepared.search_id)
         tracker.start(prepared.space_file, prepared.settings)
+        self.tracker = tracker
         self.queue = BackgroundTracker(tracker)
         self._best: list[float] = []
 
@@ -66,10 +68,22 @@ class LiveTracking:
     def stopped(self, result: SearchResult | None) -> str | None:
         """A signal stopped the search: the queue drained, the final logging with running
         trials and the parent KILLED; one line when MLflow lags."""
+        return self._end(result, KILLED)
+
+    def failed(self, result: SearchResult | None) -> str | None:
+        """A fault (not a signal) ended a stage: the queue drained, trials still running and
+        the parent FAILED, so that nothing is left RUNNING; one line when MLflow lags."""
+        return self._end(result, FAILED)
+
+    def _end(self, result: SearchResult | None, status: str) -> str | None:
         self.queue.close(QUEUE_WAIT_S)
-        if result is None:
-            return None
-        return _log_final(self.prepared, result, status=KILLED)
+        if result is not None:
+            return _log_final(self.prepared, result, status=status)
+        try:  # no records yet: the parent alone
+            self.tracker.end(status)
+        except Exception as exc:
+            return tracking_lost(self.prepared.uri, self.prepared.space.name, exc)
+        return None
 
     def finish(self, result: SearchResult, policy: InterruptionPolicy) -> Tracked:
         """The final logging; a signal now leaves only MLflow behind."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kdtune.config import REFERENCE_ALPHA, TEACHER_OF, TrainConfig
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, TeacherDiverged, TrialDiverged
 from kdtune.paths import cache_dir, file_lock
 from kdtune.teachers.shipped import manifest, shipped_teacher
 
@@ -63,15 +63,17 @@ def trained_teacher(
     cfg: TrainConfig, results: Path | None, log: Callable[[str], None], *, fit: Fit
 ) -> Path:
     """The teacher kdtune trains for ``cfg`` (:func:`teacher_training_config`),
-    trained once under a file lock and cached by its key."""
+    trained once under a file lock and cached by its key. The cached ``model.pt`` is checked
+    against its manifest (``model.json``: size and SHA-256) whenever it is opened; a damaged one
+    is said in one line and trained again, never taught from."""
     arch = TEACHER_OF[cfg.level]
     root = cache_dir(results) / "teachers" / f"{arch}-{teacher_key(cfg, results)}"
     model_path = root / "model.pt"
-    if model_path.is_file():
+    if model_path.is_file() and teacher_damage(model_path) is None:
         return model_path
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / ".lock"):
-        if model_path.is_file():  # another process trained it while we waited
+        if _cached_ok(model_path, log):  # another process trained it while we waited
             return model_path
         recipe = "ground_truth" if cfg.teacher_recipe == "ground_truth" else "reference"
         log(
@@ -79,9 +81,72 @@ def trained_teacher(
             f"recipe {recipe}) into {root}"
         )
         work = root / "run"
-        fit(teacher_training_config(cfg), None, workdir=work, results=results, log=log)
+        teacher_cfg = teacher_training_config(cfg)
+        try:
+            fit(teacher_cfg, None, workdir=work, results=results, log=log)
+        except TrialDiverged as exc:
+            raise TeacherDiverged(
+                f"teacher: the {arch} net kdtune trains as this run's teacher diverged ({exc}) "
+                f"at lr {teacher_cfg.lr:g}: lower `lr` (a space's `train:` block, a run's "
+                "config), or give a trained teacher (a space's `teacher: checkpoint:`)"
+            ) from None
         os.replace(work / "model.pt", model_path)
+        _write_manifest(model_path)
     return model_path
+
+
+TEACHER_MANIFEST = "model.json"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(model_path: Path) -> None:
+    """``model.json`` beside a cached teacher: its size and digest, written atomically."""
+    meta = {"file": model_path.name, "bytes": model_path.stat().st_size}
+    meta["sha256"] = _digest(model_path)
+    tmp = model_path.with_name(f".{TEACHER_MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, model_path.with_name(TEACHER_MANIFEST))
+
+
+def teacher_damage(model_path: Path) -> str | None:
+    """What is wrong with a cached teacher against its manifest, in words; None if it is whole
+    (a cache made before manifests gets one now, from the file as it is)."""
+    manifest_path = model_path.with_name(TEACHER_MANIFEST)
+    if not manifest_path.is_file():
+        _write_manifest(model_path)
+        return None
+    try:
+        meta = json.loads(manifest_path.read_text())
+        want_bytes, want_digest = int(meta["bytes"]), str(meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its manifest {manifest_path.name} is unreadable"
+    size = model_path.stat().st_size
+    if size != want_bytes:
+        return f"{size} bytes, its manifest says {want_bytes}"
+    if _digest(model_path) != want_digest:
+        return "its SHA-256 differs from its manifest's"
+    return None
+
+
+def _cached_ok(model_path: Path, log: Callable[[str], None]) -> bool:
+    """Whether the cached teacher is there and whole; a damaged one is moved aside, in one
+    line, so that it is trained again."""
+    if not model_path.is_file():
+        return False
+    problem = teacher_damage(model_path)
+    if problem is None:
+        return True
+    log(f"teacher cache {model_path} is damaged ({problem}): training the teacher again")
+    os.replace(model_path, model_path.with_name(f"{model_path.name}.damaged"))
+    model_path.with_name(TEACHER_MANIFEST).unlink(missing_ok=True)
+    return False
 
 
 # What does not shape a teacher's weights: where and how fast it runs, what it is evaluated on.

@@ -74,7 +74,8 @@ def confirm_plan(
     points = []
     for spec, config in configs.items():
         for k in range(1, seeds + 1):
-            train = {**config, "seed": base_seed + k, "eval_every": int(config["epochs"])}
+            # the search's own eval_every: checkpointed as its trials are, resumed mid-run
+            train = {**config, "seed": base_seed + k}
             points.append(
                 {
                     "train": train,
@@ -132,9 +133,9 @@ def run_confirm(
         progress=progress,
     )
     live = LiveRun(monitor=monitor, storage_url=storage_url, folder=str(folder))
-    # Ctrl-C or SIGTERM: Tune's own handler ends the loop at once and saves the stage (its
-    # signal handling is not the run's: a confirmation run checkpoints only at its end, so a
-    # resume reruns it)
+    # Ctrl-C or SIGTERM: Tune's own handler ends the loop at once and saves the stage; a
+    # resume continues each unfinished run from its last checkpoint (every eval_every epochs,
+    # as the search's trials)
     interrupts = _Interrupts()
     watch = _watcher(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
     with ray_session(address, folder.parent, watch):
