@@ -22,6 +22,12 @@ Modules: :mod:`~kdtune.tracking.store` (the store and its names), :mod:`~kdtune.
 
 from __future__ import annotations
 
+from kdtune.tracking.fields import (
+    schedule_params,
+    trial_metrics,
+    trial_params,
+    trial_tags,
+)
 from kdtune.tracking.links import (
     TRIALS_VIEW_KEY,
     search_link,
@@ -31,10 +37,6 @@ from kdtune.tracking.links import (
 from kdtune.tracking.log import (
     SearchTracker,
     log_search_result,
-    schedule_params,
-    trial_metrics,
-    trial_params,
-    trial_tags,
 )
 from kdtune.tracking.readback import (
     load_trials,

@@ -4,8 +4,6 @@ per trial (params, per-epoch metrics, tags for state and diagnosis, artifacts)."
 from __future__ import annotations
 
 import json
-import math
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,18 +11,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdtune.checks import is_number
 from kdtune.errors import KdtuneError
 from kdtune.results import (
     COMPLETE,
-    CONFIRM_STAGE,
-    FAILED,
-    PRUNED,
     RUNNING,
     SearchResult,
     TrialRecord,
 )
-from kdtune.schedules import parse_schedule, words
+from kdtune.tracking.fields import (
+    answer_tags,
+    diagnosis_tags,
+    param_text,
+    tag_text,
+    trial_artifacts,
+    trial_metrics,
+    trial_params,
+    trial_run_name,
+    trial_tags,
+    verdict_metrics,
+    verdict_tags,
+    write_json,
+)
 from kdtune.tracking.links import (
     SHARED_VIEW_TAG_PREFIX,
     TRIALS_VIEW_KEY,
@@ -34,26 +41,15 @@ from kdtune.tracking.links import (
 from kdtune.tracking.store import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
-    FINAL_AP_METRIC,
-    MAX_PARAM,
-    MAX_TAG,
-    NOTE_TAG,
     PARENT_TAG,
     RUN_STATUS,
-    TAG_ANSWER,
     TAG_DIAGNOSIS,
-    TAG_DIVERGED,
-    TAG_EPOCHS_RUN,
     TAG_KIND,
-    TAG_NEXT,
     TAG_REASON,
-    TAG_RECOMMENDATION,
     TAG_SEARCH,
     TAG_SEARCH_ID,
     TAG_STATE,
     TAG_TRIAL,
-    TAG_VERDICT,
-    TRIAL_PARAM_KEYS,
     artifact_root,
     client,
     experiment_name,
@@ -156,7 +152,7 @@ class SearchTracker:
     def _log_settings(self, settings: Mapping[str, Any], known: Mapping[str, str]) -> None:
         params = {k: v for k, v in _flatten(settings).items() if k not in known}
         changed = sorted(
-            k for k, v in _flatten(settings).items() if k in known and known[k] != _param(v)
+            k for k, v in _flatten(settings).items() if k in known and known[k] != param_text(v)
         )
         tags = {"kdtune.changed_on_resume": ", ".join(changed)} if changed else {}
         _log_batch(self.client, self._require_parent(), params=params, tags=tags)
@@ -214,7 +210,7 @@ class SearchTracker:
         run = self.client.create_run(
             self._require_experiment(),
             start_time=int((time.time() - max(record.wall_s, 0.0)) * 1000),
-            run_name=_trial_run_name(record),
+            run_name=trial_run_name(record),
             tags={
                 PARENT_TAG: parent,
                 TAG_KIND: "trial",
@@ -231,7 +227,7 @@ class SearchTracker:
             self.client.delete_run(run_id)  # never leave a half-logged trial behind
             raise
         self._children[record.trial_id] = _Child(
-            run_id, record.state, status, _diagnosis_tags(record, diagnosis)
+            run_id, record.state, status, diagnosis_tags(record, diagnosis)
         )
         return run_id
 
@@ -240,12 +236,12 @@ class SearchTracker:
     ) -> None:
         """Rewrite a logged trial's tags and diagnosis.json where its diagnosis changed, so
         that MLflow says what the search report says."""
-        said = _diagnosis_tags(record, diagnosis)
+        said = diagnosis_tags(record, diagnosis)
         if diagnosis is None or child.diagnosis == said:
             return
         _log_batch(self.client, child.run_id, tags=trial_tags(record, diagnosis))
         with tempfile.TemporaryDirectory() as tmp:
-            path = _write_json(Path(tmp) / "diagnosis.json", diagnosis.to_dict())
+            path = write_json(Path(tmp) / "diagnosis.json", diagnosis.to_dict())
             self.client.log_artifact(child.run_id, str(path))
         child.diagnosis = said
 
@@ -258,7 +254,7 @@ class SearchTracker:
             metrics=trial_metrics(record),
         )
         with tempfile.TemporaryDirectory() as tmp:
-            _trial_artifacts(record, diagnosis, Path(tmp))
+            trial_artifacts(record, diagnosis, Path(tmp))
             self.client.log_artifacts(run_id, tmp)
 
     # -- the end of the search
@@ -306,164 +302,6 @@ class SearchTracker:
         return self.experiment_id
 
 
-def trial_params(record: TrialRecord) -> dict[str, Any]:
-    """A trial's MLflow params: level, α or the schedule's parameters (both levels for a
-    chain), training settings, the trial id and Optuna number, and what the sampler chose."""
-    cfg = record.config
-    params: dict[str, Any] = {k: cfg[k] for k in TRIAL_PARAM_KEYS if k in cfg}
-    params["trial_id"] = record.trial_id
-    if record.number is not None:
-        params["number"] = record.number
-    if "schedule" in cfg:
-        params.update(schedule_params(cfg["schedule"]))
-    if cfg.get("level") == "chain" and "schedule_second" in cfg:
-        params.update(schedule_params(cfg["schedule_second"], suffix="_second"))
-    for key, value in record.params.items():
-        params[f"sampled.{key}"] = value
-    return params
-
-
-def schedule_params(spec: str, suffix: str = "") -> dict[str, Any]:
-    """A β schedule as MLflow params: ``schedule`` (the spec, the machine key), ``weighting``
-    (it in words, for people: a column to pick in the runs table) and the shape's own parameters
-    (:meth:`~kdtune.schedules.BetaSchedule.params`: ``alpha`` and ``beta`` of a fixed ratio,
-    ``beta_start`` and ``beta_end`` of a schedule), each name ending in ``suffix``."""
-    schedule = parse_schedule(spec)
-    out: dict[str, Any] = {"schedule": spec, "weighting": schedule.words, **schedule.params()}
-    return {key + suffix: value for key, value in out.items()}
-
-
-def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, Any]:
-    """State, diagnosis, recommendation, next schedules and bookkeeping, as run tags."""
-    tags: dict[str, Any] = {
-        TAG_STATE: record.state,
-        TAG_DIVERGED: str(bool(record.diverged)).lower(),
-        TAG_EPOCHS_RUN: record.epochs_run,
-        "kdtune.wall_s": f"{record.wall_s:.1f}",
-        TAG_DIAGNOSIS: diagnosis.label if diagnosis else "none",
-        TAG_RECOMMENDATION: _one_line(diagnosis.recommendation) if diagnosis else "",
-        TAG_REASON: _one_line(diagnosis.reason) if diagnosis else "",
-        TAG_NEXT: ", ".join(diagnosis.next_schedules) if diagnosis else "",
-    }
-    tags["stage"] = record.stage  # search, or confirm: a confirmation run
-    if record.number is not None:
-        tags["kdtune.number"] = record.number
-    if record.node:
-        tags["kdtune.node"] = record.node
-    if record.error:
-        tags["kdtune.error"] = _one_line(record.error)
-    tags[NOTE_TAG] = _trial_note(record, diagnosis)
-    return tags
-
-
-def _diagnosis_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> tuple[str, str]:
-    tags = trial_tags(record, diagnosis)
-    return str(tags[TAG_DIAGNOSIS]), _tag(tags[TAG_REASON])
-
-
-def _trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:
-    """The run's description in the MLflow UI (Markdown)."""
-    lines = [f"**{record.state}** after {record.epochs_run} epochs"]
-    if diagnosis is not None:
-        lines.append(f"**diagnosis**: {diagnosis.label}: {diagnosis.reason}")
-        lines.append(f"**recommendation**: {diagnosis.recommendation}")
-        if diagnosis.next_schedules:
-            lines.append("**try next**: " + ", ".join(diagnosis.next_schedules))
-    if record.error:
-        lines.append(f"**error**: {_one_line(record.error)}")
-    return "\n\n".join(lines)
-
-
-def trial_metrics(record: TrialRecord) -> list[Any]:
-    """``final/val/ap`` (the trial's value), then every numeric value of every evaluation
-    (step = epoch). The final value comes first: the store keeps a run's metrics in the order
-    they were first logged, and MLflow's compare view opens its plot on the first one."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = []
-    best = record.value("val/ap")
-    if best is not None:
-        metrics.append(Metric(FINAL_AP_METRIC, float(best), now, record.epochs_run))
-    for i, row in enumerate(record.history):
-        step = _step(row.get("epoch"), default=i + 1)
-        for key, value in row.items():
-            if key != "epoch" and is_number(value):
-                metrics.append(Metric(key, float(value), now, step))
-    return metrics
-
-
-def _trial_artifacts(record: TrialRecord, diagnosis: Diagnosis | None, tmp: Path) -> list[Path]:
-    """Write a trial's artifacts into ``tmp``: learning curves, validation keypoints (from
-    its checkpoint), config, history, diagnosis, error."""
-    from kdtune import plots
-
-    paths = [_write_json(tmp / "config.json", record.config)]
-    if record.history:
-        title = f"{_trial_run_name(record)} ({record.state})"
-        paths.append(
-            plots.learning_curves(record.history, tmp / "learning_curves.png", title=title)
-        )
-        paths.append(_write_json(tmp / "history.json", record.history))
-    if record.checkpoint_dir:
-        keypoints = Path(record.checkpoint_dir) / "val_keypoints.png"
-        if keypoints.is_file():
-            paths.append(Path(shutil.copyfile(keypoints, tmp / keypoints.name)))
-    if diagnosis is not None:
-        paths.append(_write_json(tmp / "diagnosis.json", diagnosis.to_dict()))
-    if record.error:
-        path = tmp / "error.txt"
-        path.write_text(record.error)
-        paths.append(path)
-    return paths
-
-
-def verdict_metrics(verdict: Mapping[str, Any]) -> dict[str, float]:
-    """The confirmation's figures on the parent run: the recommendation's mean AP and its
-    standard error, and ΔAP with its interval against the seed default and the runner-up."""
-    top = verdict["ranking"][0]
-    metrics = {"confirm/mean/val/ap": float(top["mean"]), "confirm/se/val/ap": float(top["se"])}
-    roles = {"seed default": "default", "runner-up": "runner_up"}
-    for c in verdict["comparisons"]:
-        role = roles.get(c["role"])
-        if role is None:
-            continue
-        metrics[f"verdict/{role}/delta_ap"] = float(c["mean"])
-        metrics[f"verdict/{role}/low"] = float(c["low"])
-        metrics[f"verdict/{role}/high"] = float(c["high"])
-    return metrics
-
-
-def verdict_tags(verdict: Mapping[str, Any]) -> dict[str, Any]:
-    """The verdict in words on the parent run: its sentence (also the run's description, so
-    the runs table shows it) and the recommended schedule."""
-    sentences = [c["sentence"] for c in verdict["comparisons"]] or [verdict["sentence"]]
-    return {
-        TAG_VERDICT: _one_line(verdict["sentence"]),
-        "kdtune.recommended": verdict["recommended"],
-        NOTE_TAG: "\n\n".join(sentences),
-    }
-
-
-def answer_tags(result: SearchResult) -> dict[str, Any]:
-    """The search's answer on the parent run, as every other place shows it
-    (:func:`kdtune.answer.answer_text`): the whole text (``kdtune.answer``, and the run's
-    description, so the runs page shows it), whether it is confirmed, and the recommended
-    weighting as its spec (the machine key) and in words."""
-    from kdtune.answer import answer_record
-
-    answer = answer_record(result)
-    spec = answer["recommended"]
-    none = f"none: {result.withheld or 'no trial completed'}"
-    return {
-        TAG_ANSWER: answer["text"],
-        NOTE_TAG: answer["text"],
-        "kdtune.answer.confirmed": "yes" if answer["confirmed"] else "no (unconfirmed)",
-        "kdtune.recommended": spec if spec is not None else none,
-        "kdtune.recommended.weighting": answer["recommended_words"] or "none",
-    }
-
-
 def _best_tags(best: TrialRecord, child: _Child | None) -> dict[str, Any]:
     tags: dict[str, Any] = {"kdtune.best_trial": best.trial_id}
     if child is not None:
@@ -481,13 +319,13 @@ def _report_artifacts(result: SearchResult, report: SearchReport | None, tmp: Pa
     paths = [answer]
     block = block_of(result)
     if block is not None:
-        paths.append(_write_json(tmp / "verdict.json", block))
+        paths.append(write_json(tmp / "verdict.json", block))
     if report is not None:
         text = tmp / "search_report.txt"
         text.write_text(report.to_text() + "\n")
-        paths += [text, _write_json(tmp / "search_report.json", report.to_dict())]
+        paths += [text, write_json(tmp / "search_report.json", report.to_dict())]
     if result.best is not None:
-        paths.append(_write_json(tmp / "best_config.json", result.best.config))
+        paths.append(write_json(tmp / "best_config.json", result.best.config))
     return paths
 
 
@@ -547,8 +385,8 @@ def _log_batch(
     """``log_batch`` in chunks within MLflow's limits (100 params, 100 tags, 1000 metrics)."""
     from mlflow.entities import Param, RunTag
 
-    param_list = [Param(k, _param(v)) for k, v in (params or {}).items()]
-    tag_list = [RunTag(k, _tag(v)) for k, v in (tags or {}).items()]
+    param_list = [Param(k, param_text(v)) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, tag_text(v)) for k, v in (tags or {}).items()]
     for i in range(0, len(param_list), 100):
         client.log_batch(run_id, params=param_list[i : i + 100])
     for i in range(0, len(tag_list), 100):
@@ -576,50 +414,5 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _param(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
-    return text[:MAX_PARAM]
-
-
-def _tag(value: Any) -> str:
-    return str(value)[:MAX_TAG]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _write_json(path: Path, payload: Any) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
-
-
 def _safe_folder(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "search"
-
-
-def _trial_run_name(record: TrialRecord) -> str:
-    """The run's name in MLflow's tables: the trial and its weighting in words (α and β spelled
-    out, or the schedule), and the state where it is not a completed one: ``trial 2 | α 0.25 /
-    β 0.75``, ``trial 5 | β 0.9 → 0.5 (linear) | pruned``, ``confirm | α 0.25 / β 0.75 | seed
-    3``."""
-    cfg = record.config
-    if record.stage == CONFIRM_STAGE:
-        return f"confirm | {words(record.reported_schedule)} | seed {cfg.get('seed')}"
-    head = f"trial {record.number}" if record.number is not None else record.trial_id
-    parts = [head]
-    if cfg.get("schedule"):
-        weighting = words(str(cfg["schedule"]))
-        if cfg.get("level") == "chain":
-            weighting += f", then {words(str(cfg.get('schedule_second', '')))}"
-        parts.append(weighting)
-    if record.state in (PRUNED, FAILED):
-        parts.append(record.state)
-    return " | ".join(parts)
-
-
-def _step(epoch: Any, default: int) -> int:
-    """An evaluation's MLflow step: its epoch, or its position when the epoch is missing."""
-    if is_number(epoch) and math.isfinite(float(epoch)):
-        return int(epoch)
-    return default
