@@ -522,3 +522,23 @@ def test_a_race_killed_mid_round_resumes_without_rerunning_a_finished_run(tmp_pa
         r.data.tags["kdtune.round"] == str(rounds_of[r.data.tags[tracking.TAG_TRIAL]])
         for r in logged
     )
+
+
+def test_a_recommendation_at_other_settings_than_the_references_is_flagged() -> None:
+    from kdtune.search.confirmation import _note_settings
+
+    base = {"schedule": "fixed:0.9", "lr": 0.003, "batch_size": 16, "seed": 5, "epochs": 4}
+    candidates = {
+        "fixed:0.9": base,
+        "cosine:0.8:0.4": {**base, "schedule": "cosine:0.8:0.4", "lr": 0.01},
+        DEFAULT: {**base, "schedule": DEFAULT},
+        GT: {**base, "schedule": GT},
+    }
+    result = SearchResult(name="s", space_file="s.yaml", results_dir="/tmp/s")
+    result.verdict = {"recommended": "fixed:0.9"}
+    _note_settings(result, candidates, (DEFAULT, GT))
+    assert result.verdict["settings_differ"] == []
+    assert result.verdict["reference_settings"] == {"batch_size": 16, "epochs": 4, "lr": 0.003}
+    result.verdict = {"recommended": "cosine:0.8:0.4"}
+    _note_settings(result, candidates, (DEFAULT, GT))
+    assert result.verdict["settings_differ"] == ["lr"]

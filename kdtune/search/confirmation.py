@@ -298,6 +298,11 @@ def confirm(
     _note_settings(result, candidates, race.references)
     if result.verdict is None:
         say("warning: no verdict: no round could be judged")
+    elif result.verdict["settings_differ"]:
+        say(
+            "warning: the recommendation differs from the references (seed default, α 1 / β 0) "
+            f"in {', '.join(result.verdict['settings_differ'])} as well as in its weighting"
+        )
     return result
 
 
