@@ -63,6 +63,7 @@ class TrialRecord:
     wall_s: float = 0.0
     node: str | None = None  # the host the trial ran on
     stage: str = SEARCH_STAGE  # SEARCH_STAGE or CONFIRM_STAGE
+    round: int | None = None  # a confirmation run's racing round (1, 2, ...)
 
     def value(self, metric: str = "val/ap") -> float | None:
         """The trial's value: ``metric`` at its final evaluation (the last finite one).
@@ -99,6 +100,7 @@ class SearchResult:
     study_name: str | None = None
     confirmations: list[TrialRecord] = field(default_factory=list)  # the confirmation runs
     verdict: dict[str, Any] | None = None  # kdtune.verdict.confirm_verdict's record
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # the confirmation's racing rounds
     teacher_val_ap: float | None = None  # the level's teacher on the validation split
     search_id: str = ""  # this search, apart from earlier ones of the same name (MLflow tag)
 
@@ -130,6 +132,19 @@ class SearchResult:
         if self.teacher_val_ap is None:
             return None
         if self.verdict is not None:
+            # the question: does the teacher beat the student trained without it (α = 1)?
+            gt = self.verdict.get("ground_truth")
+            alone = [r for r in self.verdict["ranking"] if gt and r["schedule"] == gt]
+            if alone:
+                student = float(alone[0]["mean"])
+                if self.teacher_val_ap > student:
+                    return None
+                return (
+                    f"the teacher (val AP {self.teacher_val_ap:.3f}) is no better than the "
+                    f"student trained on ground truth alone (α 1 / β 0, confirmed mean "
+                    f"{student:.3f}), so this search cannot say how much a student should "
+                    "learn from it"
+                )
             student = float(self.verdict["ranking"][0]["mean"])
         elif self.best is not None and self.metric == "val/ap":
             student = self.best.value(self.metric) or 0.0

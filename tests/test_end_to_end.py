@@ -48,7 +48,7 @@ def test_search_compare_export_reproduce(
         "sampler": {"type": "grid", "seed": 0},
         "pruner": {"type": "none"},
         "search": {"grid": [{"alpha": 0.25}, {"schedule": "linear:0.9:0.5"}]},
-        "confirm": {"top_k": 2, "seeds": 2},
+        "confirm": {"top_k": 2, "seeds": 2, "max_seeds": 2},  # one round
     }
     space_file = tmp_path / "e2e.yaml"
     space_file.write_text(yaml.safe_dump(space))
@@ -58,14 +58,18 @@ def test_search_compare_export_reproduce(
     assert [t.state for t in outcome.result.trials] == ["complete", "complete"]
     assert {t.config["schedule"] for t in outcome.result.trials} == {"fixed:0.75", "linear:0.9:0.5"}
     assert outcome.report.n_trials == 2
-    # the confirmation stage: both configurations (one is the seed default) with 2 new seeds
+    # the confirmation stage: both configurations (one is the seed default) and α = 1 with 2
+    # new seeds, one round
     runs = outcome.result.confirmations
     assert sorted((r.config["schedule"], r.config["seed"]) for r in runs) == [
+        ("fixed:0", 1),
+        ("fixed:0", 2),
         ("fixed:0.75", 1),
         ("fixed:0.75", 2),
         ("linear:0.9:0.5", 1),
         ("linear:0.9:0.5", 2),
     ]
+    assert [r["round"] for r in outcome.result.rounds] == [1] and all(r.round == 1 for r in runs)
     assert all(r.state == "complete" and r.stage == "confirm" for r in runs)
     verdict = outcome.result.verdict
     assert outcome.result.withheld is None  # the teacher beats the students
@@ -106,7 +110,8 @@ def test_search_compare_export_reproduce(
     )
     by_number = {t.number: t.value for t in study.trials}
     confirmed = [t for t in study.trials if t.user_attrs.get("stage") == "confirm"]
-    assert len(confirmed) == 4 and all(not t.params for t in confirmed)  # none was sampled
+    assert len(confirmed) == 6 and all(not t.params for t in confirmed)  # none was sampled
+    assert {t.user_attrs["round"] for t in confirmed} == {1}
     assert sorted(t.value for t in confirmed) == pytest.approx(sorted(r.value() for r in runs))
     for record in outcome.result.trials:
         final = record.history[-1]["val/ap"]
@@ -117,7 +122,7 @@ def test_search_compare_export_reproduce(
 
     # direct links into the MLflow UI: the experiment's runs, and the compare view of its trials
     links = outcome.links
-    assert links is not None and links["trials"] == 6  # 2 trials, 4 confirmation runs
+    assert links is not None and links["trials"] == 8  # 2 trials, 6 confirmation runs
     assert links["runs"].startswith(server.rstrip("/") + "/#/experiments/")
     assert links["compare"].startswith(server.rstrip("/") + "/#/compare-runs?runs=")
     assert all(r["run_id"] in links["compare"] for r in rows)

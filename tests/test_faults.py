@@ -406,7 +406,7 @@ def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it
         )
 
     proc = start([])
-    stage = results / name / "confirm"
+    stage = results / name / "confirm" / "round1"
     wait_for("a confirmation run done", lambda: any(records(stage)), proc, timeout=300)
     os.killpg(proc.pid, sig)
     code, out, err = finish(proc, timeout=120)
@@ -414,7 +414,7 @@ def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it
     assert f"kdtune search {spec} --resume --results {results}" in err
     assert "Traceback" not in err + out and "GCS" not in err
     done_before = [t for t in records(stage) if t["state"] == COMPLETE]
-    assert len(done_before) < 4  # the signal came while runs were left
+    assert len(done_before) < 6  # the signal came while runs were left
     parents, _ = runs(uri, name)
     assert [p.info.status for p in parents] == ["KILLED"]
 
@@ -424,10 +424,9 @@ def test_a_signal_during_the_confirmation_stage_saves_it_and_resume_completes_it
     got = sorted((t.config["schedule"], t.config["seed"], t.state) for t in result.confirmations)
     best = result.best
     assert best is not None and best.reported_schedule != "fixed:0.75"
-    # the search's best point and the seed default, each with seeds 1 and 2, once
-    assert got == sorted(
-        (spec, seed, COMPLETE) for spec in (best.reported_schedule, "fixed:0.75") for seed in (1, 2)
-    )
+    # the search's best point, the seed default and α = 1, each with seeds 1 and 2, once
+    references = (best.reported_schedule, "fixed:0.75", "fixed:0")
+    assert got == sorted((spec, seed, COMPLETE) for spec in references for seed in (1, 2))
     study = optuna.load_study(study_name=name, storage=str(result.study_storage))
     confirmed = [t for t in study.trials if t.user_attrs.get("stage") == "confirm"]
     assert sorted((t.user_attrs["schedule"], t.user_attrs["seed"]) for t in confirmed) == [

@@ -792,13 +792,15 @@ def test_max_failures_is_read_and_defaults_to_none() -> None:
 
 def test_confirm_key_is_parsed_and_described() -> None:
     space = load_space(SPACES / "quickstart.yaml")
-    assert space.confirm is not None and (space.confirm.top_k, space.confirm.seeds) == (1, 3)
+    c = space.confirm
+    assert c is not None and (c.top_k, c.seeds, c.round_seeds, c.max_seeds) == (1, 2, 1, 3)
+    assert c.max_rounds == 2 and c.margin == 0.005
     assert (
-        "confirm    the best 1 besides the seed default (α 0.25 / β 0.75) again with 3 further"
+        "confirm    a race: the best 1 besides the seed default (α 0.25 / β 0.75), the default"
         in (describe(space))
     )
     text = (SPACES / "quickstart.yaml").read_text()
-    line = "confirm: {top_k: 1, seeds: 3}"
+    line = "confirm: {top_k: 1, seeds: 2, round_seeds: 1, max_seeds: 3, margin: 0.005}"
     assert parse_space(text.replace(line, "confirm: true"), file="q.yaml").confirm is not None
     assert parse_space(text.replace(line, ""), file="q.yaml").confirm is None
 
@@ -815,7 +817,8 @@ def test_confirm_key_is_parsed_and_described() -> None:
 )
 def test_confirm_refusals(value: str, message: str) -> None:
     text = (SPACES / "quickstart.yaml").read_text()
-    text = text.replace("confirm: {top_k: 1, seeds: 3}", f"confirm: {value}")
+    line = "confirm: {top_k: 1, seeds: 2, round_seeds: 1, max_seeds: 3, margin: 0.005}"
+    text = text.replace(line, f"confirm: {value}")
     with pytest.raises(KdtuneError, match=message):
         parse_space(text, file="q.yaml")
 

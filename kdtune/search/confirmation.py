@@ -1,15 +1,34 @@
-"""The confirmation stage: the search's best configurations and the seed's default trained
-again with further seeds, then the paired verdict.
+"""The confirmation stage, a race in rounds: the search's best configurations, the seed's
+default and α = 1 trained again with further seeds, round after round, until the verdict can
+tell.
 
-Two parts, so that the seeds can come in rounds later: :func:`run_plan` runs a
-:class:`ConfirmPlan`'s (configuration, seed) runs under Ray Tune (resumable, see
-:mod:`kdtune.tune.confirm`) and returns their records; :func:`confirm` is the policy that
-decides which plans run: today one round, every seed of every chosen configuration at once.
+Two parts: :func:`run_plan` runs a :class:`ConfirmPlan`'s (configuration, seed) runs under Ray
+Tune (one resumable experiment per round, see :mod:`kdtune.tune.confirm`) and returns their
+records; :class:`Race` is the policy that decides which plans run:
+
+- round 1 trains every candidate (the ``top_k`` best, the seed default, α = 1) on
+  ``confirm.seeds`` seeds;
+- after each round the verdict block (:func:`kdtune.verdict.verdict_block`, at
+  ``looks = max_rounds`` so that the family's 5 % is split over the rounds) is asked who the
+  leader beats: those leave, and so does a configuration with a failed run (it counts against
+  it and keeps it from the recommendation); the seed default and α = 1 stay in, as the block
+  reports against them;
+- the race stops when one candidate remains (the leader beats every other configuration still
+  in, the references included), when the rest are equivalent to the leader within
+  ±``confirm.margin`` AP (or beaten), or at ``confirm.max_seeds`` seeds; otherwise every
+  configuration still in gets ``confirm.round_seeds`` more seeds (the references too: the
+  block's answers against them firm up with the candidates').
+
+The final block is that of the last round (the configurations still in, and those that left
+with a failure: an unstable configuration is compared on the seeds it finished). Every round is
+kept in ``search.json`` (``rounds``); the block under ``verdict``, with ``left``: who left in
+which round and why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kdtune.errors import KdtuneError, SearchInterrupted
@@ -18,55 +37,295 @@ from kdtune.search.interruption import InterruptionPolicy
 from kdtune.search.records import Prepared
 from kdtune.search.track import LiveTracking
 
+# why a race stopped
+ONE_LEFT = "one candidate remains (it beats every other still in)"
+EQUIVALENT_REST = "the rest are equivalent to the leader within the margin"
+MAX_SEEDS = "max_seeds reached"
+NO_VERDICT = "no verdict"
+
 
 @dataclass(frozen=True)
 class ConfirmPlan:
-    """(configuration, seed) runs as Tune trial configs (``schedule``, ``seed``, ``train``),
-    and the seed default's schedule the verdict compares against."""
+    """One round's (configuration, seed) runs as Tune trial configs (``schedule``, ``seed``,
+    ``train``, ``round``), and the seed default's schedule the verdict compares against."""
 
     default: str
     runs: list[dict[str, Any]]
+    round: int = 1
 
     @property
     def specs(self) -> list[str]:
         return list(dict.fromkeys(run["schedule"] for run in self.runs))
 
 
+@dataclass
+class Race:
+    """The racing policy, free of Ray: which configurations and seeds the next round runs
+    (:meth:`next_plan`), and, from every run so far, who leaves and whether to stop
+    (:meth:`judge`)."""
+
+    candidates: dict[str, dict[str, Any]]  # schedule spec → the trial config it trains
+    default: str
+    ground_truth: str
+    first_seed: int
+    seeds: int
+    max_seeds: int
+    round_seeds: int
+    margin: float
+    max_rounds: int
+    samples: int = 2000
+    active: list[str] = field(default_factory=list)
+    left: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    seeds_used: int = 0
+    stopped: str | None = None
+    block: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.active:
+            self.active = list(self.candidates)
+
+    @classmethod
+    def of(
+        cls,
+        settings: Any,
+        candidates: dict[str, dict[str, Any]],
+        *,
+        default: str,
+        ground_truth: str,
+        first_seed: int,
+        samples: int = 2000,
+    ) -> Race:
+        """A race under a space's ``confirm`` settings (:class:`kdtune.space.Confirm`)."""
+        return cls(
+            candidates=candidates,
+            default=default,
+            ground_truth=ground_truth,
+            first_seed=first_seed,
+            seeds=settings.seeds,
+            max_seeds=settings.max_seeds,
+            round_seeds=settings.round_seeds,
+            margin=settings.margin,
+            max_rounds=settings.max_rounds,
+            samples=samples,
+        )
+
+    @property
+    def references(self) -> tuple[str, str]:
+        return (self.default, self.ground_truth)
+
+    def _adds(self) -> int:
+        if self.seeds_used == 0:
+            return self.seeds
+        return max(0, min(self.round_seeds, self.max_seeds - self.seeds_used))
+
+    def next_plan(self) -> ConfirmPlan | None:
+        """The next round's runs, or None when the race is over."""
+        from kdtune.tune import confirm_points
+
+        adds = self._adds()
+        if self.stopped is not None or adds == 0:
+            return None
+        start = self.first_seed + self.seeds_used
+        configs = {spec: self.candidates[spec] for spec in self.active}
+        number = len(self.rounds) + 1
+        points = confirm_points(configs, range(start, start + adds), round=number)
+        return ConfirmPlan(self.default, points, number)
+
+    def judge(self, plan: ConfirmPlan, runs: Mapping[str, Mapping[int, Any]]) -> dict[str, Any]:
+        """After ``plan`` ran: the block over the configurations still in (and those that left
+        with a failure), who leaves, whether to stop; the round's record (also kept)."""
+        from kdtune.verdict import Failure, verdict_block
+
+        self.seeds_used += len({int(p["seed"]) for p in plan.runs})
+        failed_out = [x["schedule"] for x in self.left if x["why"].startswith("failed")]
+        judged = {s: runs[s] for s in [*self.active, *failed_out] if s in runs}
+        record: dict[str, Any] = {
+            "round": plan.round,
+            "seeds": sorted({int(p["seed"]) for p in plan.runs}),
+            "runs": [
+                {
+                    "schedule": p["schedule"],
+                    "seed": int(p["seed"]),
+                    "state": _state(runs.get(p["schedule"], {}).get(int(p["seed"]))),
+                }
+                for p in plan.runs
+            ],
+            "in": list(self.active),
+            "left": [],
+        }
+        try:
+            block = verdict_block(
+                judged,
+                default=self.default,
+                ground_truth=self.ground_truth,
+                margin=self.margin,
+                samples=self.samples,
+                seed=0,
+                looks=self.max_rounds,
+            )
+        except KdtuneError as exc:
+            record.update(leader=None, stop=True, why=f"{NO_VERDICT}: {exc}")
+            self.stopped = record["why"]
+            self.rounds.append(record)
+            return record
+        self.block = block
+        leader = str(block["recommended"])
+        outcome = {c["against"]: c for c in block["comparisons"]}
+        leaving: list[dict[str, Any]] = []
+        for spec in list(self.active):
+            if spec in self.references or spec == leader:
+                continue
+            failures = [
+                f"seed {s} ({r.reason})"
+                for s, r in sorted(runs.get(spec, {}).items())
+                if isinstance(r, Failure)
+            ]
+            if failures:
+                why = f"failed {len(failures)} run{'s' if len(failures) > 1 else ''}: "
+                leaving.append({"schedule": spec, "why": why + ", ".join(failures)})
+            elif spec in outcome and outcome[spec]["outcome"] == "beats":
+                leaving.append({"schedule": spec, "why": f"beaten: {outcome[spec]['sentence']}"})
+        for out in leaving:
+            out.update(round=plan.round, words=_words(out["schedule"]))
+            self.active.remove(out["schedule"])
+        self.left += leaving
+        # decided: beaten (a reference stays in, beaten) or equivalent; anything else, more seeds
+        rest = [s for s in self.active if s != leader]
+        decided = {s: outcome[s]["outcome"] for s in rest if s in outcome}
+        undecided = [s for s in rest if decided.get(s) not in ("beats", "equivalent")]
+        if not undecided and all(decided[s] == "beats" for s in rest):
+            why = ONE_LEFT
+        elif not undecided:
+            why = f"{EQUIVALENT_REST} (±{self.margin:g} AP), or beaten"
+        elif self._adds() == 0:
+            why = f"{MAX_SEEDS} ({self.seeds_used} seeds)"
+        else:
+            why = ""
+        record.update(
+            leader=leader,
+            leader_words=_words(leader),
+            left=leaving,
+            still_in=list(self.active),
+            undecided=undecided,
+            stop=bool(why),
+            why=why or "undecided candidates remain",
+        )
+        if why:
+            self.stopped = why
+        self.rounds.append(record)
+        return record
+
+    def final_block(self) -> dict[str, Any] | None:
+        """The last round's block with ``left`` (who left the race, when and why) and ``racing``
+        (how the race ran) added; None when no round gave a verdict."""
+        if self.block is None:
+            return None
+        return {
+            **self.block,
+            "left": list(self.left),
+            "racing": {
+                "rounds": len(self.rounds),
+                "seeds": self.seeds_used,
+                "max_seeds": self.max_seeds,
+                "max_rounds": self.max_rounds,
+                "stopped": self.stopped,
+            },
+        }
+
+
+def _state(run: Any) -> str:
+    from kdtune.verdict import Failure
+
+    if run is None:
+        return "missing"
+    return f"failed ({run.reason})" if isinstance(run, Failure) else "complete"
+
+
+def _words(spec: str) -> str:
+    from kdtune.schedules import words
+
+    return words(spec)
+
+
 def confirm(
     prepared: Prepared, result: SearchResult, tracking: LiveTracking, policy: InterruptionPolicy
 ) -> SearchResult:
-    """The space's confirmation (if it has one): one round of all its seeds, the verdict."""
+    """The space's confirmation (if it has one): the race, round by round, then its block."""
+    from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
+    from kdtune.tune import base_seed, confirm_candidates
+    from kdtune.verdict import GROUND_TRUTH, runs_of
+
     space, say = prepared.space, prepared.request.say
     if space.confirm is None:
         return result
-    plan = first_plan(space, result)
-    if not plan.runs:
+    default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
+    candidates = confirm_candidates(
+        result, top_k=space.confirm.top_k, references=(default, GROUND_TRUTH)
+    )
+    if not candidates:
         say("confirmation: no trial completed, so there is nothing to confirm")
         return result
-    say(
-        f"confirming {len(plan.specs)} configurations ({', '.join(plan.specs)}) with "
-        f"{space.confirm.seeds} further seeds each: {len(plan.runs)} runs"
+    race = Race.of(
+        space.confirm,
+        candidates,
+        default=default,
+        ground_truth=GROUND_TRUTH,
+        first_seed=base_seed(result) + 1,
     )
-    result.confirmations = run_plan(prepared, plan, result, tracking, policy)
-    try:
-        from kdtune.verdict import verdict_of_runs
-
-        result.verdict = verdict_of_runs(result.confirmations, plan.default, seed=0)
-    except KdtuneError as exc:
-        say(f"warning: no verdict: {exc}")
+    result.confirmations, result.rounds = [], race.rounds
+    while (plan := race.next_plan()) is not None:
+        seeds = sorted({int(p["seed"]) for p in plan.runs})
+        say(
+            f"confirmation round {plan.round}: {len(plan.specs)} configurations "
+            f"({', '.join(plan.specs)}) × seeds {seeds}: {len(plan.runs)} runs"
+        )
+        runs = run_plan(prepared, plan, result, tracking, policy)
+        result.confirmations = [*result.confirmations, *runs]
+        try:
+            matches = runs_of(result.confirmations)
+        except KdtuneError as exc:
+            say(f"warning: no verdict: {exc}")
+            break
+        record = race.judge(plan, matches)
+        gone = "; ".join(f"{x['words']} ({x['why']})" for x in record["left"])
+        say(
+            f"round {plan.round}: leader {record.get('leader_words', 'none')}"
+            + (f"; left: {gone}" if gone else "")
+            + f"; {'stop: ' if record['stop'] else ''}{record['why']}"
+        )
+    result.verdict = race.final_block()
+    _note_settings(result, candidates, race.references)
+    if result.verdict is None:
+        say("warning: no verdict: no round could be judged")
+    elif result.verdict["settings_differ"]:
+        say(
+            "warning: the recommendation differs from the references (seed default, α 1 / β 0) "
+            f"in {', '.join(result.verdict['settings_differ'])} as well as in its weighting"
+        )
     return result
 
 
-def first_plan(space: Any, result: SearchResult) -> ConfirmPlan:
-    """The ``top_k`` best configurations and the seed default, each with ``seeds`` seeds."""
-    from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
-    from kdtune.tune import confirm_plan
-
-    default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
-    runs = confirm_plan(
-        result, top_k=space.confirm.top_k, seeds=space.confirm.seeds, default_schedule=default
+def _note_settings(
+    result: SearchResult, candidates: Mapping[str, Mapping[str, Any]], references: Sequence[str]
+) -> None:
+    """The references are trained at the search's best trial's settings besides the weighting;
+    where the recommendation has others (the race picked a candidate with another lr), the block
+    says so, since its comparisons with the references then mix the two."""
+    if result.verdict is None:
+        return
+    best = str(result.verdict["recommended"])
+    ref = candidates[references[0]]
+    ignore = {"schedule", "seed", "eval_every"}
+    differ = sorted(
+        key
+        for key in set(candidates[best]) | set(ref)
+        if key not in ignore and candidates[best].get(key) != ref.get(key)
     )
-    return ConfirmPlan(default, runs)
+    result.verdict["reference_settings"] = {
+        key: ref.get(key) for key in sorted(set(ref) - ignore) if key != "schedule"
+    }
+    result.verdict["settings_differ"] = differ
 
 
 def run_plan(
@@ -76,12 +335,15 @@ def run_plan(
     tracking: LiveTracking,
     policy: InterruptionPolicy,
 ) -> list[TrialRecord]:
-    """Run ``plan``'s runs (resuming an interrupted stage), each logged as it ends; their
-    records. Interrupted, the records so far go with the search's ``result``."""
+    """Run ``plan``'s runs (resuming an interrupted round), each logged as it ends; their
+    records. Interrupted, the records so far (earlier rounds' too) go with ``result``."""
     from kdtune.tune import run_confirm
 
+    earlier = list(result.confirmations)
+
     def stopped(exc: SearchInterrupted) -> SearchInterrupted:
-        result.confirmations = list(exc.result) if isinstance(exc.result, list) else []
+        now = list(exc.result) if isinstance(exc.result, list) else []
+        result.confirmations = [*earlier, *now]
         return SearchInterrupted(exc.signum, result=result)
 
     request = prepared.request
@@ -94,6 +356,7 @@ def run_plan(
             on_trial_end=tracking.confirm_run_ended,
             progress=request.progress,
             on_abandon=lambda exc: policy.stopped(stopped(exc)),
+            round=plan.round,
         )
     except SearchInterrupted as exc:
         raise stopped(exc) from None

@@ -74,10 +74,13 @@ def describe(space: SearchSpace) -> str:
     if space.confirm is not None:
         c = space.confirm
         default = words(alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0)))
+        configs = c.top_k + 2
         lines.append(
-            f"  confirm    the best {c.top_k} besides the seed default ({default}) again "
-            f"with {c.seeds} further seeds each, {b.max_epochs} epochs (at most "
-            f"{(c.top_k + 1) * c.seeds * b.max_epochs} epochs); paired verdict"
+            f"  confirm    a race: the best {c.top_k} besides the seed default ({default}), "
+            f"the default and α 1 / β 0, {c.seeds} further seeds each, then {c.round_seeds} more "
+            f"a round for those still in, up to {c.max_seeds} seeds ({b.max_epochs} epochs a "
+            f"run, at most {configs * c.max_seeds * b.max_epochs} epochs); stops when one "
+            f"remains or the rest are equivalent within ±{c.margin:g} AP"
         )
     return "\n".join(lines)
 

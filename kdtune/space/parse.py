@@ -116,12 +116,31 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class Confirm:
-    """The confirmation stage after the search: the ``top_k`` best configurations other than
-    the seed's default, and the default, re-trained at full budget with ``seeds`` further
-    training seeds each."""
+    """The confirmation stage after the search, a race in rounds: the ``top_k`` best
+    configurations other than the seed's default, the default and α = 1 (``fixed:0``), first
+    trained at full budget with ``seeds`` further training seeds each; then, while the leader
+    has neither beaten nor been found equivalent within ±``margin`` AP to every other
+    candidate, ``round_seeds`` more seeds for those still in, up to ``max_seeds`` in all."""
 
     top_k: int = 3
     seeds: int = 3
+    margin: float = 0.005
+    max_seeds: int = 6
+    round_seeds: int = 1
+
+    @property
+    def max_rounds(self) -> int:
+        """The most rounds the race can take (the first, then ``round_seeds`` at a time)."""
+        return 1 + -(-(self.max_seeds - self.seeds) // self.round_seeds)
+
+    def round_of(self, seeds_so_far: int) -> int:
+        """How many seeds the next round adds after ``seeds_so_far`` (none: the race is over)."""
+        if seeds_so_far == 0:
+            return self.seeds
+        return max(0, min(self.round_seeds, self.max_seeds - seeds_so_far))
+
+
+_CONFIRM_KEYS = ("top_k", "seeds", "margin", "max_seeds", "round_seeds")
 
 
 def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
@@ -133,10 +152,26 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
         where.fail(f"pairs validation AP image by image; the space's metric is {metric}", raw)
     if raw is True:
         return Confirm()
-    checks.mapping(raw, where, ("top_k", "seeds"))
+    checks.mapping(raw, where, _CONFIRM_KEYS)
+    seeds = checks.integer(raw.get("seeds", 3), where.at("seeds"), low=1, high=100)
+    max_seeds = checks.integer(
+        raw.get("max_seeds", max(seeds, Confirm.max_seeds)), where.at("max_seeds"), high=100
+    )
+    if max_seeds < seeds:
+        where.at("max_seeds").fail(
+            f"must be at least the first round's seeds ({seeds}): it caps the seeds in all",
+            max_seeds,
+        )
     return Confirm(
         top_k=checks.integer(raw.get("top_k", 3), where.at("top_k"), low=1, high=50),
-        seeds=checks.integer(raw.get("seeds", 3), where.at("seeds"), low=1, high=100),
+        seeds=seeds,
+        margin=checks.number(
+            raw.get("margin", Confirm.margin), where.at("margin"), low=0.0, high=1.0, low_open=True
+        ),
+        max_seeds=max_seeds,
+        round_seeds=checks.integer(
+            raw.get("round_seeds", Confirm.round_seeds), where.at("round_seeds"), low=1, high=100
+        ),
     )
 
 

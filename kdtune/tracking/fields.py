@@ -76,6 +76,8 @@ def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, An
         TAG_NEXT: ", ".join(diagnosis.next_schedules) if diagnosis else "",
     }
     tags["stage"] = record.stage  # search, or confirm: a confirmation run
+    if record.round is not None:
+        tags["kdtune.round"] = record.round  # a confirmation run's racing round
     if record.number is not None:
         tags["kdtune.number"] = record.number
     if record.node:

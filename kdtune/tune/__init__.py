@@ -24,7 +24,13 @@ package was split (as the single module ``kdtune.tune``) resumable.
 
 from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch
 from kdtune.tune.bridge import _DefineByRun as _DefineByRun
-from kdtune.tune.confirm import confirm_plan, run_confirm
+from kdtune.tune.confirm import (
+    base_seed,
+    confirm_candidates,
+    confirm_plan,
+    confirm_points,
+    run_confirm,
+)
 from kdtune.tune.driver import _trial_name as _trial_name
 from kdtune.tune.driver import check_resources, check_start, run_search
 from kdtune.tune.protocol import (
@@ -51,9 +57,12 @@ __all__ = [
     "TrainFit",
     "TrialDivergedError",
     "TrialFn",
+    "base_seed",
     "check_resources",
     "check_start",
+    "confirm_candidates",
     "confirm_plan",
+    "confirm_points",
     "ray_trainable",
     "run_confirm",
     "run_search",

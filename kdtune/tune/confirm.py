@@ -1,18 +1,21 @@
 """The confirmation stage: the search's best configurations and the seed's default, trained
 again with further seeds, under Ray Tune like any trial.
 
-- **Plan** (:func:`confirm_plan`): the ``top_k`` best complete trials other than the seed's
-  default (distinct β schedules, by the search's value) and the default, each with the seeds
-  ``seed + 1 … seed + R``, at the search's full budget. The search's own run (seed ``seed``)
-  is left out of the ranking: it is the run that selected the configuration, so its value is
-  biased upwards (the winner's curse). A confirmation run evaluates once, at its last epoch,
-  and keeps its validation detections for the paired verdict.
-- **Runs** (:func:`run_confirm`): one Tune experiment under ``<results>/<name>/confirm/``
+- **Plan** (:func:`confirm_candidates`, :func:`confirm_points`; :func:`confirm_plan` is the
+  first round): the ``top_k`` best complete trials other than the references (distinct β
+  schedules, by the search's value) and the references (the seed default, α = 1) at the best
+  trial's other settings, each with the seeds after the search's ``seed``, at the search's
+  full budget. :mod:`kdtune.search.confirmation` races them in rounds. The search's own run
+  (seed ``seed``) is left out of the ranking: it is the run that selected the configuration,
+  so its value is biased upwards (the winner's curse). A confirmation run evaluates once, at
+  its last epoch, and keeps its validation detections for the paired verdict.
+- **Runs** (:func:`run_confirm`): one Tune experiment per racing round under
+  ``<results>/<name>/confirm/round<N>/``
   (a grid of (configuration, seed) runs, no searcher, no pruning; resumable), with the
   search's trainable, resources and concurrency. Each finished run is added to the search's
   Optuna study as a trial of its own, with no parameters (nothing sampled it) and the user
-  attributes ``stage=confirm``, its schedule, seed and Ray trial id; the driver logs it to
-  MLflow as a child run tagged ``stage=confirm``.
+  attributes ``stage=confirm``, ``round``, its schedule, seed and Ray trial id; the driver
+  logs it to MLflow as a child run tagged ``stage=confirm`` and ``kdtune.round``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +37,7 @@ from kdtune.results import (
     COMPLETE,
     CONFIRM_FOLDER,
     CONFIRM_STAGE,
+    FAILED,
     RAY_FOLDER,
     SEARCH_FILE,
     STUDY_FILE,
@@ -49,33 +53,44 @@ from kdtune.tune.trial import TrainFit, _trainable
 STAGE_ATTR = "stage"  # Optuna user attribute (and MLflow tag) of a confirmation run
 
 
-def confirm_plan(
-    result: SearchResult, *, top_k: int, seeds: int, default_schedule: str
-) -> list[dict[str, Any]]:
-    """The Ray trial configs of the confirmation runs (see the module's docstring); none when
-    no search trial completed."""
+def confirm_candidates(
+    result: SearchResult, *, top_k: int, references: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The configurations a confirmation races (schedule spec → the trial config it trains,
+    its seed still the search's): the ``top_k`` best complete trials whose schedule is none of
+    ``references`` (distinct schedules, by the search's value), then each reference (the seed
+    default, α = 1) at the search's best trial's other settings (lr, batch size, anything
+    searched besides the weighting), so that a comparison with a reference is one of weighting
+    alone. None when no search trial completed."""
     sign = 1.0 if result.mode == "max" else -1.0
     scored = sorted(
         (t for t in result.trials if t.state == COMPLETE and t.value(result.metric) is not None),
         key=lambda t: -sign * (t.value(result.metric) or 0.0),
     )
     if not scored:
-        return []
+        return {}
     best = scored[0].config
     configs: dict[str, dict[str, Any]] = {}
-    for record in scored:  # the best other than the default, which always comes too
+    for record in scored:
         if len(configs) == top_k:
             break
-        if record.reported_schedule != default_schedule:
+        if record.reported_schedule not in references:
             configs.setdefault(record.reported_schedule, record.config)
-    default = next((t.config for t in scored if t.reported_schedule == default_schedule), None)
-    configs[default_schedule] = default or {**best, "schedule": default_schedule}
-    base_seed = int(best.get("seed", 0))
+    for spec in references:
+        configs.setdefault(spec, {**best, "schedule": spec})
+    return configs
+
+
+def confirm_points(
+    configs: dict[str, dict[str, Any]], seeds: Sequence[int], *, round: int = 1
+) -> list[dict[str, Any]]:
+    """The Ray trial configs of one round: every configuration of ``configs`` with every seed
+    of ``seeds``, at the search's full budget, evaluated and checkpointed as its trials are."""
     points = []
     for spec, config in configs.items():
-        for k in range(1, seeds + 1):
+        for seed in seeds:
             # the search's own eval_every: checkpointed as its trials are, resumed mid-run
-            train = {**config, "seed": base_seed + k}
+            train = {**config, "seed": seed}
             points.append(
                 {
                     "train": train,
@@ -83,10 +98,34 @@ def confirm_plan(
                     "params": {},
                     "stage": CONFIRM_STAGE,
                     "schedule": spec,
-                    "seed": base_seed + k,
+                    "seed": seed,
+                    "round": round,
                 }
             )
     return points
+
+
+def base_seed(result: SearchResult) -> int:
+    """The search's training seed: confirmation seeds are the ones after it."""
+    best = result.best
+    return int(best.config.get("seed", 0)) if best is not None else 0
+
+
+def confirm_plan(
+    result: SearchResult,
+    *,
+    top_k: int,
+    seeds: int,
+    default_schedule: str,
+    ground_truth: str | None = None,
+) -> list[dict[str, Any]]:
+    """The first round's Ray trial configs (see the module's docstring): the candidates of
+    :func:`confirm_candidates` with the seeds ``seed + 1 … seed + seeds``; none when no search
+    trial completed."""
+    references = [default_schedule] + ([ground_truth] if ground_truth else [])
+    configs = confirm_candidates(result, top_k=top_k, references=references)
+    first = base_seed(result)
+    return confirm_points(configs, range(first + 1, first + seeds + 1))
 
 
 def run_confirm(
@@ -99,20 +138,25 @@ def run_confirm(
     on_trial_end: OnTrialEnd | None = None,
     progress: bool = True,
     on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None = None,
+    round: int = 1,
 ) -> list[TrialRecord]:
-    """Run the confirmation runs ``points`` (resuming an interrupted stage); their records.
+    """Run the confirmation runs ``points`` of racing round ``round`` (resuming an
+    interrupted round; a round whose runs all ended is read back, not run); their records.
 
     A signal raises :class:`~kdtune.errors.SearchInterrupted` with the records as its result;
     one that reached a local Ray's own processes too ends the process, after ``on_abandon``
     (see :func:`kdtune.tune.driver.watch_local_ray`)."""
     root = Path(results).resolve()
-    folder = root / space.name / CONFIRM_FOLDER
+    folder = round_folder(root / space.name, round)
     experiment = folder / RAY_FOLDER
+    done = _ended(folder / SEARCH_FILE, points)
+    if done is not None:
+        return done
     resume = tune.Tuner.can_restore(str(experiment))
     if not resume and folder.exists():
         shutil.rmtree(folder)  # stopped before its first snapshot: nothing to keep
     folder.mkdir(parents=True, exist_ok=True)
-    storage_url = f"sqlite:///{folder.parent / STUDY_FILE}"
+    storage_url = f"sqlite:///{folder.parent.parent / STUDY_FILE}"
     prior = _prior(folder / SEARCH_FILE) if resume else None
     metric = space.metric
 
@@ -138,7 +182,7 @@ def run_confirm(
     # as the search's trials)
     interrupts = _Interrupts()
     watch = _watcher(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
-    with ray_session(address, folder.parent, watch):
+    with ray_session(address, folder.parent.parent, watch):
         trainable = _trainable(trial_fn or TrainFit(root), space.resources)
         try:
             if resume:
@@ -153,6 +197,28 @@ def run_confirm(
     if interrupts.caught:
         raise SearchInterrupted(interrupts.caught, result=runs)
     return runs
+
+
+def round_folder(search_folder: Path, round: int) -> Path:
+    """Where racing round ``round`` of a search keeps its Tune experiment and records."""
+    return Path(search_folder) / CONFIRM_FOLDER / f"round{round}"
+
+
+def _ended(path: Path, points: list[dict[str, Any]]) -> list[TrialRecord] | None:
+    """The records of a round whose every run ended (a resumed search passing it again),
+    else None."""
+    prior = _prior(path)
+    if prior is None:
+        return None
+    wanted = {(p["schedule"], int(p["seed"])) for p in points}
+    ended = {
+        (t.reported_schedule, int(t.config.get("seed", 0))): t
+        for t in prior.trials
+        if t.state in (COMPLETE, FAILED)
+    }
+    if not wanted <= set(ended):
+        return None
+    return [ended[(p["schedule"], int(p["seed"]))] for p in points]
 
 
 def _stage_result(space: SpaceLike, folder: Path, storage_url: str) -> SearchResult:
@@ -236,6 +302,7 @@ def _add_to_study(storage_url: str, study_name: str, record: TrialRecord, metric
                 "schedule": record.reported_schedule,
                 "weighting": words(record.reported_schedule),
                 "seed": int(record.config.get("seed", 0)),
+                "round": record.round or 1,
                 "ray_trial_id": record.trial_id,
                 "wall_s": round(record.wall_s, 1),
                 "finished_at": now,

@@ -164,6 +164,7 @@ class _Monitor:
                 params=dict(kd.get("params", {})),
                 number=kd.get("number"),
                 stage=kd.get("stage", SEARCH_STAGE),
+                round=kd.get("round"),
             )
             self.records[trial.trial_id] = record
         return record
