@@ -129,6 +129,20 @@ def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2))
 
 
+class _InputSize(click.ParamType):
+    """A net's input size in pixels, or ``auto`` (what its checkpoint was trained at)."""
+
+    name = "auto|PIXELS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"auto or a whole number of pixels, got {value!r}", param, ctx)
+
+
 # Shared options, defined once.
 def data_option(**kwargs: Any) -> Callable[[F], F]:
     return option(
@@ -286,6 +300,15 @@ _LEVEL_HELP = ", ".join(
     help="Teacher checkpoint (kdtune's or the public Lightweight-OpenPose layout).",
 )
 @option(
+    "--teacher-input-size",
+    type=_InputSize(),
+    default=None,
+    default_text=f"{DEFAULTS.teacher_input_size}: the size the teacher's checkpoint was trained "
+    "at (368 for the public layout)",
+    help="The teacher's input size in pixels, or auto; one that contradicts the checkpoint is "
+    "refused.",
+)
+@option(
     "--teacher-epochs",
     type=click.IntRange(1),
     default=DEFAULTS.teacher_epochs,
@@ -381,8 +404,8 @@ def train(
     "--teacher-input-size",
     type=click.IntRange(8),
     default=None,
-    default_text=f"none: the {DEFAULTS.input_size}-pixel images as they are",
-    help="Feed the net this input size (the public teacher checkpoint was trained at 368).",
+    default_text="the size the checkpoint was trained at (368 for the public layout)",
+    help="Feed the net this input size; one that contradicts the checkpoint is refused.",
 )
 @DECODER_OPTION
 @RESULTS_OPTION
@@ -560,7 +583,7 @@ def search(
     from kdtune import api
 
     if dry_run:
-        click.echo(api.validate_space(space_file))
+        click.echo(api.validate_space(space_file, results))
         return
     outcome = api.search(
         space_file,
@@ -705,6 +728,14 @@ def compare(
     help="Split for the held-out check (never one the search selected on).",
 )
 @option(
+    "--holdout-fraction",
+    type=float,
+    default=None,
+    default_text="the search's own carve where the data has no test keypoints, else none",
+    help="Judge on this fixed, seeded fraction of train, in (0, 0.5], instead of --holdout-split "
+    "(at most what the search held out of its trials).",
+)
+@option(
     "--no-holdout", is_flag=True, help="Only write the configuration; skip the held-out training."
 )
 @option(
@@ -725,6 +756,7 @@ def export(
     search_name: str | None,
     output: Path,
     holdout_split: str,
+    holdout_fraction: float | None,
     no_holdout: bool,
     bootstrap: int,
     seeds: int,
@@ -739,6 +771,7 @@ def export(
         search_name,
         output,
         holdout_split=None if no_holdout else holdout_split,
+        holdout_fraction=holdout_fraction,
         samples=bootstrap,
         seeds=seeds,
         results=results,
@@ -764,6 +797,12 @@ def export(
                     f"held-out {holdout['split']} AP, {name:<9} {figures['ap']:.3f}  "
                     f"95% CI [{low:.3f}, {high:.3f}]  ({weighting}; seeds {seeds_text})"
                 )
+        carve = holdout.get("carve")
+        if carve:
+            click.echo(
+                f"held-out part: {carve['held_images']} train images ({carve['fraction']:g} of "
+                f"train, seed {carve['seed']}), never trained on"
+            )
         click.echo(f"held-out verdict: {holdout['paired']['sentence']}")
 
 

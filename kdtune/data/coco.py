@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +69,12 @@ def load_split(
     input_size: int = 128,
     cache_dir: Path | None = None,
     max_images: int | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> PoseSet:
     """One split of the COCO set at ``root`` as a :class:`PoseSet`, decoded once and cached.
 
-    ``max_images`` keeps the first images by id. Unreadable images are left out, counted in
+    ``image_ids`` keeps only those images (a carve of the split: :func:`kdtune.data.sources.carve`);
+    ``max_images`` then keeps the first images by id. Unreadable images are left out, counted in
     ``PoseSet.skipped`` and reported with one warning. ``cache_dir`` defaults to
     ``kdtune.paths.cache_dir() / "data"``.
     """
@@ -80,7 +82,7 @@ def load_split(
     _check_args(split, input_size, max_images)
     ann_path, img_dir = _check_layout(root, split)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "data"
-    key = _cache_key(ann_path, split, input_size, max_images)
+    key = _cache_key(ann_path, split, input_size, max_images, image_ids)
     cached = folder / f"{split}-{input_size}-{key}.pt"
     hit = _read_cache(cached, ann_path)
     if hit is not None:
@@ -91,7 +93,7 @@ def load_split(
                 stacklevel=2,
             )
         return hit
-    poses = _decode_split(ann_path, img_dir, split, input_size, max_images)
+    poses = _decode_split(ann_path, img_dir, split, input_size, max_images, image_ids)
     _write_cache(cached, poses)
     return poses
 
@@ -228,11 +230,17 @@ def _decode_image(path: Path, size: int, expect_hw: tuple[int, int]) -> _Decoded
 
 
 def _decode_split(
-    ann_path: Path, img_dir: Path, split: str, size: int, max_images: int | None
+    ann_path: Path,
+    img_dir: Path,
+    split: str,
+    size: int,
+    max_images: int | None,
+    image_ids: Sequence[int] | None = None,
 ) -> PoseSet:
     """Decode every image of the split and turn its annotations into keypoints and masks."""
     coco, person_id = _read_coco(ann_path)
-    ids = sorted(coco.imgs)[:max_images]
+    known = sorted(coco.imgs) if image_ids is None else sorted(set(coco.imgs) & set(image_ids))
+    ids = known[:max_images]
     if not ids:
         raise KdtuneError(f"data: {ann_path} lists no images")
     n = len(ids)
@@ -376,8 +384,25 @@ def file_digest(path: Path) -> str:
     return _DIGESTS[memo]
 
 
-def _cache_key(ann_path: Path, split: str, input_size: int, max_images: int | None) -> str:
-    parts = (file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT))
+def image_ids_of(ann_path: Path) -> list[int]:
+    """The ids of every image a person-keypoints file lists, sorted (a carve draws from them)."""
+    coco, _ = _read_coco(ann_path)
+    return sorted(int(i) for i in coco.imgs)
+
+
+def _cache_key(
+    ann_path: Path,
+    split: str,
+    input_size: int,
+    max_images: int | None,
+    image_ids: Sequence[int] | None = None,
+) -> str:
+    parts: tuple[str, ...] = (
+        file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT),
+    )  # fmt: skip
+    if image_ids is not None:  # a carve: named by the ids it keeps
+        kept = ",".join(str(i) for i in sorted(image_ids))
+        parts += (hashlib.sha256(kept.encode()).hexdigest(),)
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
