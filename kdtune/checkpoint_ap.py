@@ -63,6 +63,7 @@ def evaluate_checkpoint(
         "split": split,
         "decoder": decoder,
         "images": len(poseset),
+        "net_input_size": net_input_size or cfg.input_size,  # what the net was fed
         "parameters": count_parameters(model),
         **metrics,
     }
