@@ -63,6 +63,7 @@ class _Training:
 
 def plan_lines(space: Any, results: Path | None = None) -> list[str]:
     """The dry-run's lines on what the search does before its trials (see the module)."""
+    from kdtune.data.sources import HOLDOUT_SEED
     from kdtune.paths import results_dir
 
     root = results_dir(results)
@@ -73,8 +74,8 @@ def plan_lines(space: Any, results: Path | None = None) -> list[str]:
         held = counts.get("held")
         size = f": {held} images" if held is not None else ""
         lines.append(
-            f"  held out   {base.holdout_fraction:g} of train{size} (seed 2017), never trained "
-            "on: export's held-out check judges there"
+            f"  held out   {base.holdout_fraction:g} of train{size} (seed {HOLDOUT_SEED}), never "
+            "trained on: export's held-out check judges there"
         )
     if base.teacher_checkpoint:
         from kdtune.models import settle_teacher_input_size, trained_input_size

@@ -221,6 +221,15 @@ def test_export_refuses_a_fraction_outside_zero_to_a_half(
 # ----------------------------------------------------------------------------- the guide
 
 
+def banks(results: Path) -> list[tuple[int, int]]:
+    """(teacher input size, training images) of each teacher bank built under ``results``."""
+    found = []
+    for manifest in sorted((results / "cache" / "banks").glob("*/bank.json")):
+        spec = json.loads(manifest.read_text())["spec"]
+        found.append((spec["teacher_input_size"], spec["images"]))
+    return found
+
+
 @pytest.mark.slow
 def test_the_coco_guide_end_to_end(
     minipose: Path, public_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -271,15 +280,18 @@ def test_the_coco_guide_end_to_end(
     kdtune("search", str(first), "--no-progress")
     record = json.loads((results / "coco_first_level" / "search.json").read_text())
     assert {t["config"]["holdout_fraction"] for t in record["trials"]} == {0.3}
-    # 4. the chosen med, trained (its model.pt records what its teacher was fed)
+    # its teacher's bank: the public teacher fed 368, on the 21 training images left by the carve
+    assert banks(results) == [(368, 21)]
+    # 4. the chosen med, trained (its model.pt records its settings, the carve among them)
     kdtune("export", "coco_first_level", "--no-holdout", "-o", str(tmp_path / "med.yaml"))
     med = results / "runs" / "med"
     kdtune("train", "--config", str(tmp_path / "med.yaml"), "-o", str(med))
     trained = torch.load(med / "model.pt", weights_only=True)["config"]
-    assert trained["teacher_input_size"] == 368 and trained["holdout_fraction"] == 0.3
+    assert trained["holdout_fraction"] == 0.3 and trained["input_size"] == 128
     # 5. the second level: tiny from that med, then export with the held-out check
     second = space("coco_second_level", med / "model.pt")
     kdtune("search", str(second), "--no-progress")
+    assert (128, 21) in banks(results)  # the med fed its own 128
     out = kdtune(
         "export", "coco_second_level", "-o", str(tmp_path / "tiny.yaml"), "--seeds", "1",
         "--bootstrap", "50",
