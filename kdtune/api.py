@@ -140,13 +140,16 @@ def data_ceiling(
 # kdtune search
 
 
-def validate_space(space_file: Path) -> str:
-    """``kdtune search --dry-run`` / ``kdtune validate``: check a space file and describe it."""
+def validate_space(space_file: Path, results: Path | None = None) -> str:
+    """``kdtune search --dry-run`` / ``kdtune validate``: check a space file and describe it,
+    then what the search does before its trials (:mod:`kdtune.preflight`)."""
+    from kdtune import preflight
     from kdtune.space import check_paths, describe, load_space
 
     space = load_space(space_file)
     check_paths(space)  # a data root or teacher that does not exist is refused here too
-    return describe(space)
+    preflight.check(space)  # a split's files missing, a teacher input size contradicted
+    return "\n".join([describe(space), *preflight.plan_lines(space, results)])
 
 
 def search(
@@ -261,9 +264,10 @@ def export(
     results: Path | None = None,
     tracking_uri: str | None = None,
     log: Callable[[str], None] | None = None,
+    holdout_fraction: float | None = None,
 ) -> dict[str, Any]:
     """``kdtune export``: the recommended configuration of a search, checked on a held-out
-    split against the seed default, paired."""
+    split (or the held-out carve of train) against the seed default, paired."""
     from kdtune.export import export_best
     from kdtune.paths import results_dir
 
@@ -273,6 +277,7 @@ def export(
         results=results_dir(results),
         tracking_uri=tracking_uri,
         holdout_split=holdout_split,
+        holdout_fraction=holdout_fraction,
         samples=samples,
         seeds=seeds,
         log=log,

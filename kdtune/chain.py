@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from kdtune.config import TrainConfig
+from kdtune.config import TEACHER_INPUT_AUTO, TrainConfig
 
 Report = Callable[[int, dict[str, float], Path], None]
 
@@ -50,8 +50,13 @@ def fit_chain(
         first = json.loads(first_summary.read_text())
     else:
         first = fit(replace(cfg, level="first"), None, workdir=first_dir, results=results, log=log)
+    # the med is fed what it was trained at (teacher_input_size named the first level's teacher)
     second_cfg = replace(
-        cfg, level="second", schedule=cfg.schedule_second, teacher_checkpoint=first["model"]
+        cfg,
+        level="second",
+        schedule=cfg.schedule_second,
+        teacher_checkpoint=first["model"],
+        teacher_input_size=TEACHER_INPUT_AUTO,
     )
     first_ap = float(first["final"].get("val/ap", 0.0))
 

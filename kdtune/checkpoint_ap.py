@@ -24,19 +24,30 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """``kdtune eval``: load a checkpoint of ``arch`` and report its COCO keypoint AP on a split.
 
-    With ``net_input_size`` the 128×128 letterboxed images are resized to that size before the
-    net (the reference fed its teacher 368×368) and its maps are decoded at its own grid.
+    The net is fed the input size its checkpoint was trained at
+    (:func:`kdtune.models.trained_input_size`: 368 for the public Lightweight-OpenPose layout):
+    the 128×128 letterboxed images are resized to it and its maps decoded at its own grid. An
+    explicit ``net_input_size`` that contradicts the checkpoint is a one-line KdtuneError.
     ``decoder``: how maps become persons (``kdtune`` or ``reference``, see
     :data:`kdtune.config.DECODERS`).
     """
     import torch
 
     from kdtune.data.sources import resolve_data
-    from kdtune.models import AtInputSize, count_parameters, load_checkpoint
+    from kdtune.errors import KdtuneError
+    from kdtune.models import AtInputSize, count_parameters, load_checkpoint, trained_input_size
     from kdtune.predict import evaluate_model, pick_device
 
     cfg = TrainConfig(data=data, decoder=decoder).validate()
     model = load_checkpoint(Path(checkpoint), arch)
+    trained, what = trained_input_size(checkpoint)
+    if net_input_size is None:
+        net_input_size = trained if trained != cfg.input_size else None
+    elif net_input_size != trained:
+        raise KdtuneError(
+            f"--teacher-input-size: {net_input_size} contradicts {str(checkpoint)!r} ({what}); "
+            f"give {trained} or leave it out"
+        )
     poseset = resolve_data(data, split, cfg.input_size, results)
     device = pick_device("auto")
     model = model.to(device)
@@ -52,6 +63,7 @@ def evaluate_checkpoint(
         "split": split,
         "decoder": decoder,
         "images": len(poseset),
+        "net_input_size": net_input_size or cfg.input_size,  # what the net was fed
         "parameters": count_parameters(model),
         **metrics,
     }

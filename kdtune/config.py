@@ -39,6 +39,8 @@ LR_REFERENCE_BATCH = 16
 # 128 × 128 inputs) or "reference" (kdtune.decode_reference: the reference pipeline's own
 # peak extraction and grouping, so that AP figures compare with the reference's).
 DECODERS: tuple[str, ...] = ("kdtune", "reference")
+# `teacher_input_size: auto`: the size the teacher's checkpoint was trained at
+TEACHER_INPUT_AUTO = "auto"
 # The reference pipeline's hand-picked ratios (alpha = ground-truth weight).
 REFERENCE_ALPHA: dict[str, float] = {"first": 0.3, "second": 0.25}
 # The reference document's named scenarios, as β schedules: α/β 1.0/0.0, 0.5/0.5, 0.25/0.75,
@@ -88,7 +90,10 @@ class TrainConfig:
     # (the med teacher distilled from a Lightweight-OpenPose teacher at alpha 0.3), or
     # "ground_truth" (the teacher net trained on the ground truth alone: quicker)
     teacher_recipe: str = "auto"
-    teacher_input_size: int = 128  # the reference fed its teacher 368x368
+    # the teacher's input: "auto" takes the size its checkpoint was trained at (368 for the
+    # public Lightweight-OpenPose layout, the recorded input_size for kdtune's own; see
+    # kdtune.models.settle_teacher_input_size); an explicit size must agree with it
+    teacher_input_size: int | str = TEACHER_INPUT_AUTO
     teacher_targets: str = "bank"  # bank | live | warped (see TEACHER_TARGETS)
     teacher_views: int = 8  # K: augmented views per training image in the bank
     teacher_bank: str | None = None  # a bank folder to use; else found or built in the cache
@@ -105,6 +110,10 @@ class TrainConfig:
     max_train_images: int | None = None
     max_val_images: int | None = None
     val_split: str = "val"
+    # the fraction of the train split carved out as a fixed, seeded held-out part (never
+    # trained on; export's held-out check where the data has no test keypoints): 0 = none,
+    # else in (0, 0.5] (see kdtune.data.sources.carve)
+    holdout_fraction: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form labels carried along
 
     @property
@@ -123,7 +132,7 @@ class TrainConfig:
         return self.lr * factor
 
     def validate(self) -> TrainConfig:
-        from kdtune.data.sources import check_data
+        from kdtune.data.sources import check_data, check_holdout_fraction
         from kdtune.schedules import parse_schedule
 
         if self.level not in LEVELS:
@@ -140,14 +149,16 @@ class TrainConfig:
         _positive_int("teacher_epochs", self.teacher_epochs)
         _positive_int("input_size", self.input_size)
         _positive_int("stride", self.stride)
-        _positive_int("teacher_input_size", self.teacher_input_size)
+        if self.teacher_input_size != TEACHER_INPUT_AUTO:
+            _positive_int("teacher_input_size", self.teacher_input_size)
         _positive_int("teacher_views", self.teacher_views)
         _positive_int("sync_every", self.sync_every)
         if self.lr_scaling not in LR_SCALINGS:
             raise KdtuneError(
                 f"lr_scaling: one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
             )
-        if self.teacher_input_size % self.stride:
+        check_holdout_fraction(self.holdout_fraction, "holdout_fraction", allow_zero=True)
+        if isinstance(self.teacher_input_size, int) and self.teacher_input_size % self.stride:
             raise KdtuneError(
                 f"teacher_input_size: {self.teacher_input_size} must be a multiple of stride "
                 f"{self.stride}, or the teacher's maps do not fall on the student's grid"
@@ -239,6 +250,12 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         if default is None or key in _OPTIONAL:
             return None
         raise KdtuneError(f"{where}: {key}: must not be empty")
+    if key == "teacher_input_size":  # "auto" or a size in pixels
+        if value == TEACHER_INPUT_AUTO or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise KdtuneError(
+            f"{where}: {key}: must be {TEACHER_INPUT_AUTO!r} or an integer, got {value!r}"
+        )
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise KdtuneError(f"{where}: {key}: must be true or false, got {value!r}")

@@ -6,7 +6,9 @@ Unless told not to, export also trains that configuration and the reference defa
 at the second level, 0.3 at the first) with the same new seeds (never the search's or its
 confirmation's) and evaluates both on a split the search never used for selection: each one's
 mean AP with a 95 % interval, and their paired difference (bootstrap over the split's images
-and the seeds) as one sentence.
+and the seeds) as one sentence. Data without test keypoints (COCO's own) is judged on a fixed,
+seeded carve of train instead (:func:`held_out_part`), which the search's trials and export's
+runs never train on.
 """
 
 from __future__ import annotations
@@ -115,15 +117,17 @@ def train_and_match(
     workdir: Path,
     results: Path,
     log: Callable[[str], None] | None = None,
+    carve: float = 0.0,
 ) -> tuple[ImageMatches, dict[str, Any]]:
-    """Train ``cfg`` from scratch; its final model's matching on ``split`` and its summary."""
+    """Train ``cfg`` from scratch; its final model's matching on ``split`` (with ``carve``, the
+    held-out part of train of that fraction: ``cfg`` never trains on it) and its summary."""
     from kdtune.data.sources import resolve_data
     from kdtune.evaluate import load_coco, match_images
     from kdtune.models import load_checkpoint
     from kdtune.predict import predict_detections
     from kdtune.train import fit, pick_device
 
-    holdout = resolve_data(cfg.data, split, cfg.input_size, results)
+    holdout = resolve_data(cfg.data, split, cfg.input_size, results, holdout=carve)
     summary = fit(
         replace(cfg, eval_every=cfg.epochs), None, workdir=workdir, results=results, log=log
     )
@@ -145,8 +149,10 @@ def paired_holdout(
     results: Path,
     samples: int = 2000,
     log: Callable[[str], None] | None = None,
+    carve: float = 0.0,
 ) -> dict[str, Any]:
-    """Train ``best`` and ``reference`` with each of ``seeds`` and evaluate both on ``split``:
+    """Train ``best`` and ``reference`` with each of ``seeds`` and evaluate both on ``split``
+    (with ``carve``: the held-out carve of train of that fraction):
     each one's AP per seed, mean and interval, and their paired difference (bootstrap over the
     split's images and the seeds) as a verdict sentence."""
     from kdtune.schedules import words
@@ -170,8 +176,13 @@ def paired_holdout(
                 workdir=workdir / f"{name}_seed{s}",
                 results=results,
                 log=log,
+                carve=carve,
             )
     out: dict[str, Any] = {"split": split, "seeds": list(seeds)}
+    if carve:
+        from kdtune.data.sources import carve as carve_of
+
+        out["carve"] = carve_of(best.data, carve, results).record()
     for name, cfg in configs.items():
         per_seed = {s: m.ap() for s, m in matches[name].items()}
         low, high = mean_interval(matches[name], samples=samples)
@@ -214,18 +225,27 @@ def export_best(
     samples: int = 2000,
     seeds: int = 2,
     log: Callable[[str], None] | None = None,
+    holdout_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Write the recommended configuration of search ``name`` to ``out``; with
     ``holdout_split``, also train it and the reference default with ``seeds`` new seeds each
-    and compare them, paired, on that split."""
+    and compare them, paired, on that split, or, where the data has no test keypoints or
+    ``holdout_fraction`` is given, on the held-out carve of train (:func:`held_out_part`)."""
     from kdtune.answer import answer_record
 
     check_writable(out)
+    if holdout_fraction is not None:
+        from kdtune.data.sources import check_holdout_fraction
+
+        check_holdout_fraction(holdout_fraction, "--holdout-fraction")
     if seeds < 1:
         raise KdtuneError(f"--seeds: must be at least 1, got {seeds}")
     result = load_search(results, name)
     best = recommended_trial(result)
     cfg = TrainConfig.from_dict(best.config, where=f"search {result.name} trial {best.trial_id}")
+    carve = 0.0
+    if holdout_split is not None:
+        holdout_split, carve = held_out_part(result.name, cfg, holdout_split, holdout_fraction)
     if holdout_split is not None and holdout_split == cfg.val_split:
         raise KdtuneError(
             f"--holdout-split: search {result.name!r} selected its best trial on the "
@@ -235,7 +255,7 @@ def export_best(
     if holdout_split is not None:  # fail fast on a missing split, before hours of training
         from kdtune.data.sources import resolve_data
 
-        resolve_data(cfg.data, holdout_split, cfg.input_size, results)
+        resolve_data(cfg.data, holdout_split, cfg.input_size, results, holdout=carve)
     validation: dict[str, Any] = {
         result.metric: best.value(result.metric),
         "epochs_run": best.epochs_run,
@@ -278,11 +298,48 @@ def export_best(
             results=results,
             samples=samples,
             log=log,
+            carve=carve,
         )
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(yaml.safe_dump(payload, sort_keys=False))
     os.replace(tmp, out)
     return payload
+
+
+def held_out_part(
+    search: str, cfg: TrainConfig, split: str, fraction: float | None
+) -> tuple[str, float]:
+    """Where export's held-out check judges: ``(split, carve fraction)``.
+
+    The ``split`` asked for (``test`` by default) where the data has test keypoints and no
+    ``fraction`` is given; else the carve of train (:data:`~kdtune.data.sources.HOLDOUT_SPLIT`):
+    of ``fraction``, or of the search's own (``holdout_fraction`` of its trials: the default
+    where its data has no test keypoints). A carve larger than the search's own is refused:
+    its trials trained on part of it."""
+    from kdtune.data.sources import HOLDOUT_SPLIT, has_test_keypoints
+
+    if fraction is None and has_test_keypoints(cfg.data):
+        return split, 0.0
+    own = cfg.holdout_fraction
+    if fraction is None:
+        if not own:
+            raise KdtuneError(
+                f"--holdout-fraction: the data of search {search!r} has no test keypoints and its "
+                "trials trained on all of train; search again with train.holdout_fraction "
+                "(docs/coco.md), or pass --no-holdout"
+            )
+        return HOLDOUT_SPLIT, own
+    if not own:
+        raise KdtuneError(
+            f"--holdout-fraction: the trials of search {search!r} trained on all of train; "
+            "search again with train.holdout_fraction (docs/coco.md), or pass --no-holdout"
+        )
+    if fraction > own:
+        raise KdtuneError(
+            f"--holdout-fraction: {fraction:g} is more than search {search!r} held out of its "
+            f"trials ({own:g} of train): they trained on part of it; give at most {own:g}"
+        )
+    return HOLDOUT_SPLIT, fraction
 
 
 def _mlflow_run_id(

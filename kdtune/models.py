@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdtune.config import ARCHS
+from kdtune.config import ARCHS, TEACHER_INPUT_AUTO, TrainConfig
 from kdtune.errors import KdtuneError
 from kdtune.skeleton import NUM_HEATMAPS, NUM_PAFS
 
@@ -326,6 +326,59 @@ def is_public_layout(obj: object) -> bool:
     """Whether a loaded checkpoint has the public Lightweight-OpenPose layout (``state_dict``
     and no ``arch``, which every checkpoint kdtune writes carries)."""
     return isinstance(obj, Mapping) and "state_dict" in obj and "arch" not in obj
+
+
+# ------------------------------------------------------------- a checkpoint's own input size
+
+PUBLIC_INPUT_SIZE = 368  # what the public Lightweight-OpenPose checkpoint was trained at
+_TRAINED_AT: dict[tuple[str, int, int], tuple[int, str]] = {}
+
+
+def trained_input_size(path: str | Path) -> tuple[int, str]:
+    """The input size the checkpoint at ``path`` was trained at, and what it is in words: 368
+    for the public Lightweight-OpenPose layout, the ``input_size`` recorded in kdtune's own
+    (its default where none is recorded, as in the shipped teachers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdtuneError(f"checkpoint: no such file {str(path)!r}")
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _TRAINED_AT:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise KdtuneError(
+                f"checkpoint {str(path)!r}: not a readable checkpoint ({_load_failure(exc)})"
+            ) from None
+        if is_public_layout(obj):
+            found = (PUBLIC_INPUT_SIZE, f"public layout, trained at {PUBLIC_INPUT_SIZE}")
+        else:
+            config = obj.get("config") if isinstance(obj, Mapping) else None
+            size = config.get("input_size") if isinstance(config, Mapping) else None
+            if isinstance(size, int) and not isinstance(size, bool):
+                found = (size, f"kdtune's own checkpoint, trained at {size}")
+            else:
+                size = TrainConfig().input_size
+                found = (size, f"a kdtune-layout checkpoint, trained at kdtune's {size}")
+        _TRAINED_AT[memo] = found
+    return _TRAINED_AT[memo]
+
+
+def settle_teacher_input_size(cfg: TrainConfig, teacher: str | Path) -> TrainConfig:
+    """``cfg`` with its ``teacher_input_size`` settled for the checkpoint ``teacher``: ``auto``
+    becomes the size the checkpoint was trained at; an explicit size that contradicts it is a
+    one-line KdtuneError (a net fed another size than it learnt at teaches wrong maps)."""
+    size, what = trained_input_size(teacher)
+    if cfg.teacher_input_size == TEACHER_INPUT_AUTO:
+        from dataclasses import replace
+
+        return replace(cfg, teacher_input_size=size).validate()
+    if cfg.teacher_input_size != size:
+        raise KdtuneError(
+            f"teacher_input_size: {cfg.teacher_input_size} contradicts the teacher "
+            f"{str(teacher)!r} ({what}); give {size} or leave it {TEACHER_INPUT_AUTO}"
+        )
+    return cfg
 
 
 def _load_failure(exc: Exception) -> str:

@@ -40,7 +40,7 @@ from kdtune.data.sources import resolve_data
 from kdtune.errors import KdtuneError, TrialDiverged
 from kdtune.evaluate import DETECTIONS_FILE, save_detections
 from kdtune.losses import kd_loss
-from kdtune.models import build_model, count_parameters
+from kdtune.models import build_model, count_parameters, settle_teacher_input_size
 from kdtune.predict import evaluate_model, keep_mask, pick_device, predict_maps
 from kdtune.schedules import BetaSchedule, parse_schedule
 from kdtune.targets import make_targets
@@ -73,6 +73,8 @@ def fit(
             cfg, report, fit=fit, workdir=workdir, resume_from=resume_from, results=results, log=log
         )
     teacher = resolve(cfg, results, say, fit=fit) if needs_teacher(cfg) else None
+    if teacher is not None:  # `auto`: the size it was trained at; a contradiction refused
+        cfg = settle_teacher_input_size(cfg, teacher)
     return _train(cfg, teacher, report, workdir, resume_from, results, say)
 
 
@@ -162,7 +164,9 @@ def _set_up(cfg: TrainConfig, teacher: Path | None, results: Path | None, log: L
     # a teacher learns from the ground truth alone, whatever schedule the config carries
     schedule = parse_schedule("fixed:0" if cfg.level == "teacher" else cfg.schedule)
     _seed_everything(cfg.seed)
-    train = resolve_data(cfg.data, "train", cfg.input_size, results, cfg.max_train_images)
+    train = resolve_data(
+        cfg.data, "train", cfg.input_size, results, cfg.max_train_images, cfg.holdout_fraction
+    )  # less its held-out carve, where the run has one
     val = resolve_data(cfg.data, cfg.val_split, cfg.input_size, results, cfg.max_val_images)
     if len(train) == 0:
         raise KdtuneError(f"data: the train split of {cfg.data!r} holds no readable image")

@@ -429,7 +429,12 @@ def test_dry_run_refuses_a_data_root_or_teacher_that_does_not_exist(
         code, out, err = run(command, capsys)
         assert_one_line_error(code, err, "mine.yaml", "data: no such folder", "no/coco")
         assert out == ""
-    missing.mkdir(parents=True)  # the folder exists: the file is described
+    missing.mkdir(parents=True)  # a folder without the train split's annotations: refused
+    code, out, err = run(["search", str(space), "--dry-run"], capsys)
+    assert_one_line_error(code, err, "mine.yaml", "annotation file", "train2017.json")
+    from kdtune.data.synth import write_synthetic
+
+    write_synthetic(missing, n_train=4, n_val=2, n_test=2, seed=0)  # a COCO root: described
     code, out, err = run(["search", str(space), "--dry-run"], capsys)
     assert code == 0, err
     assert str(missing) in out

@@ -44,6 +44,8 @@ PROVIDED = (
     "adaptive_schedule",
     "first_level",
     "chain",
+    "coco_first_level",
+    "coco_second_level",
 )
 # The reference's named alpha (ground-truth weight) ratios, as beta schedule specs, plus 0.9 -> 0.5.
 SEED_SCHEDULES = {

@@ -16,6 +16,7 @@ from kdtune.cli.options import (
     RESULTS_OPTION,
     SPLIT_OPTION,
     Group,
+    InputSize,
     data_option,
     echo_json,
     option,
@@ -124,6 +125,15 @@ _LEVEL_HELP = ", ".join(
     help="Teacher checkpoint (kdtune's or the public Lightweight-OpenPose layout).",
 )
 @option(
+    "--teacher-input-size",
+    type=InputSize(),
+    default=None,
+    default_text=f"{DEFAULTS.teacher_input_size}: the size the teacher's checkpoint was trained "
+    "at (368 for the public layout)",
+    help="The teacher's input size in pixels, or auto; one that contradicts the checkpoint is "
+    "refused.",
+)
+@option(
     "--teacher-epochs",
     type=click.IntRange(1),
     default=DEFAULTS.teacher_epochs,
@@ -219,8 +229,8 @@ def train(
     "--teacher-input-size",
     type=click.IntRange(8),
     default=None,
-    default_text=f"none: the {DEFAULTS.input_size}-pixel images as they are",
-    help="Feed the net this input size (the public teacher checkpoint was trained at 368).",
+    default_text="the size the checkpoint was trained at (368 for the public layout)",
+    help="Feed the net this input size; one that contradicts the checkpoint is refused.",
 )
 @DECODER_OPTION
 @RESULTS_OPTION

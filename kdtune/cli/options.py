@@ -108,6 +108,20 @@ def echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2))
 
 
+class InputSize(click.ParamType):
+    """A net's input size in pixels, or ``auto`` (what its checkpoint was trained at)."""
+
+    name = "auto|PIXELS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"auto or a whole number of pixels, got {value!r}", param, ctx)
+
+
 # Shared options, defined once.
 def data_option(**kwargs: Any) -> Callable[[F], F]:
     return option(

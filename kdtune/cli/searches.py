@@ -58,7 +58,7 @@ def search(
     from kdtune import api
 
     if dry_run:
-        click.echo(api.validate_space(space_file))
+        click.echo(api.validate_space(space_file, results))
         return
     outcome = api.search(
         space_file,
@@ -202,6 +202,14 @@ def compare(
     help="Split for the held-out check (never one the search selected on).",
 )
 @option(
+    "--holdout-fraction",
+    type=float,
+    default=None,
+    default_text="the search's own carve where the data has no test keypoints, else none",
+    help="Judge on this fixed, seeded fraction of train, in (0, 0.5], instead of --holdout-split "
+    "(at most what the search held out of its trials).",
+)
+@option(
     "--no-holdout", is_flag=True, help="Only write the configuration; skip the held-out training."
 )
 @option(
@@ -222,6 +230,7 @@ def export(
     search_name: str | None,
     output: Path,
     holdout_split: str,
+    holdout_fraction: float | None,
     no_holdout: bool,
     bootstrap: int,
     seeds: int,
@@ -236,6 +245,7 @@ def export(
         search_name,
         output,
         holdout_split=None if no_holdout else holdout_split,
+        holdout_fraction=holdout_fraction,
         samples=bootstrap,
         seeds=seeds,
         results=results,
@@ -258,6 +268,12 @@ def export(
                     f"held-out {holdout['split']} AP, {name:<9} {figures['ap']:.3f}  "
                     f"95% CI [{low:.3f}, {high:.3f}]  ({weighting}; seeds {seeds_text})"
                 )
+        carve = holdout.get("carve")
+        if carve:
+            click.echo(
+                f"held-out part: {carve['held_images']} train images ({carve['fraction']:g} of "
+                f"train, seed {carve['seed']}), never trained on"
+            )
         click.echo(f"held-out verdict: {holdout['paired']['sentence']}")
 
 

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,21 +79,24 @@ def load_split(
     cache_dir: Path | None = None,
     max_images: int | None = None,
     say: Say = _stderr,
+    image_ids: Sequence[int] | None = None,
 ) -> PoseSet:
     """One split of the COCO set at ``root`` as a :class:`PoseSet`, decoded once and cached.
 
-    ``max_images`` keeps the first images by id. An unreadable image, or one whose annotations
-    are malformed, is left out and said in one line (``say``, stderr by default: the file, the
-    image id, what is wrong), then a total; a split left with too few images is refused. The
-    cache is checked when it is opened (shapes, a digest of its tensors) and decoded again when
-    damaged; one process decodes it while others wanting it wait. ``cache_dir`` defaults to
+    ``image_ids`` keeps only those images (a carve of the split:
+    :func:`kdtune.data.sources.carve`); ``max_images`` then keeps the first images by id. An
+    unreadable image, or one whose annotations are malformed, is left out and said in one line
+    (``say``, stderr by default: the file, the image id, what is wrong), then a total; a split
+    left with too few images is refused. The cache is checked when it is opened (shapes, a
+    digest of its tensors) and decoded again when damaged; one process decodes it while others
+    wanting it wait. ``cache_dir`` defaults to
     ``kdtune.paths.cache_dir() / "data"``.
     """
     root = Path(root).expanduser()
     _check_args(split, input_size, max_images)
     ann_path, img_dir = _check_layout(root, split)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "data"
-    key = _cache_key(ann_path, split, input_size, max_images)
+    key = _cache_key(ann_path, split, input_size, max_images, image_ids)
     cached = folder / f"{split}-{input_size}-{key}.pt"
     hit = _read_cache(cached, ann_path, lambda _line: None)  # damage is said under the lock
     if hit is None:
@@ -101,7 +104,9 @@ def load_split(
         with file_lock(folder / f".{cached.name}.lock"):
             hit = _read_cache(cached, ann_path, say)  # decoded by another process meanwhile?
             if hit is None:
-                poses, notes = _decode_split(ann_path, img_dir, split, input_size, max_images, say)
+                poses, notes = _decode_split(
+                    ann_path, img_dir, split, input_size, max_images, say, image_ids
+                )
                 _write_cache(cached, poses, notes)
                 return poses
     if hit[0].skipped:
@@ -273,11 +278,13 @@ def _decode_split(
     size: int,
     max_images: int | None,
     say: Say = _stderr,
+    image_ids: Sequence[int] | None = None,
 ) -> tuple[PoseSet, list[str]]:
     """Decode every image of the split and turn its annotations into keypoints and masks; the
     set and, for each image left out, a note naming it and what is wrong (each said)."""
     coco, person_id = _read_coco(ann_path)
-    ids = sorted(coco.imgs)[:max_images]
+    known = sorted(coco.imgs) if image_ids is None else sorted(set(coco.imgs) & set(image_ids))
+    ids = known[:max_images]
     if not ids:
         raise KdtuneError(f"data: {ann_path} lists no images")
     n = len(ids)
@@ -449,8 +456,25 @@ def file_digest(path: Path) -> str:
     return _DIGESTS[memo]
 
 
-def _cache_key(ann_path: Path, split: str, input_size: int, max_images: int | None) -> str:
-    parts = (file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT))
+def image_ids_of(ann_path: Path) -> list[int]:
+    """The ids of every image a person-keypoints file lists, sorted (a carve draws from them)."""
+    coco, _ = _read_coco(ann_path)
+    return sorted(int(i) for i in coco.imgs)
+
+
+def _cache_key(
+    ann_path: Path,
+    split: str,
+    input_size: int,
+    max_images: int | None,
+    image_ids: Sequence[int] | None = None,
+) -> str:
+    parts: tuple[str, ...] = (
+        file_digest(ann_path), split, str(input_size), str(max_images), str(CACHE_FORMAT),
+    )  # fmt: skip
+    if image_ids is not None:  # a carve: named by the ids it keeps
+        kept = ",".join(str(i) for i in sorted(image_ids))
+        parts += (hashlib.sha256(kept.encode()).hexdigest(),)
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 

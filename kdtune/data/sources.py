@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError
 from kdtune.paths import cache_dir as default_cache_dir
@@ -252,13 +252,112 @@ def resolve_data(
     input_size: int,
     results: Path | None = None,
     max_images: int | None = None,
+    holdout: float = 0.0,
 ) -> PoseSet:
-    """One split of the data ``data`` names (a source or a COCO root), decoded and cached."""
+    """One split of the data ``data`` names (a source or a COCO root), decoded and cached.
+
+    With a ``holdout`` fraction, ``train`` is the train split less its carve (:func:`carve`)
+    and :data:`HOLDOUT_SPLIT` is the carve itself (scored against the train annotations)."""
+    from dataclasses import replace
+
     from kdtune.data.coco import load_split
 
     cache = default_cache_dir(results)
     root = data_root(data, results)
+    if split == HOLDOUT_SPLIT or (split == "train" and holdout):
+        if not holdout:
+            raise KdtuneError(f"data: the {HOLDOUT_SPLIT!r} split needs a holdout fraction")
+        part = carve(data, holdout, results)
+        ids = part.held if split == HOLDOUT_SPLIT else part.kept
+        poses = load_split(
+            root, "train", input_size, cache_dir=cache / "data", max_images=max_images,
+            image_ids=ids,
+        )  # fmt: skip
+        return replace(poses, split=split)
     return load_split(root, split, input_size, cache_dir=cache / "data", max_images=max_images)
+
+
+# ----------------------------------------------------------------------------- held-out carve
+
+HOLDOUT_SPLIT = "holdout"  # the carve of train, as a split name (export's held-out check)
+HOLDOUT_SEED = 2017  # the carve is the same for every run, search, export and machine
+DEFAULT_HOLDOUT_FRACTION = 0.1  # where the data has no test keypoints
+HOLDOUT_MAX = 0.5  # the largest part of the train split a carve may take
+_IDS: dict[str, list[int]] = {}
+
+
+@dataclass(frozen=True)
+class Carve:
+    """A fixed, seeded held-out part of a data set's train split: ``held`` (never trained on
+    by a run whose ``holdout_fraction`` is ``fraction``) and ``kept`` (the rest), image ids,
+    sorted. Carves are nested: a smaller fraction's held part lies inside a larger one's."""
+
+    fraction: float
+    seed: int
+    kept: tuple[int, ...]
+    held: tuple[int, ...]
+
+    def record(self) -> dict[str, object]:
+        """What a search or an export records of it."""
+        return {
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "held_images": len(self.held),
+            "kept_images": len(self.kept),
+        }
+
+
+def check_holdout_fraction(value: Any, where: str, *, allow_zero: bool = False) -> float:
+    """A held-out fraction of the train split: in (0, HOLDOUT_MAX] (0 too where allowed: no
+    carve); anything else is a one-line KdtuneError."""
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and ((0 < value <= HOLDOUT_MAX) or (allow_zero and value == 0))
+    )
+    if not ok:
+        zero = " (or 0: none)" if allow_zero else ""
+        raise KdtuneError(
+            f"{where}: a fraction of the train split in (0, {HOLDOUT_MAX:g}]{zero}, got {value!r}"
+        )
+    return float(value)
+
+
+def carve(data: str, fraction: float, results: Path | None = None) -> Carve:
+    """The held-out carve of ``data``'s train split: ``round(fraction · N)`` images (at least
+    one, and one kept) drawn by a fixed seed (:data:`HOLDOUT_SEED`) from its N images. Used by
+    export's held-out check and by every run with ``holdout_fraction`` (which then never trains
+    on them); a confirmation that judges on a held-out part can take the same."""
+    import numpy as np
+
+    from kdtune.data.coco import annotation_file, file_digest, image_ids_of
+
+    fraction = check_holdout_fraction(fraction, "holdout_fraction")
+    ann = annotation_file(data_root(data, results), "train")
+    if not ann.is_file():
+        raise KdtuneError(f"data: annotation file {ann} not found")
+    digest = file_digest(ann)
+    if digest not in _IDS:
+        _IDS[digest] = image_ids_of(ann)
+    ids = _IDS[digest]
+    if len(ids) < 2:
+        raise KdtuneError(f"data: {ann} lists {len(ids)} image(s): too few to hold any out")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(ids))
+    n = min(max(1, round(fraction * len(ids))), len(ids) - 1)
+    held = sorted(ids[i] for i in order[:n])
+    kept = sorted(ids[i] for i in order[n:])
+    return Carve(fraction, HOLDOUT_SEED, tuple(kept), tuple(held))
+
+
+def has_test_keypoints(data: str, results: Path | None = None) -> bool:
+    """Whether ``data`` has a test split with keypoint annotations (COCO publishes none)."""
+    spec = parse_data(data)
+    if spec is not None:
+        return "test" in spec.source.splits
+    from kdtune.data.coco import annotation_file
+
+    return annotation_file(Path(data).expanduser(), "test").is_file()
 
 
 def data_fingerprint(data: str, results: Path | None = None) -> str:

@@ -61,7 +61,8 @@ def teacher_and_bank(base: TrainConfig, root: Path, say: Callable[[str], None]) 
     splits = {}
     for split in ("train", base.val_split):
         limit = base.max_train_images if split == "train" else base.max_val_images
-        splits[split] = resolve_data(base.data, split, base.input_size, root, limit)
+        carve = base.holdout_fraction if split == "train" else 0.0  # trials never see it
+        splits[split] = resolve_data(base.data, split, base.input_size, root, limit, carve)
     return prepare_for_search(base, splits, root, say, fit=fit)
 
 

@@ -19,7 +19,7 @@ import optuna
 from kdtune import checks
 from kdtune.checks import Where
 from kdtune.config import NAMED_SCENARIOS, TEACHER_RECIPES, TrainConfig
-from kdtune.data.sources import parse_data
+from kdtune.data.sources import DEFAULT_HOLDOUT_FRACTION, has_test_keypoints, parse_data
 from kdtune.errors import KdtuneError
 from kdtune.results import METRICS
 from kdtune.space.dimensions import (
@@ -373,7 +373,17 @@ class SearchSpace:
             teacher_epochs=self.teacher.epochs,
             teacher_recipe=self.teacher.recipe,
         )
+        return with_default_carve(raw)
+
+
+def with_default_carve(raw: dict[str, Any]) -> dict[str, Any]:
+    """A trial's settings with the held-out carve applied: data without test keypoints (COCO
+    publishes none) keeps ``DEFAULT_HOLDOUT_FRACTION`` of its train split out of every trial
+    unless ``train.holdout_fraction`` says otherwise, so that export's held-out check
+    (:func:`kdtune.data.sources.carve`) judges on images no trial trained on."""
+    if "holdout_fraction" in raw or has_test_keypoints(str(raw["data"])):
         return raw
+    return {**raw, "holdout_fraction": DEFAULT_HOLDOUT_FRACTION}
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -15,14 +15,22 @@ from kdtune.bank import BankSpec, TeacherBank, open_or_build
 from kdtune.config import TEACHER_OF, TrainConfig
 from kdtune.data import PoseSet
 from kdtune.data.sources import data_fingerprint
-from kdtune.models import AtInputSize, weights_digest
+from kdtune.models import AtInputSize, settle_teacher_input_size, weights_digest
 from kdtune.paths import cache_dir
 from kdtune.teachers.source import Fit, resolve
 
 
 def teacher_at_grid(teacher: nn.Module, cfg: TrainConfig) -> nn.Module:
     """``teacher`` fed ``teacher_input_size`` images, its maps brought to the student's grid."""
-    return AtInputSize(teacher, cfg.teacher_input_size, cfg.input_size // cfg.stride)
+    return AtInputSize(teacher, teacher_input(cfg), cfg.input_size // cfg.stride)
+
+
+def teacher_input(cfg: TrainConfig) -> int:
+    """The teacher's input size: as settled against its checkpoint
+    (:func:`kdtune.models.settle_teacher_input_size`); an unsettled ``auto`` (a net in memory,
+    no checkpoint to read) is kdtune's own, the student's ``input_size``."""
+    size = cfg.teacher_input_size
+    return size if isinstance(size, int) else cfg.input_size
 
 
 def bank_spec(cfg: TrainConfig, images: int, teacher: str = "", data: str = "") -> BankSpec:
@@ -39,7 +47,7 @@ def bank_spec(cfg: TrainConfig, images: int, teacher: str = "", data: str = "") 
         aug_rotate=cfg.aug_rotate,
         aug_flip=cfg.aug_flip,
         input_size=cfg.input_size,
-        teacher_input_size=cfg.teacher_input_size,
+        teacher_input_size=teacher_input(cfg),
         stride=cfg.stride,
         amp=cfg.amp,
     )
@@ -80,6 +88,7 @@ def prepare_for_search(
     path = resolve(cfg, results, log, fit=fit)
     if path is None:
         return None
+    cfg = settle_teacher_input_size(cfg, path)
     device = pick_device(cfg.device)
     arch = TEACHER_OF[cfg.level]
     assert arch is not None, cfg.level

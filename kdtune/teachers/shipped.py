@@ -62,7 +62,7 @@ def shipped_teacher(arch: str, cfg: Any) -> tuple[Path | None, str]:
                 f"the shipped {arch} teacher was trained with {key} {trained[key]}, "
                 f"this run uses {getattr(cfg, key)}",
             )
-    if arch == "teacher" and cfg.teacher_input_size != trained["input_size"]:
+    if arch == "teacher" and cfg.teacher_input_size not in ("auto", trained["input_size"]):
         return None, (
             f"the shipped teacher was trained at input {trained['input_size']}, "
             f"this run feeds it {cfg.teacher_input_size}"
