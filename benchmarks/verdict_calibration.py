@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdtune.evaluate import ImageMatches
-from kdtune.verdict import ap_replicates, image_draws, paired_difference, verdict_block
+from kdtune.evaluate import ImageMatches, ap_replicates, image_draws
+from kdtune.paired import paired_difference
+from kdtune.verdict import verdict_block
 
 THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's OKS thresholds
 

@@ -392,3 +392,43 @@ def ceiling(
         persons = decode_maps(heat, paf, stride, decoder, **decode_options)
         dets.extend(detections_for(persons, poseset, start))
     return coco_keypoint_ap(load_coco(poseset.ann_file), dets, poseset.image_ids.tolist())
+
+
+# --- AP for any reweighting of the images: bootstrap replicates -----------------------------
+
+
+def image_draws(images: int, samples: int, seed: int) -> np.ndarray:
+    """``samples`` bootstrap draws of ``images`` images: row b holds how many times each image
+    was drawn (with replacement) in replicate b."""
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((samples, images), dtype=np.int64)
+    for b in range(samples):
+        draws[b] = np.bincount(rng.integers(0, images, images), minlength=images)
+    return draws
+
+
+_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs, as ImageMatches uses
+
+
+def ap_replicates(m: ImageMatches, weights: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``m.ap(w)`` for every row ``w`` of ``weights`` ([B, images]), computed for many rows
+    at once: each recall threshold is served by the first detection whose recall reaches it,
+    so a detection's precision counts once per threshold in (previous recall, its recall]."""
+    w_all = np.asarray(weights, dtype=float)
+    out = np.zeros(len(w_all))
+    totals = w_all @ m.persons
+    if m.tp.shape[1] == 0:
+        return out
+    for start in range(0, len(w_all), chunk):
+        w = w_all[start : start + chunk][:, m.image_of][:, None, :]  # [b, 1, D]
+        total = totals[start : start + chunk][:, None, None]
+        tp_sum = np.cumsum(m.tp[None] * w, axis=2)
+        fp_sum = np.cumsum(m.fp[None] * w, axis=2)
+        recall = tp_sum / np.where(total > 0, total, 1.0)
+        precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
+        precision = np.maximum.accumulate(precision[..., ::-1], axis=2)[..., ::-1]
+        reached = np.searchsorted(_RECALL_THRESHOLDS, recall, side="right")  # thr ≤ recall
+        served = np.diff(reached, axis=2, prepend=0)
+        value = (precision * served).sum(axis=(1, 2)) / (m.tp.shape[0] * len(_RECALL_THRESHOLDS))
+        out[start : start + chunk] = np.where(total[:, 0, 0] > 0, value, 0.0)
+    return out

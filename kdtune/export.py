@@ -155,8 +155,9 @@ def paired_holdout(
     (with ``carve``: the held-out carve of train of that fraction):
     each one's AP per seed, mean and interval, and their paired difference (bootstrap over the
     split's images and the seeds) as a verdict sentence."""
+    from kdtune.paired import mean_interval, paired_difference, sentence
     from kdtune.schedules import words
-    from kdtune.verdict import label, mean_interval, paired_difference, sentence
+    from kdtune.verdict import label
 
     say = log or (lambda _m: None)
     configs = {"best": best}

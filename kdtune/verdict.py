@@ -32,7 +32,7 @@ How each number is computed (docs/statistics.md has the whole account):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -41,13 +41,22 @@ from typing import Any
 import numpy as np
 
 from kdtune.errors import KdtuneError
-from kdtune.evaluate import DETECTIONS_FILE, ImageMatches, load_matches
+from kdtune.evaluate import (
+    DETECTIONS_FILE,
+    ImageMatches,
+    ap_replicates,
+    image_draws,
+    load_matches,
+)
 from kdtune.inference import (
     PairedEstimate,
     check_level,
     holm_tests,
     paired_estimate,
     seeds_needed,
+)
+from kdtune.paired import (
+    check_images,
 )
 from kdtune.results import COMPLETE, FAILED, TrialRecord
 from kdtune.schedules import words
@@ -76,138 +85,6 @@ class Failure:
 
 
 Run = ImageMatches | Failure
-
-
-# --- the bootstrap over images ------------------------------------------------------------
-
-
-def image_draws(images: int, samples: int, seed: int) -> np.ndarray:
-    """``samples`` bootstrap draws of ``images`` images: row b holds how many times each image
-    was drawn (with replacement) in replicate b."""
-    rng = np.random.default_rng(seed)
-    draws = np.zeros((samples, images), dtype=np.int64)
-    for b in range(samples):
-        draws[b] = np.bincount(rng.integers(0, images, images), minlength=images)
-    return draws
-
-
-_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs, as ImageMatches uses
-
-
-def ap_replicates(m: ImageMatches, weights: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """``m.ap(w)`` for every row ``w`` of ``weights`` ([B, images]), computed for many rows
-    at once: each recall threshold is served by the first detection whose recall reaches it,
-    so a detection's precision counts once per threshold in (previous recall, its recall]."""
-    w_all = np.asarray(weights, dtype=float)
-    out = np.zeros(len(w_all))
-    totals = w_all @ m.persons
-    if m.tp.shape[1] == 0:
-        return out
-    for start in range(0, len(w_all), chunk):
-        w = w_all[start : start + chunk][:, m.image_of][:, None, :]  # [b, 1, D]
-        total = totals[start : start + chunk][:, None, None]
-        tp_sum = np.cumsum(m.tp[None] * w, axis=2)
-        fp_sum = np.cumsum(m.fp[None] * w, axis=2)
-        recall = tp_sum / np.where(total > 0, total, 1.0)
-        precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
-        precision = np.maximum.accumulate(precision[..., ::-1], axis=2)[..., ::-1]
-        reached = np.searchsorted(_RECALL_THRESHOLDS, recall, side="right")  # thr ≤ recall
-        served = np.diff(reached, axis=2, prepend=0)
-        value = (precision * served).sum(axis=(1, 2)) / (m.tp.shape[0] * len(_RECALL_THRESHOLDS))
-        out[start : start + chunk] = np.where(total[:, 0, 0] > 0, value, 0.0)
-    return out
-
-
-# --- paired differences (also the export's held-out check) ---------------------------------
-
-
-@dataclass(frozen=True)
-class Difference:
-    """ΔAP = AP(a) − AP(b): the mean over seeds on all images, its interval (seed part at
-    R − 1 degrees of freedom plus the image bootstrap; images only with one seed), and each
-    seed's own difference."""
-
-    mean: float
-    low: float
-    high: float
-    per_seed: tuple[float, ...]
-    seeds: int
-    images: int
-    se: float = 0.0
-    df: float = 0.0
-
-    @property
-    def sign(self) -> int:
-        """+1 when the interval lies above 0, -1 when below, 0 when it holds 0."""
-        return 1 if self.low > 0 else -1 if self.high < 0 else 0
-
-
-def _check_images(runs: Iterable[tuple[str, ImageMatches]]) -> tuple[int, ...]:
-    images: tuple[int, ...] | None = None
-    first = ""
-    for name, m in runs:
-        if images is None:
-            images, first = m.image_ids, name
-        elif m.image_ids != images:
-            raise KdtuneError(f"verdict: {name} was evaluated on other images than {first}")
-    if images is None:
-        raise KdtuneError("verdict: no finished run")
-    return images
-
-
-def paired_difference(
-    a: Mapping[int, ImageMatches],
-    b: Mapping[int, ImageMatches],
-    *,
-    samples: int = SAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> Difference:
-    """ΔAP of ``a`` over ``b`` (each: training seed → matching on the same images), paired by
-    seed and by image; only the seeds both have count."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        raise KdtuneError("paired difference: the two configurations share no training seed")
-    images = _check_images(
-        [(f"seed {s}", a[s]) for s in seeds] + [(f"seed {s}", b[s]) for s in seeds]
-    )
-    draws = image_draws(len(images), samples, seed)
-    per_seed = [a[s].ap() - b[s].ap() for s in seeds]
-    reps = np.stack([ap_replicates(a[s], draws) - ap_replicates(b[s], draws) for s in seeds], 1)
-    est = paired_estimate(per_seed, reps, len(images))
-    return _difference(est, per_seed, confidence)
-
-
-def _difference(est: PairedEstimate, per_seed: Sequence[float], confidence: float) -> Difference:
-    low, high = est.interval(confidence)
-    return Difference(
-        mean=est.mean,
-        low=low,
-        high=high,
-        per_seed=tuple(float(d) for d in per_seed),
-        seeds=est.seeds,
-        images=est.images,
-        se=est.se,
-        df=est.df((1.0 - confidence) / 2.0),
-    )
-
-
-def mean_interval(
-    runs: Mapping[int, ImageMatches],
-    *,
-    samples: int = SAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """An interval of one configuration's mean AP over its seeds (``runs``: training seed →
-    matching): the seeds' spread at R − 1 degrees of freedom plus the image bootstrap."""
-    seeds = sorted(runs)
-    if not seeds:
-        raise KdtuneError("mean interval: no run")
-    images = _check_images((f"seed {s}", runs[s]) for s in seeds)
-    draws = image_draws(len(images), samples, seed)
-    reps = np.stack([ap_replicates(runs[s], draws) for s in seeds], axis=1)
-    return paired_estimate([runs[s].ap() for s in seeds], reps, len(images)).interval(confidence)
 
 
 # --- the block ------------------------------------------------------------------------------
@@ -261,79 +138,16 @@ def verdict_block(
     together at 1 − confidence), ``looks`` how many times a race will look at the same
     configurations (the family's level is split evenly over them). A racing round calls this
     after each round; :func:`race` reads what it needs from the record."""
-    check_level(margin, confidence)
-    if not isinstance(samples, int) or samples < 100:
-        raise KdtuneError(f"verdict: samples must be an integer of at least 100, got {samples}")
-    if not isinstance(looks, int) or looks < 1:
-        raise KdtuneError(f"verdict: looks must be a positive integer, got {looks}")
-    finished, failures = _split(runs)
-    if not finished:
-        raise KdtuneError("confirmation: no configuration finished a confirmation run")
-    stable = [spec for spec in finished if spec not in failures]
-    pool = stable or list(finished)
-    common = sorted(set.intersection(*(set(finished[spec]) for spec in pool)))
-    if not common:
-        raise KdtuneError(
-            "verdict: no seed that every configuration finished "
-            f"({', '.join(f'{s}: {sorted(finished[s])}' for s in pool)})"
-        )
-    used = {spec: [s for s in common if s in by_seed] for spec, by_seed in finished.items()}
-    used = {spec: seeds for spec, seeds in used.items() if seeds}
-    images = _check_images(
-        (f"{spec} seed {s}", finished[spec][s]) for spec, seeds in used.items() for s in seeds
-    )
-    draws = image_draws(len(images), samples, seed)
-    ap = {spec: {s: finished[spec][s].ap() for s in seeds} for spec, seeds in used.items()}
-    reps = {
-        spec: {s: ap_replicates(finished[spec][s], draws) for s in seeds}
-        for spec, seeds in used.items()
-    }
-    standings = rank(ap)
-    failed_count = {spec: len(failures.get(spec, {})) for spec in ap}
+    _check_block_args(margin, confidence, samples, looks)
+    m = _measure(runs, samples, seed)
+    standings = rank(m.ap)
+    failed_count = {spec: len(m.failures.get(spec, {})) for spec in m.ap}
     fewest = min(failed_count.values())
     best = next(s.schedule for s in standings if failed_count[s.schedule] == fewest)
-
-    # every pair's two claims, for the family
     level = (1.0 - confidence) / looks
-    pairs: dict[tuple[str, str], PairedEstimate] = {}
-    for a, b in combinations([s.schedule for s in standings], 2):
-        shared = [s for s in used[a] if s in used[b]]
-        if not shared:
-            continue
-        per_seed = [ap[a][s] - ap[b][s] for s in shared]
-        diff_reps = np.stack([reps[a][s] - reps[b][s] for s in shared], axis=1)
-        pairs[(a, b)] = paired_estimate(per_seed, diff_reps, len(images))
-    keys = [k for k, est in pairs.items() if est.seeds_measured]
-    order = [pairs[k].p_differs(level) for k in keys] + [
-        pairs[k].p_equivalent(margin, level) for k in keys
-    ]
-    tests = [_differs_test(pairs[k]) for k in keys] + [
-        _equivalent_test(pairs[k], margin) for k in keys
-    ]
-    held = holm_tests(order, tests, level, cap=len(keys))
-    claims = {k: (held[i], held[len(keys) + i]) for i, k in enumerate(keys)}
-    family = {
-        "method": "Holm",
-        "level": level,
-        "pairs": len(keys),
-        "claims": 2 * len(keys),
-        "looks": looks,
-    }
-
-    distilled = [s.schedule for s in standings if s.schedule != ground_truth]
-    best_distilled = next(
-        (s for s in distilled if failed_count[s] == fewest), distilled[0] if distilled else None
-    )
+    pairs, claims, family = _family(m, standings, level, margin, looks)
     others = [s.schedule for s in standings if s.schedule != best]
-    roles: dict[str, list[str]] = {spec: [] for spec in others}
-    if default in roles:
-        roles[default].append(ROLE_DEFAULT)
-    if others:
-        roles[others[0]].append(ROLE_RUNNER_UP)
-    if best != ground_truth and ground_truth in roles:
-        roles[ground_truth].append(ROLE_WORTH)
-    elif best == ground_truth and best_distilled in roles:
-        roles[str(best_distilled)].append(ROLE_WORTH)
+    roles = _roles(standings, best, others, default, ground_truth, failed_count, fewest)
     comparisons = []
     for other in others:
         key, flip = ((best, other), False) if (best, other) in pairs else ((other, best), True)
@@ -342,14 +156,14 @@ def verdict_block(
         est = pairs[key]
         if flip:
             est = PairedEstimate(-est.mean, est.seed_var, est.image_var, est.seeds, est.images)
-        shared = [s for s in used[best] if s in used[other]]
+        shared = [s for s in m.used[best] if s in m.used[other]]
         comparisons.append(
             _comparison(
                 best,
                 other,
                 roles[other] or [ROLE_OTHER],
                 est,
-                [ap[best][s] - ap[other][s] for s in shared],
+                [m.ap[best][s] - m.ap[other][s] for s in shared],
                 claims.get(key),
                 default=default,
                 margin=margin,
@@ -368,22 +182,12 @@ def verdict_block(
         "margin": margin,
         "confidence": confidence,
         "family": family,
-        "seeds": common,
-        "images": len(images),
-        "ranking": [
-            {
-                "schedule": s.schedule,
-                "words": words(s.schedule),
-                "mean": s.mean,
-                "se": s.se,
-                "values": {str(k): v for k, v in sorted(s.values.items())},
-                "failed": {str(k): r for k, r in sorted(failures.get(s.schedule, {}).items())},
-            }
-            for s in sorted(standings, key=lambda s: failed_count[s.schedule] > fewest)
-        ],  # the recommendation first: configurations with more failures rank below
+        "seeds": m.common,
+        "images": m.images,
+        "ranking": _ranking(standings, m.failures, failed_count, fewest),
         "failures": [
             {"schedule": spec, "seed": s, "reason": reason}
-            for spec, by_seed in sorted(failures.items())
+            for spec, by_seed in sorted(m.failures.items())
             for s, reason in sorted(by_seed.items())
         ],
         "passed_over": [
@@ -395,6 +199,137 @@ def verdict_block(
     block["race"] = race(block)
     block["sentence"] = comparisons[0]["sentence"] if comparisons else _alone(standings[0])
     return block
+
+
+def _check_block_args(margin: float, confidence: float, samples: int, looks: int) -> None:
+    check_level(margin, confidence)
+    if not isinstance(samples, int) or samples < 100:
+        raise KdtuneError(f"verdict: samples must be an integer of at least 100, got {samples}")
+    if not isinstance(looks, int) or looks < 1:
+        raise KdtuneError(f"verdict: looks must be a positive integer, got {looks}")
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What a block is computed from: each configuration's finished runs and failures, the seeds
+    every stable configuration finished (``common``) and each one's seeds among them (``used``),
+    the images, each run's AP and its bootstrap replicates over the same image draws."""
+
+    failures: dict[str, dict[int, str]]
+    common: list[int]
+    used: dict[str, list[int]]
+    images: int
+    ap: dict[str, dict[int, float]]
+    reps: dict[str, dict[int, np.ndarray]]
+
+
+def _measure(runs: Mapping[str, Mapping[int, Run]], samples: int, seed: int) -> _Measured:
+    finished, failures = _split(runs)
+    if not finished:
+        raise KdtuneError("confirmation: no configuration finished a confirmation run")
+    stable = [spec for spec in finished if spec not in failures]
+    pool = stable or list(finished)
+    common = sorted(set.intersection(*(set(finished[spec]) for spec in pool)))
+    if not common:
+        raise KdtuneError(
+            "verdict: no seed that every configuration finished "
+            f"({', '.join(f'{s}: {sorted(finished[s])}' for s in pool)})"
+        )
+    used = {spec: [s for s in common if s in by_seed] for spec, by_seed in finished.items()}
+    used = {spec: seeds for spec, seeds in used.items() if seeds}
+    images = check_images(
+        (f"{spec} seed {s}", finished[spec][s]) for spec, seeds in used.items() for s in seeds
+    )
+    draws = image_draws(len(images), samples, seed)
+    ap = {spec: {s: finished[spec][s].ap() for s in seeds} for spec, seeds in used.items()}
+    reps = {
+        spec: {s: ap_replicates(finished[spec][s], draws) for s in seeds}
+        for spec, seeds in used.items()
+    }
+    return _Measured(failures, common, used, len(images), ap, reps)
+
+
+def _family(
+    m: _Measured, standings: Sequence[Standing], level: float, margin: float, looks: int
+) -> tuple[
+    dict[tuple[str, str], PairedEstimate],
+    dict[tuple[str, str], tuple[float | None, float | None]],
+    dict[str, Any],
+]:
+    """Every pair's paired estimate and its two claims (differs, equivalent within the margin),
+    held together by Holm's procedure at ``level``."""
+    pairs: dict[tuple[str, str], PairedEstimate] = {}
+    for a, b in combinations([s.schedule for s in standings], 2):
+        shared = [s for s in m.used[a] if s in m.used[b]]
+        if not shared:
+            continue
+        per_seed = [m.ap[a][s] - m.ap[b][s] for s in shared]
+        diff_reps = np.stack([m.reps[a][s] - m.reps[b][s] for s in shared], axis=1)
+        pairs[(a, b)] = paired_estimate(per_seed, diff_reps, m.images)
+    keys = [k for k, est in pairs.items() if est.seeds_measured]
+    order = [pairs[k].p_differs(level) for k in keys] + [
+        pairs[k].p_equivalent(margin, level) for k in keys
+    ]
+    tests = [_differs_test(pairs[k]) for k in keys] + [
+        _equivalent_test(pairs[k], margin) for k in keys
+    ]
+    held = holm_tests(order, tests, level, cap=len(keys))
+    claims = {k: (held[i], held[len(keys) + i]) for i, k in enumerate(keys)}
+    family = {
+        "method": "Holm",
+        "level": level,
+        "pairs": len(keys),
+        "claims": 2 * len(keys),
+        "looks": looks,
+    }
+    return pairs, claims, family
+
+
+def _roles(
+    standings: Sequence[Standing],
+    best: str,
+    others: Sequence[str],
+    default: str,
+    ground_truth: str,
+    failed_count: Mapping[str, int],
+    fewest: int,
+) -> dict[str, list[str]]:
+    """What each configuration other than the recommendation is to it: the seed default, the
+    runner-up, distillation's worth (α = 1, or the best distilled one when α = 1 leads)."""
+    distilled = [s.schedule for s in standings if s.schedule != ground_truth]
+    best_distilled = next(
+        (s for s in distilled if failed_count[s] == fewest), distilled[0] if distilled else None
+    )
+    roles: dict[str, list[str]] = {spec: [] for spec in others}
+    if default in roles:
+        roles[default].append(ROLE_DEFAULT)
+    if others:
+        roles[others[0]].append(ROLE_RUNNER_UP)
+    if best != ground_truth and ground_truth in roles:
+        roles[ground_truth].append(ROLE_WORTH)
+    elif best == ground_truth and best_distilled in roles:
+        roles[str(best_distilled)].append(ROLE_WORTH)
+    return roles
+
+
+def _ranking(
+    standings: Sequence[Standing],
+    failures: Mapping[str, Mapping[int, str]],
+    failed_count: Mapping[str, int],
+    fewest: int,
+) -> list[dict[str, Any]]:
+    """The ranking, the recommendation first: configurations with more failures rank below."""
+    return [
+        {
+            "schedule": s.schedule,
+            "words": words(s.schedule),
+            "mean": s.mean,
+            "se": s.se,
+            "values": {str(k): v for k, v in sorted(s.values.items())},
+            "failed": {str(k): r for k, r in sorted(failures.get(s.schedule, {}).items())},
+        }
+        for s in sorted(standings, key=lambda s: failed_count[s.schedule] > fewest)
+    ]
 
 
 def _differs_test(est: PairedEstimate) -> Callable[[float], bool]:
@@ -596,19 +531,6 @@ def render(block: Mapping[str, Any]) -> str:
 
 
 # --- today's callers -------------------------------------------------------------------------
-
-
-def sentence(a: str, b: str, diff: Difference) -> str:
-    """The verdict on ``a`` against ``b`` (one pair alone, no family) as one sentence."""
-    figures = f"{diff.mean:+.3f} AP [{diff.low:+.3f}, {diff.high:+.3f}]"
-    size = f"({diff.seeds} seed{'s' if diff.seeds != 1 else ''} × {diff.images} images)"
-    if diff.seeds < 2:
-        return f"{a} against {b}: {figures} on these images only; one seed, no claim {size}"
-    if diff.sign > 0:
-        return f"{a} beats {b} by {figures} {size}"
-    if diff.sign < 0:
-        return f"{a} trails {b} by {figures} {size}"
-    return f"{a} is not distinguishable from {b}: {figures} {size}"
 
 
 def confirm_verdict(

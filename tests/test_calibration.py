@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kdtune.evaluate import image_draws
 from kdtune.inference import paired_estimate
-from kdtune.verdict import image_draws
 
 REPLICATES = 1000
 

@@ -21,25 +21,23 @@ from pycocotools.coco import COCO
 
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import (
+    ap_replicates,
     bootstrap_replicates,
     coco_keypoint_ap,
     gt_as_detections,
+    image_draws,
     load_coco,
     load_matches,
     match_images,
     save_detections,
 )
+from kdtune.paired import Difference, paired_difference, sentence
 from kdtune.verdict import (
-    Difference,
     Failure,
-    ap_replicates,
     confirm_verdict,
-    image_draws,
     label,
-    paired_difference,
     rank,
     render,
-    sentence,
     verdict_block,
 )
 
