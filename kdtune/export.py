@@ -232,8 +232,6 @@ def export_best(
     ``holdout_split``, also train it and the reference default with ``seeds`` new seeds each
     and compare them, paired, on that split, or, where the data has no test keypoints or
     ``holdout_fraction`` is given, on the held-out carve of train (:func:`held_out_part`)."""
-    from kdtune.answer import answer_record
-
     check_writable(out)
     if holdout_fraction is not None:
         from kdtune.data.sources import check_holdout_fraction
@@ -257,37 +255,7 @@ def export_best(
         from kdtune.data.sources import resolve_data
 
         resolve_data(cfg.data, holdout_split, cfg.input_size, results, holdout=carve)
-    validation: dict[str, Any] = {
-        result.metric: best.value(result.metric),
-        "epochs_run": best.epochs_run,
-    }
-    if result.verdict is not None:
-        top = result.verdict["ranking"][0]
-        validation["confirmation"] = {
-            "mean": top["mean"],
-            "se": top["se"],
-            "seeds": sorted(int(s) for s in top["values"]),
-            "verdict": result.verdict["sentence"],
-        }
-    answer = answer_record(result)
-    payload: dict[str, Any] = {
-        "answer": {
-            "confirmed": answer["confirmed"],
-            "recommended": answer["recommended"],  # the spec: the machine key
-            "weighting": answer["recommended_words"],  # the same in words
-            "text": answer["text"],
-        },
-        "kdtune": {
-            "search": result.name,
-            "trial": best.trial_id,
-            "optuna_trial": best.number,
-            "mlflow_run_id": run_id,
-            "space_file": result.space_file,
-            "confirmed": result.verdict is not None,
-        },
-        "validation": validation,
-        "train": cfg.to_dict(),
-    }
+    payload = _payload(result, best, cfg, run_id)
     if holdout_split is not None:
         first = cfg.seed + EXPORT_SEED_OFFSET
         payload["holdout"] = paired_holdout(
@@ -305,6 +273,46 @@ def export_best(
     tmp.write_text(yaml.safe_dump(payload, sort_keys=False))
     os.replace(tmp, out)
     return payload
+
+
+def _payload(
+    result: SearchResult, best: TrialRecord, cfg: TrainConfig, run_id: str | None
+) -> dict[str, Any]:
+    """What the exported file says besides the held-out check: the answer, where the
+    configuration comes from, its validation figures, and the configuration itself."""
+    from kdtune.answer import answer_record
+
+    validation: dict[str, Any] = {
+        result.metric: best.value(result.metric),
+        "epochs_run": best.epochs_run,
+    }
+    if result.verdict is not None:
+        top = result.verdict["ranking"][0]
+        validation["confirmation"] = {
+            "mean": top["mean"],
+            "se": top["se"],
+            "seeds": sorted(int(s) for s in top["values"]),
+            "verdict": result.verdict["sentence"],
+        }
+    answer = answer_record(result)
+    return {
+        "answer": {
+            "confirmed": answer["confirmed"],
+            "recommended": answer["recommended"],  # the spec: the machine key
+            "weighting": answer["recommended_words"],  # the same in words
+            "text": answer["text"],
+        },
+        "kdtune": {
+            "search": result.name,
+            "trial": best.trial_id,
+            "optuna_trial": best.number,
+            "mlflow_run_id": run_id,
+            "space_file": result.space_file,
+            "confirmed": result.verdict is not None,
+        },
+        "validation": validation,
+        "train": cfg.to_dict(),
+    }
 
 
 def held_out_part(

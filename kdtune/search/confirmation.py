@@ -135,7 +135,7 @@ class Race:
     def judge(self, plan: ConfirmPlan, runs: Mapping[str, Mapping[int, Any]]) -> dict[str, Any]:
         """After ``plan`` ran: the block over the configurations still in (and those that left
         with a failure), who leaves, whether to stop; the round's record (also kept)."""
-        from kdtune.verdict import Failure, verdict_block
+        from kdtune.verdict import verdict_block
 
         self.seeds_used += len({int(p["seed"]) for p in plan.runs})
         failed_out = [x["schedule"] for x in self.left if x["why"].startswith("failed")]
@@ -172,20 +172,7 @@ class Race:
         self.block = block
         leader = str(block["recommended"])
         outcome = {c["against"]: c for c in block["comparisons"]}
-        leaving: list[dict[str, Any]] = []
-        for spec in list(self.active):
-            if spec in self.references or spec == leader:
-                continue
-            failures = [
-                f"seed {s} ({r.reason})"
-                for s, r in sorted(runs.get(spec, {}).items())
-                if isinstance(r, Failure)
-            ]
-            if failures:
-                why = f"failed {len(failures)} run{'s' if len(failures) > 1 else ''}: "
-                leaving.append({"schedule": spec, "why": why + ", ".join(failures)})
-            elif spec in outcome and outcome[spec]["outcome"] == "beats":
-                leaving.append({"schedule": spec, "why": f"beaten: {outcome[spec]['sentence']}"})
+        leaving = self._leaving(leader, outcome, runs)
         for out in leaving:
             out.update(round=plan.round, words=_words(out["schedule"]))
             self.active.remove(out["schedule"])
@@ -215,6 +202,29 @@ class Race:
             self.stopped = why
         self.rounds.append(record)
         return record
+
+    def _leaving(
+        self, leader: str, outcome: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The candidates that leave after a round: any with a failed run, and any the leader
+        beats (the references never leave: the block reports against them)."""
+        from kdtune.verdict import Failure
+
+        leaving: list[dict[str, Any]] = []
+        for spec in list(self.active):
+            if spec in self.references or spec == leader:
+                continue
+            failures = [
+                f"seed {s} ({r.reason})"
+                for s, r in sorted(runs.get(spec, {}).items())
+                if isinstance(r, Failure)
+            ]
+            if failures:
+                why = f"failed {len(failures)} run{'s' if len(failures) > 1 else ''}: "
+                leaving.append({"schedule": spec, "why": why + ", ".join(failures)})
+            elif spec in outcome and outcome[spec]["outcome"] == "beats":
+                leaving.append({"schedule": spec, "why": f"beaten: {outcome[spec]['sentence']}"})
+        return leaving
 
     def final_block(self) -> dict[str, Any] | None:
         """The last round's block with ``left`` (who left the race, when and why) and ``racing``
