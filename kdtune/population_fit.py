@@ -429,3 +429,82 @@ class _Lockstep:
             "population": {"size": len(self.configs), "member": m},
         }
         _write_json(workdir, "summary.json", out.summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which runs train together, and how many fit the device
+
+
+def populations(configs: Sequence[TrainConfig], size: int) -> list[list[int]]:
+    """The runs ``configs`` (e.g. a confirmation's or a racing round's (configuration, seed)
+    runs) grouped into populations of at most ``size`` members that can train together: the
+    same config apart from weighting and lr, and the same seed (so each member keeps the init
+    and the batches it would get alone, and members of one seed compare exactly paired).
+    Returns lists of indices into ``configs``, in order of first appearance."""
+    if size < 1:
+        raise KdtuneError(f"population: size must be at least 1, got {size}")
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        d = cfg.to_dict()
+        key = json.dumps(
+            {k: v for k, v in d.items() if k not in ("schedule", "lr", "extra")},
+            sort_keys=True,
+            default=str,
+        )
+        groups.setdefault(key, []).append(i)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def members_that_fit(cfg: TrainConfig, wanted: int, *, headroom: float = 0.8) -> int:
+    """How many members of run ``cfg``'s kind train at once on its device: ``wanted`` on a CPU;
+    on a GPU, as many as ``headroom`` of its free memory holds, from one member's measured peak
+    (a training step of the student at ``cfg.batch_size``). A device that cannot hold even one
+    is a one-line :class:`KdtuneError`."""
+    device = pick_device(cfg.device)
+    if wanted < 1:
+        raise KdtuneError(f"population: size must be at least 1, got {wanted}")
+    if device.type != "cuda":
+        return wanted
+    free, _total = torch.cuda.mem_get_info(device)
+    try:
+        per_member = member_peak_bytes(cfg, device)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise KdtuneError(
+            f"population: one {STUDENT_OF[cfg.level]} member at batch {cfg.batch_size} does not "
+            f"fit {device}'s {free / 2**30:.2f} GiB free: lower train.batch_size"
+        ) from None
+    fits = int(headroom * free // max(per_member, 1))
+    if fits < 1:
+        raise KdtuneError(
+            f"population: one {STUDENT_OF[cfg.level]} member at batch {cfg.batch_size} needs "
+            f"{per_member / 2**30:.2f} GiB, {device} has {free / 2**30:.2f} GiB free: "
+            "lower train.batch_size"
+        )
+    return min(wanted, fits)
+
+
+def member_peak_bytes(cfg: TrainConfig, device: torch.device) -> int:
+    """The GPU memory one member's training step takes at ``cfg.batch_size`` (weights, Adam's
+    moments, activations), measured with one plain student."""
+    from kdtune.losses import kd_loss
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    net = build_model(STUDENT_OF[cfg.level]).to(device)
+    opt = torch.optim.Adam(net.parameters())
+    x = torch.randn(cfg.batch_size, 3, cfg.input_size, cfg.input_size, device=device)
+    grid = cfg.input_size // cfg.stride
+    heat = torch.rand(cfg.batch_size, 19, grid, grid, device=device)
+    paf = torch.rand(cfg.batch_size, 38, grid, grid, device=device)
+    with _autocast(cfg, device):
+        outputs = net(x)
+    outputs = [(h.float(), p.float()) for h, p in outputs]
+    kd_loss(outputs, heat, paf, None, alpha=1.0)["total"].backward()
+    opt.step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del net, opt, x, heat, paf, outputs
+    torch.cuda.empty_cache()
+    return int(peak)

@@ -13,7 +13,15 @@ from helpers import small_config
 
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
-from kdtune.population_fit import PRUNED, MemberPruned, check_members, fit_population
+from kdtune.population_fit import (
+    PRUNED,
+    MemberPruned,
+    check_members,
+    fit_population,
+    member_peak_bytes,
+    members_that_fit,
+    populations,
+)
 from kdtune.teachers import resolve
 from kdtune.train import fit
 
@@ -96,3 +104,40 @@ def test_members_that_cannot_share_batches_are_refused(synth_root: Path) -> None
         check_members([small_config(synth_root, level="teacher")])
     with pytest.raises(KdtuneError, match="no members"):
         check_members([])
+
+
+def test_runs_group_into_populations_by_seed(synth_root: Path) -> None:
+    runs = [
+        small_config(synth_root, schedule=spec, seed=seed, lr=lr)
+        for seed in (0, 1, 2)
+        for spec, lr in (("fixed:0", 4e-3), ("fixed:0.5", 2e-3), ("linear:0.9:0.5", 4e-3))
+    ]
+    assert populations(runs, 8) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert populations(runs, 2) == [[0, 1], [2], [3, 4], [5], [6, 7], [8]]
+    for group in populations(runs, 3):
+        check_members([runs[i] for i in group])  # each group can train as one
+    other = small_config(synth_root, seed=0, batch_size=4)
+    assert populations([runs[0], other, runs[1]], 8) == [[0, 2], [1]]
+    with pytest.raises(KdtuneError, match="at least 1"):
+        populations(runs, 0)
+
+
+def test_members_that_fit_a_cpu_are_those_asked_for(synth_root: Path) -> None:
+    cfg = small_config(synth_root, device="cpu")
+    assert members_that_fit(cfg, 8) == 8
+    with pytest.raises(KdtuneError, match="at least 1"):
+        members_that_fit(cfg, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_members_that_fit_a_gpu_follow_its_memory(synth_root: Path) -> None:
+    cfg = small_config(synth_root, device="cuda", batch_size=64)
+    one = member_peak_bytes(cfg, torch.device("cuda"))
+    free = torch.cuda.mem_get_info()[0]
+    assert 0 < one < free
+    got = members_that_fit(cfg, 10**6)  # the free memory moves a little between the readings
+    assert abs(got - 0.8 * free / one) <= 0.05 * got + 1
+    huge = small_config(synth_root, device="cuda", batch_size=2**20)
+    with pytest.raises(KdtuneError, match=r"lower train\.batch_size"):
+        members_that_fit(huge, 8)
