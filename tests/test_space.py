@@ -44,6 +44,7 @@ PROVIDED = (
     "adaptive_schedule",
     "first_level",
     "chain",
+    "gpu",
 )
 # The reference's named alpha (ground-truth weight) ratios, as beta schedule specs, plus 0.9 -> 0.5.
 SEED_SCHEDULES = {
