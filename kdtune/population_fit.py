@@ -127,6 +127,12 @@ def fit_population(
     if len(reports) != len(configs):
         raise KdtuneError(f"population: {len(reports)} reports for {len(configs)} members")
     say = log or (lambda _msg: None)
+    fits = members_that_fit(configs[0], len(configs))  # on a GPU: from its free memory
+    if fits < len(configs):
+        raise KdtuneError(
+            f"population: {len(configs)} members at batch {configs[0].batch_size} do not fit "
+            f"the device's free memory ({fits} do): fewer members or a smaller batch"
+        )
     teacher = _one_teacher(configs, results, say)
     return _Lockstep(configs, list(reports), [Path(w) for w in workdirs], teacher, results, say)()
 

@@ -141,3 +141,6 @@ def test_members_that_fit_a_gpu_follow_its_memory(synth_root: Path) -> None:
     huge = small_config(synth_root, device="cuda", batch_size=2**20)
     with pytest.raises(KdtuneError, match=r"lower train\.batch_size"):
         members_that_fit(huge, 8)
+    too_many = [small_config(synth_root, device="cuda", batch_size=64, seed=0)] * (2 * got + 2)
+    with pytest.raises(KdtuneError, match=r"do not fit the device's free memory"):
+        fit_population(too_many, workdirs=[Path(f"/nonexistent/{i}") for i in range(2 * got + 2)])
