@@ -9,6 +9,13 @@
 #
 #   env           the GPU (nvidia-smi), torch and CUDA versions
 #   gpu_tests     the `gpu`-marked tests (pytest -m gpu)
+#   population    a population of 8 tiny students (batch 256 each) against 8 separate trial
+#                 processes and the model-only bound at batch 8 x 256
+#                 (benchmarks/bench_population.py --device cuda)
+#   search_full   the search of issue 21 (benchmarks/gpu_full.yaml: 12 trials x 40 epochs, 4 at
+#                 gpu: 0.25, then its confirmation), nvidia-smi sampled every 0.5 s
+#   search_figures  its summed training images/s and GPU busy % over the trials, over the
+#                 confirmation and over both (benchmarks/search_gpu_figures.py)
 #   trial_second  a second-level trial's images/s on the GPU (bf16, channels_last, batch
 #                 $BATCH) beside the reference-style loop and the model-only bound
 #                 (benchmarks/bench_trial.py --device cuda)
@@ -21,6 +28,13 @@
 #   trial_compiled  the second-level trial again with torch_compile (bench_trial.py --compile)
 #   memory        peak GPU memory: each benchmark's torch peak, and nvidia-smi's samples during
 #                 the searches (the whole device, and each trial process)
+#   rehearsal     only when named in GPU_CHECK_STEPS (it takes minutes of its own): the data
+#                 cache, the bank at K = 8, an epoch and peak memory at 64 K training images
+#                 (benchmarks/rehearsal.py), e.g.
+#                 GPU_CHECK_STEPS="env rehearsal" GPU_CHECK_BUDGET_S=900 benchmarks/gpu_check.sh
+#
+# Steps run in the order above, the newest figures first (population, search_full); where the
+# budget is spent, the steps left are recorded as skipped.
 #
 # Run from the repository root, with kdtune installed (or PYTHONPATH set) and a CUDA torch.
 # Knobs (environment): PYTHON (default python), GPU_CHECK_BUDGET_S (default 470),
@@ -51,6 +65,9 @@ if [ "$DEVICE" = cuda ]; then
     FIRST_IMAGES=2048 FIRST_BATCH=512 FIRST_EPOCHS=2 FIRST_REPEATS=2 VIEWS=8 DATA=synthetic
     AMP=(--amp) TESTS=(-m gpu -k "not compiled" tests)  # trial_compiled measures compiling
     SPACE="$ROOT/benchmarks/gpu_quarter.yaml"
+    POP_MEMBERS=8 POP_BATCH=256 POP_IMAGES=4096 POP_EPOCHS=3 POP_REPEATS=3
+    FULL_SPACE="$ROOT/benchmarks/gpu_full.yaml" FULL_IMAGES=4096
+    REHEARSAL=(--images 65536 --batch-size 1024 --views 8 --base synthetic)
 else  # the CPU smoke run: the same plumbing on a tiny synthetic set
     BATCH=8 IMAGES=16 EPOCHS=1 REPEATS=1 REF_STEPS=2 MODEL_STEPS=2
     FIRST_IMAGES=4 FIRST_BATCH=4 FIRST_EPOCHS=1 FIRST_REPEATS=1 VIEWS=1 DATA="$WORK/synth"
@@ -75,6 +92,11 @@ search:
     fixed:
       alpha: {low: 0.0, high: 1.0, step: 0.5}
 EOF
+    POP_MEMBERS=2 POP_BATCH=4 POP_IMAGES=8 POP_EPOCHS=1 POP_REPEATS=1
+    FULL_SPACE="$WORK/smoke_full.yaml" FULL_IMAGES=16
+    sed -e 's/^name: gpu_quarter/name: gpu_full/' "$SPACE" >"$FULL_SPACE"
+    echo "confirm: {top_k: 1, seeds: 1}" >>"$FULL_SPACE"
+    REHEARSAL=(--images 16 --batch-size 8 --views 1 --base "$DATA")
 fi
 ONE_SPACE="$WORK/gpu_whole.yaml"
 sed -e 's/^name: gpu_quarter/name: gpu_whole/' -e 's/num_samples: [0-9]*/num_samples: 1/' \
@@ -98,6 +120,11 @@ run_step() {
         echo "=== $name: skipped (budget spent)" >>"$LOG"
         return
     fi
+    if [ "$name" = rehearsal ] && [[ " ${GPU_CHECK_STEPS:-} " != *" rehearsal "* ]]; then
+        echo "=== $name: only when named in GPU_CHECK_STEPS" >>"$LOG"
+        echo "-2 0" >"$WORK/steps/$name.status"
+        return
+    fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "=== $name (limit ${limit} s): $*" >>"$LOG"
     local t0 rc
@@ -109,16 +136,17 @@ run_step() {
     echo "=== $name: exit $rc" >>"$LOG"
 }
 
-# nvidia-smi samples while the searches run: the device's memory and each process's
+# nvidia-smi samples while the searches run: the device's memory and each process's (files
+# PREFIX_samples.csv and proc_samples.csv, PREFIX default gpu)
 sample_memory() {
     command -v nvidia-smi >/dev/null || return 0
     nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader,nounits \
-        -lms 500 >"$WORK/gpu_samples.csv" 2>/dev/null &
+        -lms 500 >"$WORK/${1:-gpu}_samples.csv" 2>/dev/null &
     SMI_GPU=$!
     (while true; do
         nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null
         sleep 0.5
-    done) >"$WORK/proc_samples.csv" &
+    done) >>"$WORK/proc_samples.csv" &
     SMI_PROC=$!
 }
 stop_sampling() {
@@ -134,6 +162,18 @@ nvidia-smi -L 2>&1 || echo 'nvidia-smi: not found'; \"$PY\" -c \
 \"available\", torch.cuda.is_available(), \"devices\", torch.cuda.device_count())'"
 
 run_step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+
+run_step population 150 "$PY" benchmarks/bench_population.py --device "$DEVICE" "${AMP[@]}" \
+    --members "$POP_MEMBERS" --batch-size "$POP_BATCH" --images "$POP_IMAGES" \
+    --epochs "$POP_EPOCHS" --repeats "$POP_REPEATS" --model-steps "$MODEL_STEPS" --data "$DATA" \
+    --results "$RESULTS" --json "$WORK/steps/population.json"
+
+sample_memory full
+run_step search_full 220 "$PY" -m kdtune.cli search "$FULL_SPACE" --results "$RESULTS"
+stop_sampling
+run_step search_figures 30 "$PY" benchmarks/search_gpu_figures.py "$RESULTS/gpu_full" \
+    --train-images "$FULL_IMAGES" --samples "$WORK/full_samples.csv" \
+    --json "$WORK/steps/search_figures.json"
 
 run_step trial_second 150 "$PY" benchmarks/bench_trial.py --device "$DEVICE" "${AMP[@]}" \
     --batch-size "$BATCH" --images "$IMAGES" --epochs "$EPOCHS" --repeats "$REPEATS" \
@@ -158,6 +198,9 @@ run_step trial_compiled 100 "$PY" benchmarks/bench_trial.py --device "$DEVICE" "
     --compile --batch-size "$BATCH" --images "$IMAGES" --epochs "$EPOCHS" --repeats 2 \
     --reference-steps 2 --model-steps "$MODEL_STEPS" --data "$DATA" \
     --results "$RESULTS" --json "$WORK/steps/trial_compiled.json"
+
+run_step rehearsal 900 "$PY" benchmarks/rehearsal.py --device "$DEVICE" "${AMP[@]}" \
+    "${REHEARSAL[@]}" --results "$RESULTS" --json "$WORK/steps/rehearsal.json"
 
 "$PY" benchmarks/gpu_check_report.py --work "$WORK" --device "$DEVICE" \
     --seconds "$(($(date +%s) - STARTED))" --json "$JSON" >>"$LOG" 2>&1 ||

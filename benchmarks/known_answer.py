@@ -10,6 +10,12 @@ t-interval over seeds, with the command, the commit and everything that shaped t
     python benchmarks/known_answer.py run --data synthetic
     python benchmarks/known_answer.py run --data synthetic-cocolike
     python benchmarks/known_answer.py run --quick        # a slice: 2 configurations × 2 seeds
+    python benchmarks/known_answer.py run --population   # each seed's runs as one population
+
+With ``--population`` each seed's configurations train as one population
+(:mod:`kdtune.population_fit`): they share the seed, hence the init and the batches each would
+get alone, and train within float rounding of those separate runs (``tests/test_population_fit.py``
+states the tolerance); the run folders and their reuse are the same either way.
 
 A finished run is reused only when everything that shapes it matches (``reuse.py``: config,
 data and its settings, validation images, teacher weights, kdtune's source, device, threads).
@@ -131,6 +137,41 @@ def _one(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _population(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """One seed's configurations as one population (``--population``): the members share the
+    seed, so each trains on the batches and from the init it would get alone; members finished
+    before are reused, the others trained together."""
+    import torch
+
+    from kdtune.config import TrainConfig
+    from kdtune.population_fit import fit_population
+
+    torch.set_num_threads(job["threads"])
+    start = time.perf_counter()
+    folders = [Path(f) for f in job["folders"]]
+    todo = [m for m, f in enumerate(folders) if not (f / "summary.json").is_file()]
+    if todo:
+        fit_population(
+            [TrainConfig.from_dict(job["configs"][m]) for m in todo],
+            workdirs=[folders[m] for m in todo],
+            results=Path(job["results"]),
+        )
+    runs = []
+    for m, (config, folder) in enumerate(zip(job["configs"], folders, strict=True)):
+        summary = json.loads((folder / "summary.json").read_text())
+        runs.append({
+            "schedule": config["schedule"],
+            "seed": config["seed"],
+            "val/ap": summary["final"]["val/ap"],
+            "wall_s": summary["wall_s"],  # the population's training time, also when reused
+            "reused": m not in todo,
+            "population": summary.get("population", {}).get("size", 1),
+            "elapsed_s": time.perf_counter() - start,
+            "folder": str(folder),
+        })  # fmt: skip
+    return runs
+
+
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The trial config of the space file, with the command's overrides."""
     from kdtune.space import load_space
@@ -188,7 +229,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     # spawned, not forked: a fork of a process whose torch already ran threads can hang
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        runs = list(pool.map(_one, jobs))
+        if args.population:  # one population per seed: all its configurations at once
+            groups = [jobs[i : i + len(configs)] for i in range(0, len(jobs), len(configs))]
+            merged = [{"configs": [j["config"] for j in g], "folders": [j["folder"] for j in g],
+                       "results": str(results), "threads": threads} for g in groups]  # fmt: skip
+            runs = [r for rs in pool.map(_population, merged) for r in rs]
+        else:
+            runs = list(pool.map(_one, jobs))
     wall = time.perf_counter() - start
     aps: dict[str, dict[int, float]] = {spec: {} for spec in configs}
     for r in runs:
@@ -214,6 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timing": {
             "runs": len(runs),
             "trained": len(trained),
+            "trained_as": "one population per seed" if args.population else "separate runs",
             "wall_s": wall,
             "mean_run_wall_s": statistics.mean(trained) if trained else None,
         },
@@ -398,6 +446,12 @@ def parser() -> argparse.ArgumentParser:
         help="a slice: 2 configurations × 2 seeds, 128 images × 2 epochs, 64 val",
     )
     r.add_argument("--workers", type=int, default=2)
+    r.add_argument(
+        "--population",
+        action="store_true",
+        help="train each seed's configurations as one population (one process, the same "
+        "batches, one data pipeline; kdtune.population_fit) instead of separate runs",
+    )
     r.add_argument("--results", type=Path, default=Path("results/bench"))
     r.add_argument("--out", "--json", dest="out", type=Path, default=None)
     j = sub.add_parser("judge", help="check a finished search against a truth table")

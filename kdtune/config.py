@@ -74,6 +74,9 @@ class TrainConfig:
     eval_every: int = 1
     decoder: str = "kdtune"  # how evaluations decode maps: kdtune | reference (see DECODERS)
     seed: int = 0
+    # the seed of the data order and the views (None: ``seed``); runs that share it train on the
+    # same batches (a population's members: kdtune.population_fit)
+    data_seed: int | None = None
     input_size: int = 128
     stride: int = 8
     sigma: float = 7.0
@@ -171,6 +174,8 @@ class TrainConfig:
         for name in ("num_threads", "max_train_images", "max_val_images"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.data_seed is not None and self.data_seed < 0:
+            raise KdtuneError(f"data_seed: must be >= 0, got {self.data_seed!r}")
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise KdtuneError(f"lr: must be a positive number, got {self.lr!r}")
         if self.input_size % self.stride or self.input_size < 4 * self.stride:
@@ -270,7 +275,12 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         if not math.isfinite(number):
             raise KdtuneError(f"{where}: {key}: must be finite, got {value!r}")
         return number
-    if isinstance(default, int) or key in ("num_threads", "max_train_images", "max_val_images"):
+    if isinstance(default, int) or key in (
+        "num_threads",
+        "max_train_images",
+        "max_val_images",
+        "data_seed",
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise KdtuneError(f"{where}: {key}: must be an integer, got {value!r}")
         return value

@@ -125,7 +125,7 @@ def member_state(population: Population, member: int) -> dict[str, torch.Tensor]
         if value.ndim == 0:  # num_batches_tracked: shared by all members
             state[key] = value.clone()
         else:
-            state[key] = value.view(population.size, -1, *value.shape[1:])[member].clone()
+            state[key] = value.reshape(population.size, -1, *value.shape[1:])[member].clone()
     return state
 
 
@@ -221,7 +221,7 @@ class MemberAdam:
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
             lr = self.lrs.to(p.device, p.dtype) * (factor / bc1)
-            p.sub_(((m / denom).view(self.size, -1) * lr.view(-1, 1)).view_as(p))
+            p.sub_(((m / denom).reshape(self.size, -1) * lr.view(-1, 1)).view(p.shape))
 
     def state_dict(self) -> dict[str, object]:
         return {

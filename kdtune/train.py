@@ -189,7 +189,7 @@ def _set_up(cfg: TrainConfig, teacher: Path | None, results: Path | None, log: L
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, total=steps_per_epoch * cfg.epochs)
     )
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    generator = torch.Generator(device="cpu").manual_seed(data_seed(cfg))
     trainee = Trainee(STUDENT_OF[cfg.level], cfg, model, optimizer, lr_schedule, generator)
     return _Setup(cfg, device, schedule, trainee, forward, targets, batches, val, steps_per_epoch)
 
@@ -338,6 +338,11 @@ def lr_factor(step: int, total: int) -> float:
         return (step + 1) / warm
     progress = min(step - warm, total - warm) / max(total - warm, 1)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def data_seed(cfg: TrainConfig) -> int:
+    """The seed of run ``cfg``'s data order and views: ``data_seed``, else ``seed``."""
+    return cfg.seed if cfg.data_seed is None else cfg.data_seed
 
 
 def _seed_everything(seed: int) -> None:

@@ -21,8 +21,21 @@ SCRIPTS = (
     "eval_native_grid.py",
     "search_throughput.py",
     "gpu_check_report.py",
+    "bench_population.py",
+    "search_gpu_figures.py",
+    "rehearsal.py",
 )
-STEPS = ("env", "gpu_tests", "trial_second", "trial_first", "search_one", "search_four")
+STEPS = (
+    "env",
+    "gpu_tests",
+    "population",
+    "search_full",
+    "search_figures",
+    "trial_second",
+    "trial_first",
+    "search_one",
+    "search_four",
+)
 
 
 def _env() -> dict[str, str]:
@@ -111,5 +124,13 @@ def test_gpu_check_runs_through_on_cpu_with_tiny_sizes(tmp_path: Path) -> None:
     assert not failed, failed
     assert report["steps"]["gpu_tests"]["tests"].get("failed", 0) == 0
     figures = report["figures"]
-    for key in ("second_level_images_per_s", "first_level_bank_over_live", "four_trials_over_one"):
+    for key in (
+        "second_level_images_per_s",
+        "first_level_bank_over_live",
+        "four_trials_over_one",
+        "population_over_separate",
+        "search_summed_images_per_s",
+        "confirm_summed_images_per_s",
+    ):
         assert figures[key]["value"] > 0, key
+    assert report["steps"]["rehearsal"]["skipped"]  # only when asked for

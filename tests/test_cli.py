@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -257,7 +258,9 @@ def test_search_asking_for_a_gpu_this_machine_lacks_is_refused_at_once(
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     text = (Path(__file__).parents[1] / "search_spaces" / "quickstart.yaml").read_text()
     space = tmp_path / "gpu.yaml"
-    space.write_text(text.replace("  gpu: 0\n", "  gpu: 0.5\n"))
+    fixed = re.sub(r"(?m)^resources: auto.*$", "resources: {cpu: 1, gpu: 0.5}", text)
+    assert fixed != text
+    space.write_text(fixed)
     code, _, err = run(["search", str(space), "--results", str(tmp_path / "r")], capsys)
     assert_one_line_error(code, err, "resources.gpu: a trial asks for 0.5 GPU", "has 0")
     assert not (tmp_path / "r" / "cache").exists()  # refused before any data or teacher work

@@ -227,3 +227,40 @@ def test_a_tiny_table_runs_then_is_reused_then_retrains_when_the_data_changes(
     done = subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(out.read_text())["timing"]["trained"] == 4
+
+
+@pytest.mark.slow
+def test_a_tiny_table_as_populations_matches_separate_runs(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """``--population``: each seed's configurations train as one population; the table's APs
+    are those of the same runs trained one by one, within the population fit's tolerance."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        (ROOT / "search_spaces" / "quickstart.yaml")
+        .read_text()
+        .replace("data: synthetic", f"data: {synth_root}")
+        .replace("checkpoint: null", f"checkpoint: {ROOT / 'kdtune' / 'teachers' / 'med.pt'}")
+        .replace("teacher_views: 8", "teacher_views: 1")
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = [sys.executable, str(ROOT / "benchmarks" / "known_answer.py")]
+    tables = {}
+    for how in ("population", "separate"):
+        out = tmp_path / f"{how}.json"
+        args = ["run", "--space", str(space), "--configs", "fixed:0.75,linear:0.9:0.5",
+                "--seeds", "2", "--epochs", "2", "--train-images", "16", "--val-images", "8",
+                "--batch-size", "8", "--workers", "1", "--results", str(tmp_path / how),
+                "--out", str(out)]  # fmt: skip
+        args += ["--population"] if how == "population" else []
+        done = subprocess.run([*script, *args], capture_output=True, text=True, env=env,
+                              timeout=900)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        tables[how] = json.loads(out.read_text())
+    pop, sep = tables["population"], tables["separate"]
+    assert pop["timing"]["trained_as"] == "one population per seed"
+    assert {r["population"] for r in pop["runs"]} == {3}  # α 1 and the two configurations
+    assert pop["timing"]["trained"] == sep["timing"]["trained"] == 6
+    ap = {(r["schedule"], r["seed"]): r["val/ap"] for r in sep["runs"]}
+    for r in pop["runs"]:
+        assert r["val/ap"] == pytest.approx(ap[(r["schedule"], r["seed"])], abs=0.02), r

@@ -46,6 +46,7 @@ PROVIDED = (
     "chain",
     "coco_first_level",
     "coco_second_level",
+    "gpu",
 )
 # The reference's named alpha (ground-truth weight) ratios, as beta schedule specs, plus 0.9 -> 0.5.
 SEED_SCHEDULES = {

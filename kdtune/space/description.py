@@ -57,7 +57,11 @@ def describe(space: SearchSpace) -> str:
         f"  pruner     {pruner}" + ("   (steps are epochs)" if p.type != "none" else ""),
         f"  budget     {b.num_samples} trials x up to {b.max_epochs} epochs, "
         f"evaluated every {b.eval_every}, {b.max_concurrent} at a time{limit}",
-        f"  resources  {r.cpu:g} CPU, {r.gpu:g} GPU per trial",
+        (
+            "  resources  auto: the GPUs Ray sees shared by the trials; else 1 CPU per trial"
+            if r.auto
+            else f"  resources  {r.cpu:g} CPU, {r.gpu:g} GPU per trial"
+        ),
         f"  teacher    {teacher}",
     ]
     if space.train:

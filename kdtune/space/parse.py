@@ -8,8 +8,10 @@ Internal to :mod:`kdtune.space`, which re-exports the public names; import them 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +98,36 @@ class Budget:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial reserves from Ray; fractions of a GPU let trials share one."""
+    """What one trial reserves from Ray; fractions of a GPU let trials share one.
+
+    ``resources: auto`` (``auto``): settled when Ray is up (:meth:`settle`) from what it sees:
+    with GPUs, they are shared evenly by the concurrent trials (each at most one) and the CPUs
+    too (at least one each); without a GPU (or with ``train.device: cpu``), the CPU fallback
+    ``{cpu: 1, gpu: 0}``, the same as a CPU space file's. Until then it reads as that fallback.
+    """
 
     cpu: float = 1.0
     gpu: float = 0.0
+    auto: bool = False
+
+    def settle(
+        self, cluster: Mapping[str, float], concurrent: int, device: str = "auto"
+    ) -> tuple[Resources, str]:
+        """What a trial reserves on ``cluster`` (Ray's resource totals) with ``concurrent``
+        trials at once, and the one line that says so (empty where nothing was automatic)."""
+        if not self.auto:
+            return self, ""
+        gpus, cpus = float(cluster.get("GPU", 0.0)), float(cluster.get("CPU", 1.0))
+        if gpus < 1 or device == "cpu":
+            why = "train.device is cpu" if gpus >= 1 else "no GPU visible to Ray"
+            return Resources(), f"resources: auto: {why}: each trial gets 1 CPU, no GPU"
+        share = max(math.floor(min(1.0, gpus / concurrent) * 1e4) / 1e4, 1e-4)
+        cpu = max(1.0, math.floor(cpus / concurrent))
+        line = (
+            f"resources: auto: {gpus:g} GPU(s) visible to Ray: each of {concurrent} trials at "
+            f"once gets {share:g} GPU and {cpu:g} CPU(s) and trains on cuda"
+        )
+        return Resources(cpu, share), line
 
 
 @dataclass(frozen=True)
@@ -212,6 +240,10 @@ def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budg
 def _resources(raw: Any, where: Where) -> Resources:
     if raw is None:
         return Resources()
+    if raw == "auto":
+        return Resources(auto=True)
+    if not isinstance(raw, dict):
+        where.fail("auto, or a mapping {cpu: N, gpu: N}", raw)
     checks.mapping(raw, where, ("cpu", "gpu"))
     cpu = checks.number(raw.get("cpu", 1.0), where.at("cpu"), low=0.0, low_open=True, high=4096)
     gpu = checks.number(raw.get("gpu", 0.0), where.at("gpu"), low=0.0, high=1024)

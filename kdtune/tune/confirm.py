@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import optuna
+import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -45,7 +46,14 @@ from kdtune.results import (
     TrialRecord,
 )
 from kdtune.schedules import words
-from kdtune.tune.driver import _Interrupts, _watcher, fit, ray_session, restore_tuner
+from kdtune.tune.driver import (
+    _Interrupts,
+    _watcher,
+    fit,
+    ray_session,
+    restore_tuner,
+    trial_resources,
+)
 from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
 from kdtune.tune.records import _Monitor, _MonitorCallback
 from kdtune.tune.trial import TrainFit, _trainable
@@ -183,7 +191,8 @@ def run_confirm(
     interrupts = _Interrupts()
     watch = _watcher(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
     with ray_session(address, folder.parent.parent, watch):
-        trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+        resources = trial_resources(space, ray.cluster_resources(), say=False)
+        trainable = _trainable(trial_fn or TrainFit(root), resources)
         try:
             if resume:
                 tuner = restore_tuner(experiment, trainable, live)

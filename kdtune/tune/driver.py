@@ -112,9 +112,10 @@ def run_search(
     interrupts = _Interrupts(live)
     watch = _watcher(interrupts, monitor, monitor.finish, on_abandon)
     with ray_session(address, folder, watch):
-        trainable = _trainable(trial_fn or TrainFit(root), space.resources)
+        resources = trial_resources(space, ray.cluster_resources())
+        trainable = _trainable(trial_fn or TrainFit(root), resources)
         try:
-            check_resources(space.resources, ray.cluster_resources())
+            check_resources(resources, ray.cluster_resources())
             if resume:
                 tuner = restore_tuner(folder / RAY_FOLDER, trainable, live)
             else:
@@ -327,6 +328,20 @@ def _ray_temp_dir(folder: Path) -> Path:
         return candidate
     digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
     return Path("/tmp") / f"kdtune-ray-{digest}"
+
+
+def trial_resources(space: SpaceLike, cluster: dict[str, float], say: bool = True) -> Any:
+    """What each trial reserves: the space file's resources, or, with ``resources: auto``,
+    those settled from what Ray sees (:meth:`kdtune.space.Resources.settle`), said in one line
+    on stderr."""
+    settle = getattr(space.resources, "settle", None)
+    if settle is None:
+        return space.resources
+    device = str(space.trial_config().get("device", "auto"))
+    resources, line = settle(cluster, int(space.budget.max_concurrent), device)
+    if line and say:
+        print(line, file=sys.stderr, flush=True)
+    return resources
 
 
 def check_resources(resources: Any, cluster: dict[str, float]) -> None:
