@@ -288,7 +288,7 @@ def confirm(
         seeds = sorted({int(p["seed"]) for p in plan.runs})
         say(
             f"confirmation round {plan.round}: {len(plan.specs)} configurations "
-            f"({', '.join(plan.specs)}) × seeds {seeds}: {len(plan.runs)} runs"
+            f"({'; '.join(_words(s) for s in plan.specs)}) × seeds {seeds}: {len(plan.runs)} runs"
         )
         runs = run_plan(prepared, plan, result, tracking, policy)
         result.confirmations = [*result.confirmations, *runs]
