@@ -247,7 +247,11 @@ def main() -> None:
                 continue
             net, origin = teacher_net(arch)
             file = results / f"bench_{arch}_{origin}.pt"
-            torch.save({"arch": arch, "model": net.state_dict()}, file)
+            # a speed measurement: the checkpoint records the input it is fed here (the
+            # reference fed its teacher 368), which kdtune checks a teacher's size against
+            torch.save(
+                {"arch": arch, "model": net.state_dict(), "config": {"input_size": size}}, file
+            )
             out = trial_speeds(
                 level,
                 file,
