@@ -9,7 +9,6 @@ a killed run never leaves half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from torch import nn
 
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError, disk_full, is_disk_full
+from kdtune.paths import file_digest, manifest_mismatch
 
 CHECKPOINT_FILE = "state.pt"
 MANIFEST = "manifest.json"  # state.pt's size and SHA-256, checked when it is restored
@@ -86,17 +86,9 @@ def write(
     return ckpt
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_manifest(folder: Path) -> None:
     state = folder / CHECKPOINT_FILE
-    meta = {"file": CHECKPOINT_FILE, "bytes": state.stat().st_size, "sha256": _digest(state)}
+    meta = {"file": CHECKPOINT_FILE, "bytes": state.stat().st_size, "sha256": file_digest(state)}
     (folder / MANIFEST).write_text(json.dumps(meta, indent=2))
 
 
@@ -106,17 +98,7 @@ def damage(file: Path) -> str | None:
     manifest = file.parent / MANIFEST
     if not manifest.is_file():
         return None
-    try:
-        meta = json.loads(manifest.read_text())
-        want_bytes, want_digest = int(meta["bytes"]), str(meta["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"its {MANIFEST} is unreadable"
-    size = file.stat().st_size
-    if size != want_bytes:
-        return f"{size} bytes, its {MANIFEST} says {want_bytes}"
-    if _digest(file) != want_digest:
-        return f"its SHA-256 differs from its {MANIFEST}'s"
-    return None
+    return manifest_mismatch(file, manifest)
 
 
 def restore(trainee: Trainee, path: Path, device: torch.device) -> tuple[History, int]:

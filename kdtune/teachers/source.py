@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from kdtune.config import REFERENCE_ALPHA, TEACHER_OF, TrainConfig
 from kdtune.errors import KdtuneError, TeacherDiverged, TrialDiverged
-from kdtune.paths import cache_dir, file_lock
+from kdtune.paths import cache_dir, file_digest, file_lock, manifest_mismatch
 from kdtune.teachers.shipped import manifest, shipped_teacher
 
 
@@ -98,18 +98,10 @@ def trained_teacher(
 TEACHER_MANIFEST = "model.json"
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_manifest(model_path: Path) -> None:
     """``model.json`` beside a cached teacher: its size and digest, written atomically."""
     meta = {"file": model_path.name, "bytes": model_path.stat().st_size}
-    meta["sha256"] = _digest(model_path)
+    meta["sha256"] = file_digest(model_path)
     tmp = model_path.with_name(f".{TEACHER_MANIFEST}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, model_path.with_name(TEACHER_MANIFEST))
@@ -122,17 +114,7 @@ def teacher_damage(model_path: Path) -> str | None:
     if not manifest_path.is_file():
         _write_manifest(model_path)
         return None
-    try:
-        meta = json.loads(manifest_path.read_text())
-        want_bytes, want_digest = int(meta["bytes"]), str(meta["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"its manifest {manifest_path.name} is unreadable"
-    size = model_path.stat().st_size
-    if size != want_bytes:
-        return f"{size} bytes, its manifest says {want_bytes}"
-    if _digest(model_path) != want_digest:
-        return "its SHA-256 differs from its manifest's"
-    return None
+    return manifest_mismatch(model_path, manifest_path, "manifest")
 
 
 def _cached_ok(model_path: Path, log: Callable[[str], None]) -> bool:
