@@ -66,7 +66,8 @@ FULL_SEEDS = 16
 QUICK = {"configs": ("fixed:0", "linear:0.5:0.9"), "seeds": 2, "train_images": 128,
          "epochs": 2, "val_images": 64}  # fmt: skip
 # keys of a trial's config that do not shape what it measures (where and how it runs)
-NOT_SHAPING = ("schedule", "seed", "extra", "num_threads", "device", "teacher_bank")
+# how often a run is evaluated does not change what it learns (tests/test_train.py)
+NOT_SHAPING = ("schedule", "seed", "extra", "num_threads", "device", "teacher_bank", "eval_every")
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -31,6 +31,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from kdtune.paired import paired_difference
 from kdtune.verdict import verdict_block
 
 THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's OKS thresholds
+TRUTH_DRAWS = 40_000  # se of the effect scenario's truth: about 0.0003 AP
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,13 @@ def simulate(
     }
 
 
+@lru_cache(maxsize=16)
 def truth(sc: Scenario, draws: int, seed: int) -> float:
     """The expected paired difference AP(a) − AP(b) of one seed on N images (the quantity
-    the interval estimates), by ``draws`` independent draws."""
+    the interval estimates), by ``draws`` independent draws. Its own error must be small
+    against the intervals it judges: with 4000 draws the effect scenario's truth came out
+    0.0423 against 0.0412 ± 0.0004 from 30,000, enough to move the coverage at R = 2 by
+    about a point."""
     rng = np.random.default_rng(seed)
     if sc.effect == 0.0:
         return 0.0  # a and b are exchangeable
@@ -179,7 +185,7 @@ def coverage(
 ) -> Rates:
     """How often the paired interval of a against b holds the truth."""
     rng = np.random.default_rng(seed)
-    target = truth(sc, 4000, seed + 10_000) if true_value is None else true_value
+    target = truth(sc, TRUTH_DRAWS, seed + 10_000) if true_value is None else true_value
     start = time.perf_counter()
     covered = old_covered = 0
     for r in range(replicates):

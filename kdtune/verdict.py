@@ -430,7 +430,7 @@ def _sentence(
             f"{a} against {b}: {figures} on these images only; one seed says nothing "
             f"about other seeds, so no claim {size}"
         )
-    held = f"Holm, {family['claims']} claims at {family['level']:.0%} family-wise"
+    held = f"Holm, {family['claims']} claims at {percent(family['level'])} family-wise"
     if c["outcome"] == BEATS:
         return f"{a} beats {b} by {figures}; {held} {size}"
     if c["outcome"] == TRAILS:
@@ -524,10 +524,16 @@ def render(block: Mapping[str, Any]) -> str:
         )
     family = block["family"]
     lines.append(
-        f"all claims together at {family['level']:.0%} family-wise (Holm over {family['pairs']} "
-        f"pairs × differs/equivalent); seeds {block['seeds']}, {block['images']} images"
+        f"all claims together at {percent(family['level'])} family-wise "
+        f"(Holm over {family['pairs']} pairs × differs/equivalent); "
+        f"seeds {block['seeds']}, {block['images']} images"
     )
     return "\n".join(lines)
+
+
+def percent(level: float) -> str:
+    """A level as a percentage with up to three significant figures: 5%, 2.5%, 1.67%."""
+    return f"{level * 100:.3g}%"
 
 
 # --- today's callers -------------------------------------------------------------------------

@@ -61,8 +61,8 @@ def test_the_plan_takes_the_best_distinct_schedules_and_the_default_with_new_see
     for p in points:
         assert p["stage"] == "confirm" and p["number"] is None and p["params"] == {}
         assert p["train"]["seed"] == p["seed"] and p["train"]["schedule"] == p["schedule"]
-        # evaluated and checkpointed as the search's trials were: resumed mid-run
-        assert (p["train"]["eval_every"], p["train"]["epochs"]) == (1, 4)
+        # judged by its final AP: evaluated (and checkpointed) at its end only, by default
+        assert (p["train"]["eval_every"], p["train"]["epochs"]) == (4, 4)
 
 
 def test_the_default_comes_once_beside_the_best_others() -> None:
@@ -262,6 +262,28 @@ def test_the_references_are_confirmed_at_the_best_trials_other_settings() -> Non
     ]
 
 
+@given(epochs=st.integers(1, 200), every=st.one_of(st.none(), st.integers(1, 400)))
+@settings(max_examples=40, deadline=None)
+def test_a_confirmation_run_is_evaluated_at_its_end_unless_told_otherwise(
+    epochs: int, every: int | None
+) -> None:
+    configs = {"fixed:0.9": {"schedule": "fixed:0.9", "epochs": epochs, "eval_every": 1}}
+    (point,) = confirm_points(configs, [3], eval_every=every)
+    want = epochs if every is None else min(every, epochs)
+    assert point["train"]["eval_every"] == want
+    assert point["train"]["epochs"] == epochs and point["train"]["seed"] == 3
+
+
+def test_confirm_eval_every_is_read_and_reaches_the_race() -> None:
+    c = parse_space(_with_confirm("{seeds: 2, eval_every: 4}"), file="q.yaml").confirm
+    assert c is not None and c.eval_every == 4
+    assert parse_space(QUICK, file="q.yaml").confirm.eval_every is None  # type: ignore[union-attr]
+    race = Race.of(c, {"fixed:0.9": {"epochs": 12}}, default=DEFAULT, ground_truth=GT,
+                   first_seed=1)  # fmt: skip
+    plan = race.next_plan()
+    assert plan is not None and {p["train"]["eval_every"] for p in plan.runs} == {4}
+
+
 # --- the withheld rule: the teacher against the student trained without it ------------------
 
 
@@ -341,6 +363,8 @@ def test_max_seeds_below_the_first_round_is_refused(seeds: int, below: int) -> N
         ("{margin: '0.01'}", r"confirm\.margin: must be a number"),
         ("{max_seeds: true}", r"confirm\.max_seeds: must be an integer"),
         ("{max_seed: 4}", r"confirm"),
+        ("{eval_every: 0}", r"confirm\.eval_every: must be"),
+        ("{eval_every: 2.5}", r"confirm\.eval_every: must be an integer"),
     ],
 )
 def test_bad_confirm_keys_are_refused(value: str, message: str) -> None:

@@ -187,7 +187,7 @@ def test_run_folder_records_its_parts(tmp_path: Path) -> None:
     assert folder.name == reuse.run_key(config, SHARED)
     record = json.loads((folder / "key.json").read_text())
     assert record["teacher_digest"] == SHARED["teacher_digest"] and "commit" in record
-    assert record["config"]["max_train_images"] == 1024
+    assert record["config"]["max_train_images"] == config["max_train_images"] == 512
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -759,7 +759,8 @@ def test_warm_start_enqueues_the_named_scenarios_the_space_contains_first() -> N
 def test_warm_start_leaves_out_scenarios_outside_the_space() -> None:
     text = (SPACES / "quickstart.yaml").read_text()
     text = text.replace("alpha: {low: 0.0, high: 1.0, step: 0.05}", "alpha: {low: 0.2, high: 0.8}")
-    text = text.replace("beta_end: {low: 0.3, high: 0.7}", "beta_end: {low: 0.55, high: 0.7}")
+    assert "beta_end: {low: 0.3, high: 1.0}" in text
+    text = text.replace("beta_end: {low: 0.3, high: 1.0}", "beta_end: {low: 0.55, high: 0.7}")
     space = parse_space(text, file="q.yaml")
     assert [spec for spec, _ in space.warm_start_scenarios()] == ["fixed:0.5", "fixed:0.75"]
     assert (  # in words: α and β spelled out, not β specs

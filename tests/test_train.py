@@ -79,6 +79,23 @@ def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: P
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_how_often_a_run_is_evaluated_does_not_change_what_it_learns(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """Evaluations read the model and draw nothing from the training's random streams, so a
+    run evaluated every epoch ends with the weights of one evaluated only at its end (what lets
+    confirmation runs evaluate once, and the truth table differ from a search in this alone)."""
+    models = []
+    for every in (1, 3):
+        cfg = small(synth_root, schedule="linear:0.9:0.5", epochs=3, eval_every=every)
+        summary = fit(cfg, None, workdir=tmp_path / f"every{every}", results=tmp_path)
+        models.append(torch.load(summary["model"], map_location="cpu", weights_only=False))
+    weights = [m["model"] for m in models]
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
 class _MappedToCuda(torch.Tensor):
     """A tensor that says it lives on CUDA (as ``torch.load(map_location="cuda")`` leaves the
     checkpoint's RNG states): only a copy to the CPU gives its data back, as on a real GPU."""

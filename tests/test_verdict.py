@@ -36,6 +36,7 @@ from kdtune.verdict import (
     Failure,
     confirm_verdict,
     label,
+    percent,
     rank,
     render,
     verdict_block,
@@ -416,3 +417,10 @@ def test_inputs_the_block_cannot_judge_are_refused() -> None:
             {"fixed:0.5": {0: runs["fixed:0.5"][0]}, "fixed:0.75": other["fixed:0.75"]},
             default="fixed:0.75",
         )
+
+
+@pytest.mark.parametrize(
+    ("level", "text"), [(0.05, "5%"), (0.025, "2.5%"), (0.05 / 3, "1.67%"), (0.01, "1%")]
+)
+def test_a_family_level_prints_without_rounding_it_away(level: float, text: str) -> None:
+    assert percent(level) == text

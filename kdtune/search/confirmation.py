@@ -74,6 +74,7 @@ class Race:
     margin: float
     max_rounds: int
     samples: int = 2000
+    eval_every: int | None = None  # a run's evaluations: None, only at its end
     active: list[str] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +109,7 @@ class Race:
             margin=settings.margin,
             max_rounds=settings.max_rounds,
             samples=samples,
+            eval_every=getattr(settings, "eval_every", None),
         )
 
     @property
@@ -129,7 +131,9 @@ class Race:
         start = self.first_seed + self.seeds_used
         configs = {spec: self.candidates[spec] for spec in self.active}
         number = len(self.rounds) + 1
-        points = confirm_points(configs, range(start, start + adds), round=number)
+        points = confirm_points(
+            configs, range(start, start + adds), round=number, eval_every=self.eval_every
+        )
         return ConfirmPlan(self.default, points, number)
 
     def judge(self, plan: ConfirmPlan, runs: Mapping[str, Mapping[int, Any]]) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def describe(space: SearchSpace) -> str:
             f"the default and α 1 / β 0, {c.seeds} further seeds each, then {c.round_seeds} more "
             f"a round for those still in, up to {c.max_seeds} seeds ({b.max_epochs} epochs a "
             f"run, at most {configs * c.max_seeds * b.max_epochs} epochs); stops when one "
-            f"remains or the rest are equivalent within ±{c.margin:g} AP"
+            f"remains or the rest are equivalent within ±{c.margin:g} AP; a run is evaluated "
+            + ("at its end" if c.eval_every is None else f"every {c.eval_every} epochs")
         )
     return "\n".join(lines)
 

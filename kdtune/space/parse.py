@@ -148,13 +148,18 @@ class Confirm:
     configurations other than the seed's default, the default and α = 1 (``fixed:0``), first
     trained at full budget with ``seeds`` further training seeds each; then, while the leader
     has neither beaten nor been found equivalent within ±``margin`` AP to every other
-    candidate, ``round_seeds`` more seeds for those still in, up to ``max_seeds`` in all."""
+    candidate, ``round_seeds`` more seeds for those still in, up to ``max_seeds`` in all.
+    A confirmation run is judged by its final AP alone, so by default it evaluates (and
+    checkpoints) once, at its end; ``eval_every`` evaluates it every that many epochs, each
+    evaluation a checkpoint that a resumed search continues from (worth it where one run is
+    long, not where it takes a minute)."""
 
     top_k: int = 3
     seeds: int = 3
     margin: float = 0.005
     max_seeds: int = 6
     round_seeds: int = 1
+    eval_every: int | None = None
 
     @property
     def max_rounds(self) -> int:
@@ -168,7 +173,7 @@ class Confirm:
         return max(0, min(self.round_seeds, self.max_seeds - seeds_so_far))
 
 
-_CONFIRM_KEYS = ("top_k", "seeds", "margin", "max_seeds", "round_seeds")
+_CONFIRM_KEYS = ("top_k", "seeds", "margin", "max_seeds", "round_seeds", "eval_every")
 
 
 def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
@@ -200,6 +205,9 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
         round_seeds=checks.integer(
             raw.get("round_seeds", Confirm.round_seeds), where.at("round_seeds"), low=1, high=100
         ),
+        eval_every=None
+        if raw.get("eval_every") is None
+        else checks.integer(raw["eval_every"], where.at("eval_every"), low=1, high=100_000),
     )
 
 

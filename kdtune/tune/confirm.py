@@ -90,15 +90,20 @@ def confirm_candidates(
 
 
 def confirm_points(
-    configs: dict[str, dict[str, Any]], seeds: Sequence[int], *, round: int = 1
+    configs: dict[str, dict[str, Any]],
+    seeds: Sequence[int],
+    *,
+    round: int = 1,
+    eval_every: int | None = None,
 ) -> list[dict[str, Any]]:
     """The Ray trial configs of one round: every configuration of ``configs`` with every seed
-    of ``seeds``, at the search's full budget, evaluated and checkpointed as its trials are."""
+    of ``seeds``, at the search's full budget, evaluated (and checkpointed) every
+    ``eval_every`` epochs, or only at the end (None): a run is judged by its final AP."""
     points = []
     for spec, config in configs.items():
         for seed in seeds:
-            # the search's own eval_every: checkpointed as its trials are, resumed mid-run
-            train = {**config, "seed": seed}
+            every = int(config["epochs"]) if eval_every is None else eval_every
+            train = {**config, "seed": seed, "eval_every": min(every, int(config["epochs"]))}
             points.append(
                 {
                     "train": train,
