@@ -301,7 +301,12 @@ def _print_table(record: dict[str, Any]) -> None:
 
 
 def _claim(comparison: dict[str, Any]) -> str:
-    """What a verdict's comparison claims of ``recommended − against``."""
+    """What a verdict's comparison claims of ``subject − against``: the block's ``outcome``
+    (beats, trails, equivalent, or undecided: no claim, held at the block's family-wise level),
+    or, in an older ``search.json``, what its interval alone said."""
+    outcome = comparison.get("outcome")
+    if isinstance(outcome, str):
+        return outcome
     named = comparison.get("claim")
     if isinstance(named, str):
         return named
@@ -323,6 +328,8 @@ def check_claim(claim: str, truth: dict[str, float], margin: float | None = None
         if -margin <= low and high <= margin:
             return "holds"
         return "contradicted" if low > margin or high < -margin else "truth cannot tell"
+    if claim in ("undecided", "no claim"):
+        return "no claim to check"
     # indistinguishable (a statement about the evidence): the truth contradicts it only where
     # it tells the two apart
     return "holds" if low <= 0 <= high else "contradicted"
@@ -388,8 +395,10 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
     verdict = result.verdict or {}
     for comp in verdict.get("comparisons", []):
         claim = _claim(comp)
-        truth_diff = _paired(truth, str(verdict["recommended"]), str(comp["against"]))
+        subject = str(comp.get("subject") or verdict["recommended"])
+        truth_diff = _paired(truth, subject, str(comp["against"]))
         entry = {
+            "subject": subject,
             "against": comp["against"],
             "sentence": comp.get("sentence"),
             "claim": claim,
@@ -398,7 +407,7 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
             "check": (
                 "no truth for it"
                 if truth_diff is None
-                else check_claim(claim, truth_diff, comp.get("margin"))
+                else check_claim(claim, truth_diff, comp.get("margin", verdict.get("margin")))
             ),
         }
         report["claims"].append(entry)
@@ -419,7 +428,16 @@ def _print_judgement(report: dict[str, Any]) -> None:
     else:
         print(f"  regret: unknown ({report.get('why_no_regret', 'nothing recommended')})")
     for c in report["claims"]:
-        print(f"  claim vs {words(c['against'])}: {c['claim']} → {c['check']}")
+        truth = c["truth"]
+        known = (
+            f" (truth {truth['mean']:+.4f} [{truth['low']:+.4f}, {truth['high']:+.4f}])"
+            if truth
+            else ""
+        )
+        print(
+            f"  {words(c.get('subject') or rec)} vs {words(c['against'])}: {c['claim']}"
+            f" → {c['check']}{known}"
+        )
 
 
 # ----------------------------------------------------------------------------- command line

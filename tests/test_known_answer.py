@@ -115,6 +115,33 @@ def test_judge_regret_and_claims(tmp_path: Path) -> None:
     assert report["regret"] is None and "not in the truth table" in report["why_no_regret"]
 
 
+def test_judge_reads_the_blocks_outcome_not_the_bare_interval(tmp_path: Path) -> None:
+    """The block says "undecided" where Holm's family-wise test did not reject, even when the
+    comparison's own 95 % interval excludes 0: the judge checks what the block claims."""
+    config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps(_truth(config)))
+    block = {
+        "recommended": "fixed:0.5",
+        "margin": 0.005,
+        "comparisons": [
+            {**_comparison("fixed:0", 0.02, 0.005, 0.035), "subject": "fixed:0.5",
+             "outcome": "undecided"},
+            {**_comparison("fixed:0.75", -0.03, -0.04, -0.02), "subject": "fixed:0.5",
+             "outcome": "trails"},
+            {**_comparison("fixed:0.5", 0.05, 0.04, 0.06), "subject": "fixed:0.75",
+             "outcome": "beats"},
+        ],
+    }  # fmt: skip
+    report = known_answer.judge(_search(tmp_path / "s", config, block), truth_file)
+    got = [(c["subject"], c["against"], c["claim"], c["check"]) for c in report["claims"]]
+    assert got == [
+        ("fixed:0.5", "fixed:0", "undecided", "no claim to check"),
+        ("fixed:0.5", "fixed:0.75", "trails", "holds"),
+        ("fixed:0.75", "fixed:0.5", "beats", "holds"),  # judged as subject − against
+    ]
+
+
 def test_judge_refuses_another_budget(tmp_path: Path) -> None:
     config = load_space(ROOT / "search_spaces" / "quickstart.yaml").trial_config()
     truth_file = tmp_path / "truth.json"
