@@ -608,12 +608,14 @@ def test_a_teacher_that_diverges_in_the_prepare_stage_is_one_line(tmp_path: Path
 
 
 def test_an_interrupted_confirmation_run_resumes_mid_run(tmp_path: Path) -> None:
-    """Confirmation runs checkpoint as the search's trials do (every ``eval_every``): Ctrl-C
-    while one has reported an epoch but not ended, and ``--resume`` continues it from there
-    (the toy trial reports the epoch it started at), not from its first epoch."""
+    """With ``confirm.eval_every`` a confirmation run checkpoints at each evaluation, as the
+    search's trials do: Ctrl-C while one has reported an epoch but not ended, and ``--resume``
+    continues it from there (the toy trial reports the epoch it started at), not from its first
+    epoch. (By default a confirmation run evaluates once, at its end, and a killed one
+    restarts: nothing to continue from.)"""
     name = "midconfirm"
     spec = space_file(tmp_path, name, epochs=6, sleep=1.0)
-    spec.write_text(spec.read_text() + "confirm: {top_k: 1, seeds: 1}\n")
+    spec.write_text(spec.read_text() + "confirm: {top_k: 1, seeds: 1, eval_every: 1}\n")
     results = tmp_path / "results"
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     args = ["search", str(spec), "--no-progress", "--results", str(results), "--tracking-uri", uri]
