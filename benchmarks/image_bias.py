@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from figures import save
-from known_answer import BASELINE, NOT_SHAPING, t_interval
+from known_answer import BASELINE, shaping, t_interval
 
 HERE = Path(__file__).resolve().parent
 SHARED_KEYS = ("data_fingerprint", "val_images", "teacher_digest", "code_digest")
@@ -31,10 +31,6 @@ SHARED_KEYS = ("data_fingerprint", "val_images", "teacher_digest", "code_digest"
 def find_runs(truth: dict[str, Any], runs_root: Path) -> dict[tuple[str, int], Path]:
     """(schedule, seed) → the run folder of each of the truth table's runs, found by its
     ``key.json`` (the same budget, data, teacher and code as the table's)."""
-
-    def shaping(config: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in config.items() if k not in NOT_SHAPING}
-
     want = shaping(truth["config"])
     found: dict[tuple[str, int], Path] = {}
     for key_file in runs_root.glob("*/key.json"):

@@ -190,7 +190,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     return space.trial_config(overrides)
 
 
-def _shaping(config: dict[str, Any]) -> dict[str, Any]:
+def shaping(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config without the keys that do not shape what it measures (NOT_SHAPING)."""
     return {k: v for k, v in config.items() if k not in NOT_SHAPING}
 
 
@@ -213,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = base_config(args)
     quickstart = base_config(argparse.Namespace(**{**vars(args), **dict.fromkeys(
         ("epochs", "train_images", "val_images", "eval_every", "batch_size"))}))  # fmt: skip
-    same_budget = _shaping(base) == _shaping(quickstart)  # evaluating less often is allowed
+    same_budget = shaping(base) == shaping(quickstart)  # evaluating less often is allowed
     full = set(TABLE) <= set(configs) and seeds >= FULL_SEEDS and same_budget
     kind = "truth table" if full else "slice"
     threads = max(1, (os.cpu_count() or 1) // args.workers)
@@ -362,7 +363,7 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
     trials = [t for t in [*result.trials, *result.confirmations] if t.config]
     if not trials:
         raise KdtuneError(f"judge: {file} holds no trial")
-    searched, known = _shaping(trials[0].config), _shaping(truth["config"])
+    searched, known = shaping(trials[0].config), shaping(truth["config"])
     mismatch = sorted(k for k in searched.keys() | known.keys() if searched.get(k) != known.get(k))
     if mismatch and not allow_mismatch:
         detail = ", ".join(f"{k} {searched.get(k)!r} vs {known.get(k)!r}" for k in mismatch[:4])
