@@ -127,15 +127,46 @@ def _one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job["threads"])
     start = time.perf_counter()
     summary, reused = train_or_reuse(job["config"], Path(job["folder"]), Path(job["results"]))
+    trained = {}
+    if job["config"].get("ema_decay"):  # the same run without its average: paired exactly
+        ap = _trained_ap(job["config"], Path(job["folder"]), summary, Path(job["results"]))
+        trained = {"val/ap_trained": ap}
     return {
         "schedule": job["config"]["schedule"],
         "seed": job["config"]["seed"],
         "val/ap": summary["final"]["val/ap"],
+        **trained,
         "wall_s": summary["wall_s"],  # the run's own training time, also when reused
         "reused": reused,
         "elapsed_s": time.perf_counter() - start,
         "folder": job["folder"],
     }
+
+
+def _trained_ap(
+    config: dict[str, Any], folder: Path, summary: dict[str, Any], results: Path
+) -> float:
+    """The val AP of a run's trained weights (``trained`` in its model.pt) where the run
+    evaluated their moving average: what the run would have scored without ``ema_decay``, on
+    the same validation images. Kept in ``trained_ap.json`` beside the run."""
+    import torch
+
+    from kdtune.config import TrainConfig
+    from kdtune.data.sources import resolve_data
+    from kdtune.models import build_model
+    from kdtune.predict import evaluate_model
+
+    kept = folder / "trained_ap.json"
+    if kept.is_file():
+        return float(json.loads(kept.read_text())["val/ap"])
+    cfg = TrainConfig.from_dict(config)
+    state = torch.load(summary["model"], map_location="cpu", weights_only=True)
+    model = build_model(state["arch"])
+    model.load_state_dict(state["trained"])
+    val = resolve_data(cfg.data, cfg.val_split, cfg.input_size, results, cfg.max_val_images)
+    ap = float(evaluate_model(model.eval(), val, cfg, torch.device("cpu"))["val/ap"])
+    kept.write_text(json.dumps({"val/ap": ap}))
+    return ap
 
 
 def _population(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,6 +216,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = getattr(args, arg)
     if args.val_images is not None:
         overrides["max_val_images"] = args.val_images or None
+    if getattr(args, "ema_decay", None) is not None:
+        overrides["ema_decay"] = args.ema_decay
     if "epochs" in overrides and "eval_every" not in overrides:
         overrides["eval_every"] = min(space.budget.eval_every, overrides["epochs"])
     return space.trial_config(overrides)
@@ -212,8 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         configs = (BASELINE, *configs)  # every difference is paired with α = 1
     results = args.results.resolve()
     base = base_config(args)
-    quickstart = base_config(argparse.Namespace(**{**vars(args), **dict.fromkeys(
-        ("epochs", "train_images", "val_images", "eval_every", "batch_size"))}))  # fmt: skip
+    budget_args = ("epochs", "train_images", "val_images", "eval_every", "batch_size", "ema_decay")
+    quickstart = base_config(argparse.Namespace(**{**vars(args), **dict.fromkeys(budget_args)}))
     same_budget = shaping(base) == shaping(quickstart)  # evaluating less often is allowed
     full = set(TABLE) <= set(configs) and seeds >= FULL_SEEDS and same_budget
     kind = "truth table" if full else "slice"
@@ -245,8 +278,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs = list(pool.map(_one, jobs))
     wall = time.perf_counter() - start
     aps: dict[str, dict[int, float]] = {spec: {} for spec in configs}
+    trained_aps: dict[str, dict[int, float]] = {spec: {} for spec in configs}
     for r in runs:
         aps[r["schedule"]][r["seed"]] = r["val/ap"]
+        if "val/ap_trained" in r:
+            trained_aps[r["schedule"]][r["seed"]] = r["val/ap_trained"]
     trained = [r["wall_s"] for r in runs if not r["reused"]]
     record = {
         "kind": kind,
@@ -264,6 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "shared": shared,
         "seeds": list(range(seeds)),
         "table": summarise(aps),
+        **({"table_without_ema": summarise(trained_aps)} if any(trained_aps.values()) else {}),
         "runs": runs,
         "timing": {
             "runs": len(runs),
@@ -464,6 +501,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--val-images", type=int, default=None, help="0: the whole split")
     r.add_argument("--eval-every", type=int, default=None)
     r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="evaluate a moving average of the weights (train.ema_decay; default: the space's)",
+    )
     r.add_argument(
         "--quick",
         action="store_true",

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError, disk_full, is_disk_full
@@ -40,11 +41,26 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     lr_schedule: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
+    # an exponential moving average of the weights (``ema_decay`` > 0): then it is the net
+    # that is evaluated and saved as ``model``, and the trained weights go under ``trained``
+    ema: AveragedModel | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The net a run evaluates and delivers: the moving average where it keeps one."""
+        return self.model if self.ema is None else self.ema.module
 
     def state(self, epoch: int, history: History) -> dict[str, Any]:
+        ema = {}
+        if self.ema is not None:
+            ema = {
+                "trained": self.model.state_dict(),
+                "ema_n_averaged": self.ema.n_averaged.clone(),
+            }
         return {
             "arch": self.arch,
-            "model": self.model.state_dict(),
+            "model": self.evaluated.state_dict(),
+            **ema,
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "epoch": epoch,
@@ -123,7 +139,22 @@ def restore(trainee: Trainee, path: Path, device: torch.device) -> tuple[History
         raise KdtuneError(
             f"resume: {file} holds a {state.get('arch')!r} net, this run trains {trainee.arch!r}"
         )
-    trainee.model.load_state_dict(state["model"])
+    if trainee.ema is not None:
+        if "trained" not in state:
+            raise KdtuneError(
+                f"resume: {file} was written without a moving average of the weights, this run "
+                "keeps one (ema_decay): resume with the ema_decay it was trained with"
+            )
+        trainee.model.load_state_dict(state["trained"])
+        trainee.ema.module.load_state_dict(state["model"])
+        trainee.ema.n_averaged.copy_(state["ema_n_averaged"])
+    elif "trained" in state:
+        raise KdtuneError(
+            f"resume: {file} keeps a moving average of the weights (ema_decay), this run does "
+            "not: resume with the ema_decay it was trained with"
+        )
+    else:
+        trainee.model.load_state_dict(state["model"])
     trainee.optimizer.load_state_dict(state["optimizer"])
     trainee.lr_schedule.load_state_dict(state["lr_schedule"])
     rng = state["rng"]

@@ -107,6 +107,9 @@ class TrainConfig:
     num_threads: int | None = None  # torch threads; None leaves torch's default
     torch_compile: bool = False  # compile the student's training step (about a minute to start)
     sync_every: int = 50  # the host reads the training loss every N steps (1: after every step)
+    # evaluate and deliver an exponential moving average of the weights (decay per step, in
+    # [0, 1); 0: off, the trained weights themselves)
+    ema_decay: float = 0.0
     # the learning rate at another batch size: lr x f(batch_size / LR_REFERENCE_BATCH), f the
     # identity ("linear"), its square root ("sqrt") or 1 ("none"); see the README's GPU section
     lr_scaling: str = "none"
@@ -156,6 +159,9 @@ class TrainConfig:
             _positive_int("teacher_input_size", self.teacher_input_size)
         _positive_int("teacher_views", self.teacher_views)
         _positive_int("sync_every", self.sync_every)
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not (isinstance(decay, int | float) and 0 <= decay < 1):
+            raise KdtuneError(f"ema_decay: a number in [0, 1) (0: off), got {self.ema_decay!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise KdtuneError(
                 f"lr_scaling: one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"

@@ -92,6 +92,11 @@ def check_members(configs: Sequence[TrainConfig]) -> None:
             f"population: level {first.level!r} cannot train as a population "
             "(only the first and second levels' students fuse)"
         )
+    if first.ema_decay > 0:
+        raise KdtuneError(
+            "population: ema_decay is not supported in a population (members keep no moving "
+            "average): train these runs separately, or set ema_decay: 0"
+        )
     apart = (*MEMBER_KEYS, "data_seed")  # the data seed is compared as it acts, below
     shared = {k: v for k, v in first.to_dict().items() if k not in apart}
     for m, cfg in enumerate(configs[1:], start=1):

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from kdtune import checkpoints
 from kdtune.augment import apply
@@ -117,7 +118,9 @@ def _train(
             )
             continue
         found: list[dict[str, Any]] | None = [] if epoch == cfg.epochs else None
-        val_metrics = evaluate_model(run.trainee.model, run.val, cfg, run.device, detections=found)
+        val_metrics = evaluate_model(
+            run.trainee.evaluated, run.val, cfg, run.device, detections=found
+        )
         metrics = {"epoch": float(epoch), **train_metrics, **val_metrics}
         history.append(metrics)
         extras = partial(_checkpoint_extras, run, epoch, found)
@@ -190,7 +193,8 @@ def _set_up(cfg: TrainConfig, teacher: Path | None, results: Path | None, log: L
         optimizer, partial(lr_factor, total=steps_per_epoch * cfg.epochs)
     )
     generator = torch.Generator(device="cpu").manual_seed(data_seed(cfg))
-    trainee = Trainee(STUDENT_OF[cfg.level], cfg, model, optimizer, lr_schedule, generator)
+    ema = moving_average(model, cfg.ema_decay)
+    trainee = Trainee(STUDENT_OF[cfg.level], cfg, model, optimizer, lr_schedule, generator, ema)
     return _Setup(cfg, device, schedule, trainee, forward, targets, batches, val, steps_per_epoch)
 
 
@@ -254,6 +258,8 @@ def _step(run: _Setup, idx: torch.Tensor, first: int, beta: float) -> dict[str, 
     losses["total"].backward()
     run.trainee.optimizer.step()
     run.trainee.lr_schedule.step()
+    if run.trainee.ema is not None:
+        run.trainee.ema.update_parameters(run.trainee.model)
     return {k: v.detach() for k, v in losses.items()}
 
 
@@ -287,7 +293,7 @@ def _draw_predictions(run: _Setup, path: Path, count: int = 8) -> None:
     subset = run.val.subset(slice(0, min(count, len(run.val))))
     if len(subset) == 0:
         return
-    heat, paf, _ = predict_maps(run.trainee.model, subset, run.cfg, run.device)
+    heat, paf, _ = predict_maps(run.trainee.evaluated, subset, run.cfg, run.device)
     people = decode_maps(heat, paf, run.cfg.stride, run.cfg.decoder)
     tiles = []
     for img, persons in zip(subset.images, people, strict=True):
@@ -338,6 +344,15 @@ def lr_factor(step: int, total: int) -> float:
         return (step + 1) / warm
     progress = min(step - warm, total - warm) / max(total - warm, 1)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def moving_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and batch-norm statistics that
+    a run with ``ema_decay`` > 0 evaluates and delivers (updated after every step), else
+    None."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def data_seed(cfg: TrainConfig) -> int:

@@ -347,3 +347,60 @@ def test_a_trial_is_deterministic_in_every_teacher_targets_mode(
     (first, w1), (second, w2) = runs
     assert first == second and len(first) == cfg.epochs
     assert all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
+
+
+def test_a_moving_average_is_what_is_evaluated_and_delivered(
+    synth_root: Path, tmp_path: Path
+) -> None:
+    """With ``ema_decay`` the run learns exactly as without it (the average draws nothing from
+    its random streams), but evaluates and saves the average: ``model`` holds the average, the
+    trained weights sit under ``trained``."""
+    plain = fit(small(synth_root, alpha=1.0, epochs=2), None, workdir=tmp_path / "plain")
+    ema = fit(small(synth_root, alpha=1.0, epochs=2, ema_decay=0.9), None, workdir=tmp_path / "ema")
+    plain_state = torch.load(plain["model"], map_location="cpu", weights_only=True)
+    ema_state = torch.load(ema["model"], map_location="cpu", weights_only=True)
+    assert "trained" not in plain_state
+    for name, tensor in plain_state["model"].items():
+        assert torch.equal(tensor, ema_state["trained"][name]), name
+    moved = [
+        name
+        for name, tensor in plain_state["model"].items()
+        if tensor.is_floating_point() and not torch.equal(tensor, ema_state["model"][name])
+    ]
+    assert moved, "the delivered weights are the trained ones, not their average"
+    assert int(ema_state["ema_n_averaged"]) == 2 * math.ceil(16 / 8)  # one update per step
+    assert ema["final"]["val/loss"] != plain["final"]["val/loss"]
+
+
+def test_resume_keeps_the_moving_average(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1, ema_decay=0.8)
+    whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
+    stopped: list[Path] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int, metrics: dict[str, float], ckpt: Path) -> None:
+        stopped.append(ckpt)
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, stop_after_first, workdir=tmp_path / "parts", results=tmp_path)
+    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=stopped[0], results=tmp_path)
+    assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
+    # a checkpoint resumed with another ema_decay is refused in one line, not half-loaded
+    with pytest.raises(KdtuneError, match="ema_decay it was trained with"):
+        fit(
+            small(synth_root, alpha=1.0, epochs=2, eval_every=1),
+            None,
+            workdir=tmp_path / "other",
+            resume_from=stopped[0],
+            results=tmp_path,
+        )
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True])
+def test_ema_decay_outside_zero_one_is_refused(synth_root: Path, bad: Any) -> None:
+    with pytest.raises(KdtuneError, match="ema_decay") as caught:
+        small(synth_root, ema_decay=bad).validate()
+    assert "\n" not in str(caught.value)

@@ -300,7 +300,7 @@ def teachers_list(fmt: str) -> None:
 )
 @RESULTS_OPTION
 def teachers_pack(run: Path, output: Path | None, results: Path | None) -> None:
-    """Make a run trained on the synthetic default a shipped teacher (float16, with its record)."""
+    """Make a run trained on a synthetic source a shipped teacher (float16, with its record)."""
     from kdtune.api import pack_teacher
 
     record = pack_teacher(run, out=output, results=results)

@@ -172,6 +172,7 @@ SOURCES: dict[str, DataSource] = {
         version=f"{SYNTHETIC_DIR}-{COCOLIKE_VERSION}",
         write=_write_cocolike,
         settings=_cocolike_settings(),
+        shipped_teachers=True,  # the med, at the default settings (kdtune/teachers/<name>/)
     ),
 }
 

@@ -10,42 +10,52 @@ from typing import Any
 from kdtune.checkpoint_ap import evaluate_checkpoint
 from kdtune.config import TrainConfig
 from kdtune.errors import KdtuneError
-from kdtune.teachers.shipped import HERE, annotations_digest, manifest, weights_path
+from kdtune.teachers.shipped import (
+    annotations_digest,
+    manifest,
+    manifest_path,
+    teacher_dir,
+    weights_path,
+)
 
 
 def list_teachers() -> list[dict[str, Any]]:
     """``kdtune teachers list``: the shipped teachers and what was measured of them."""
+    from kdtune.data.sources import SOURCES
     from kdtune.models import ARCHS
 
     rows = []
-    for arch in ARCHS:
-        record = manifest(arch)
-        if record is None:
-            continue
-        rows.append(
-            {
-                "arch": arch,
-                "weights": str(weights_path(arch)),
-                "data": record["data"]["version"],
-                "val/ap": record["val"]["val/ap"],
-                "test/ap": record["test"]["test/ap"],
-                "produced_by": record["produced_by"],
-            }
-        )
+    for source in (name for name, s in SOURCES.items() if s.shipped_teachers):
+        for arch in ARCHS:
+            record = manifest(arch, source)
+            if record is not None:
+                rows.append(_row(arch, source, record))
     return rows
+
+
+def _row(arch: str, source: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "arch": arch,
+        "weights": str(weights_path(arch, source)),
+        "data": record["data"]["version"],
+        "val/ap": record["val"]["val/ap"],
+        "test/ap": record["test"]["test/ap"],
+        "produced_by": record["produced_by"],
+    }
 
 
 def pack_teacher(
     run: Path, *, out: Path | None = None, results: Path | None = None
 ) -> dict[str, Any]:
-    """``kdtune teachers pack RUN``: a run trained on the synthetic default (``kdtune train``)
-    becomes a shipped teacher: float16 weights plus a record of its config, data and AP."""
+    """``kdtune teachers pack RUN``: a run trained on a data source kdtune ships teachers for
+    (``kdtune train``) becomes a shipped teacher: float16 weights plus a record of its config,
+    data and AP, in that source's teacher folder (or ``out``)."""
     import json
     import os
 
     import torch
 
-    from kdtune.data.sources import SYNTHETIC, SYNTHETIC_DIR, data_root
+    from kdtune.data.sources import SOURCES, data_root, parse_data
 
     model_file = Path(run) / "model.pt"
     if not model_file.is_file():
@@ -55,12 +65,15 @@ def pack_teacher(
         arch, config = state["arch"], TrainConfig.from_dict(state["config"])
     except Exception as exc:
         raise KdtuneError(f"teachers pack: {model_file} is not a kdtune run ({exc})") from None
-    if config.data != SYNTHETIC:
+    spec = parse_data(config.data)
+    if spec is None or not spec.source.shipped_teachers:
+        shipped = ", ".join(name for name, s in SOURCES.items() if s.shipped_teachers)
         raise KdtuneError(
             f"teachers pack: {run} was trained on {config.data!r}; "
-            "kdtune ships teachers of the synthetic default only"
+            f"kdtune ships teachers of {shipped} only"
         )
-    out = Path(out or HERE)
+    source = spec.source.name
+    out = Path(out or teacher_dir(source))
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{arch}.pt"
     half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
@@ -69,7 +82,7 @@ def pack_teacher(
     figures = {
         split: {
             k: v
-            for k, v in evaluate_checkpoint(tmp, arch, SYNTHETIC, split, results=results).items()
+            for k, v in evaluate_checkpoint(tmp, arch, config.data, split, results=results).items()
             if k.startswith(f"{split}/")
         }
         for split in ("val", "test")
@@ -77,14 +90,15 @@ def pack_teacher(
     record = {
         "arch": arch,
         "produced_by": (
-            f"kdtune train --config kdtune/teachers/{arch}.json --output RUN"
+            f"kdtune train --config {_relative(manifest_path(arch, source))} --output RUN"
             " && kdtune teachers pack RUN"
         ),
         "train": config.to_dict(),  # so that `kdtune train --config <this file>` reproduces it
         "data": {
-            "name": SYNTHETIC,
-            "version": SYNTHETIC_DIR,
-            "train_annotations_sha256": annotations_digest(data_root(SYNTHETIC, results)),
+            "name": source,
+            "settings": spec.canonical,
+            "version": spec.folder,
+            "train_annotations_sha256": annotations_digest(data_root(config.data, results)),
         },
         "epochs_trained": int(state.get("epoch", config.epochs)),
         "dtype": "float16",
@@ -93,3 +107,9 @@ def pack_teacher(
     os.replace(tmp, weights)
     (out / f"{arch}.json").write_text(json.dumps(record, indent=2) + "\n")
     return {"weights": str(weights), **record}
+
+
+def _relative(path: Path) -> str:
+    """``path`` as the repository names it (``kdtune/teachers/...``)."""
+    parts = path.parts
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("kdtune") :])

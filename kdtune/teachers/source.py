@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from kdtune.config import REFERENCE_ALPHA, TEACHER_OF, TrainConfig
 from kdtune.errors import KdtuneError, TeacherDiverged, TrialDiverged
 from kdtune.paths import cache_dir, file_digest, file_lock, manifest_mismatch
-from kdtune.teachers.shipped import manifest, shipped_teacher
+from kdtune.teachers.shipped import manifest, shipped_source, shipped_teacher
 
 
 class Fit(Protocol):
@@ -50,8 +50,9 @@ def resolve(
     if cfg.teacher_recipe in ("auto", "shipped"):
         path, why = shipped_teacher(arch, cfg)
         if path is not None:
-            ap = (manifest(arch) or {}).get("val", {}).get("val/ap", float("nan"))
-            log(f"teacher: kdtune's shipped {arch} net (val AP {ap:.3f})")
+            record = manifest(arch, shipped_source(cfg))
+            ap = (record or {}).get("val", {}).get("val/ap", float("nan"))
+            log(f"teacher: kdtune's shipped {arch} net for {shipped_source(cfg)} (val AP {ap:.3f})")
             return path
         if cfg.teacher_recipe == "shipped":
             raise KdtuneError(f"teacher_recipe: shipped: {why}")
