@@ -229,6 +229,9 @@ def run_confirm(
         finally:
             monitor.stop()
     runs = monitor.finish().trials
+    if population != 1:  # the plan's order, as one run a trial gives it
+        order = {(p["schedule"], int(p["seed"])): i for i, p in enumerate(points)}
+        runs.sort(key=lambda r: order.get((r.reported_schedule, int(r.config.get("seed", 0))), 0))
     if interrupts.caught:
         raise SearchInterrupted(interrupts.caught, result=runs)
     return runs
@@ -256,7 +259,7 @@ def population_points(points: list[dict[str, Any]], size: int) -> list[dict[str,
 
     groups = populations([TrainConfig.from_dict(p["train"]) for p in points], size)
     grid = []
-    for group in groups:
+    for group in sorted(groups):  # in the order of their first runs
         if len(group) == 1:
             grid.append(points[group[0]])
             continue
