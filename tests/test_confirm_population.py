@@ -227,6 +227,15 @@ def test_a_round_trained_as_populations_gives_the_runs_of_one_run_a_trial(
         assert (folder / "model.pt").is_file() and (folder / "summary.json").is_file()
     # the paired verdict reads every member's detections, as a lone run's
     assert runs_of(pops).keys() == runs_of(alone).keys() == set(SPECS)
+    # a round that ended is read back on resume, not run again (records as they were)
+    again = run_confirm(
+        SimpleNamespace(name="pops", metric="val/ap", mode="max"),
+        points,
+        results=results,
+        progress=False,
+        population=2,
+    )
+    assert [r.trial_id for r in again] == [r.trial_id for r in pops]
     # every member a trial of the study, as a lone run
     study = optuna.load_study(study_name="pops", storage=f"sqlite:///{results}/pops/{STUDY_FILE}")
     confirmed = [t for t in study.trials if t.user_attrs.get("stage") == "confirm"]

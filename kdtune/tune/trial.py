@@ -86,20 +86,27 @@ class TrainFit:
 
 
 def ray_trainable(
-    results: Path | None = None, trial_fn: TrialFn | None = None, cpu: float = 1, gpu: float = 0
+    results: Path | None = None,
+    trial_fn: TrialFn | None = None,
+    cpu: float = 1,
+    gpu: float = 0,
+    *,
+    population: bool = False,
 ) -> Any:
     """The Ray Tune trainable of kdtune's searches, for Ray's own tools on a search folder::
 
         tune.Tuner.restore("results/quickstart/ray", trainable=ray_trainable()).get_results()
 
-    ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``."""
+    ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``. ``population``:
+    that of a confirmation round run with ``confirm.population`` other than 1 (Ray restores an
+    experiment only with a trainable of the name it was run with)."""
     from types import SimpleNamespace
 
     from kdtune.paths import results_dir
 
     fn = trial_fn or TrainFit(results_dir(results))
-    # a confirmation's population trials too (a trial of one run trains as `_trainable`'s)
-    return _population_trainable(fn, SimpleNamespace(cpu=cpu, gpu=gpu))
+    make = _population_trainable if population else _trainable
+    return make(fn, SimpleNamespace(cpu=cpu, gpu=gpu))
 
 
 def _trainable(trial_fn: TrialFn, resources: Any) -> Any:
