@@ -49,6 +49,9 @@ def test_a_rounds_runs_of_one_seed_go_together_and_a_lone_run_stays_a_run(
     whole = population_points(points, 8)
     assert [[r["schedule"] for r in g[MEMBERS_KEY]] for g in whole] == [list(SPECS)] * 2
     assert population_points(points, 1) == points  # every run alone, as without populations
+    # runs that cannot fuse (the teacher level) stay runs of their own
+    teachers = _points(synth_root, level="teacher")
+    assert population_points(teachers, 8) == [teachers[i] for i in (0, 2, 4, 1, 3, 5)]
 
 
 def test_auto_is_one_on_a_cpu_and_the_rounds_runs_on_a_gpu(synth_root: Path) -> None:

@@ -39,7 +39,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from kdtune.errors import SearchInterrupted
+from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import (
     COMPLETE,
     CONFIRM_FOLDER,
@@ -253,15 +253,17 @@ def population_size(population: int | str, resources: Any, points: list[dict[str
 def population_points(points: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
     """The Ray trial configs of a round trained in populations of at most ``size`` runs: each
     group of :func:`kdtune.population_fit.populations` (runs of one seed and set-up) of two or
-    more runs as one trial config holding its runs' under ``members``; a run alone, as is."""
+    more runs as one trial config holding its runs' under ``members``; a run alone, or runs
+    that cannot train as a population (:func:`kdtune.population_fit.check_members`: a level
+    that does not fuse, say), as they are."""
     from kdtune.config import TrainConfig  # torch: in the driver only for populations
     from kdtune.population_fit import populations
 
-    groups = populations([TrainConfig.from_dict(p["train"]) for p in points], size)
-    grid = []
-    for group in sorted(groups):  # in the order of their first runs
-        if len(group) == 1:
-            grid.append(points[group[0]])
+    configs = [TrainConfig.from_dict(p["train"]) for p in points]
+    grid: list[dict[str, Any]] = []
+    for group in sorted(populations(configs, size)):  # in the order of their first runs
+        if len(group) == 1 or not _can_fuse([configs[i] for i in group]):
+            grid.extend(points[i] for i in group)
             continue
         members = [points[i] for i in group]
         grid.append(
@@ -276,6 +278,17 @@ def population_points(points: list[dict[str, Any]], size: int) -> list[dict[str,
             }
         )
     return grid
+
+
+def _can_fuse(configs: list[Any]) -> bool:
+    """Whether the runs ``configs`` (TrainConfigs) can train as one population."""
+    from kdtune.population_fit import check_members
+
+    try:
+        check_members(configs)
+    except KdtuneError:
+        return False
+    return True
 
 
 def round_folder(search_folder: Path, round: int) -> Path:
