@@ -41,7 +41,7 @@ from kdtune.errors import KdtuneError
 from kdtune.evaluate import DETECTIONS_FILE, save_detections
 from kdtune.models import build_model, count_parameters
 from kdtune.population import MemberAdam, Population, member_losses, member_state
-from kdtune.predict import evaluate_model, keep_mask, pick_device
+from kdtune.predict import evaluate_model, keep_mask, pick_device, predict_maps
 from kdtune.schedules import BetaSchedule, parse_schedule
 from kdtune.targets import make_targets
 from kdtune.teacher_targets import open_targets
@@ -122,9 +122,30 @@ def fit_population(
     workdirs: Sequence[Path],
     results: Path | None = None,
     log: Log | None = None,
+    on_evaluated: Callable[[int], None] | None = None,
 ) -> list[MemberResult]:
-    """Train ``configs`` as one population; see the module's docstring."""
+    """Train ``configs`` as one population; see the module's docstring. ``on_evaluated(epoch)``
+    is called after every member's report of an evaluation (e.g. to hand them on at once)."""
     configs = [c.validate() for c in configs]
+    check_members(configs)
+    fits = members_that_fit(configs[0], len(configs))  # on a GPU: from its free memory
+    if fits < len(configs):
+        raise KdtuneError(
+            f"population: {len(configs)} members at batch {configs[0].batch_size} do not fit "
+            f"the device's free memory ({fits} do): fewer members or a smaller batch"
+        )
+    return _fit(configs, reports, workdirs, results, log, on_evaluated)
+
+
+def _fit(
+    configs: list[TrainConfig],
+    reports: Sequence[MemberReport | None] | None,
+    workdirs: Sequence[Path],
+    results: Path | None,
+    log: Log | None,
+    on_evaluated: Callable[[int], None] | None,
+) -> list[MemberResult]:
+    """:func:`fit_population` once the members are known to fit the device."""
     check_members(configs)
     if len(workdirs) != len(configs):
         raise KdtuneError(f"population: {len(workdirs)} folders for {len(configs)} members")
@@ -132,14 +153,52 @@ def fit_population(
     if len(reports) != len(configs):
         raise KdtuneError(f"population: {len(reports)} reports for {len(configs)} members")
     say = log or (lambda _msg: None)
-    fits = members_that_fit(configs[0], len(configs))  # on a GPU: from its free memory
-    if fits < len(configs):
-        raise KdtuneError(
-            f"population: {len(configs)} members at batch {configs[0].batch_size} do not fit "
-            f"the device's free memory ({fits} do): fewer members or a smaller batch"
-        )
     teacher = _one_teacher(configs, results, say)
-    return _Lockstep(configs, list(reports), [Path(w) for w in workdirs], teacher, results, say)()
+    run = _Lockstep(configs, list(reports), [Path(w) for w in workdirs], teacher, results, say)
+    run.on_evaluated = on_evaluated
+    return run()
+
+
+def fit_populations(
+    configs: Sequence[TrainConfig],
+    reports: Sequence[MemberReport | None] | None = None,
+    *,
+    workdirs: Sequence[Path],
+    results: Path | None = None,
+    log: Log | None = None,
+    on_evaluated: Callable[[int], None] | None = None,
+) -> list[MemberResult]:
+    """Train ``configs`` (runs that :func:`populations` put together) as few populations as
+    the device allows, one after another: the members that learn from one teacher together
+    (kdtune trains one per seed and lr where none is given or shipped), as many at once as
+    :func:`members_that_fit`. One :class:`MemberResult` per run, in ``configs``' order (each
+    ``member`` its index in ``configs``)."""
+    configs = [c.validate() for c in configs]
+    reports = list(reports) if reports is not None else [None] * len(configs)
+    say = log or (lambda _msg: None)
+    by_teacher: dict[str, list[int]] = {}
+    for m, cfg in enumerate(configs):
+        teacher = resolve(cfg, results, say, fit=fit) if needs_teacher(cfg) else None
+        by_teacher.setdefault(str(teacher), []).append(m)
+    outcomes: dict[int, MemberResult] = {}
+    for group in by_teacher.values():
+        size = members_that_fit(configs[group[0]], len(group))  # measured once a group
+        for start in range(0, len(group), size):
+            chunk = group[start : start + size]
+            done = _fit(
+                [configs[m] for m in chunk],
+                [reports[m] for m in chunk],
+                [workdirs[m] for m in chunk],
+                results,
+                say,
+                on_evaluated,
+            )
+            for m, out in zip(chunk, done, strict=True):
+                out.member = m
+                outcomes[m] = out
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next group's measure sees the memory free
+    return [outcomes[m] for m in range(len(configs))]
 
 
 def _one_teacher(configs: Sequence[TrainConfig], results: Path | None, log: Log) -> Path | None:
@@ -205,6 +264,7 @@ class _Lockstep:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.generator = torch.Generator(device="cpu").manual_seed(data_seed(cfg))
         self.outcomes = [MemberResult(m, c) for m, c in enumerate(configs)]
+        self.on_evaluated: Callable[[int], None] | None = None
         for w in workdirs:
             w.mkdir(parents=True, exist_ok=True)
 
@@ -379,6 +439,8 @@ class _Lockstep:
                 dropped.append(row)
         if dropped:
             self._shrink([r for r in range(len(self.active)) if r not in dropped])
+        if self.on_evaluated is not None:
+            self.on_evaluated(epoch)
 
     def _checkpoint(
         self, m: int, net: torch.nn.Module, epoch: int, detections: list[dict[str, Any]] | None
@@ -392,6 +454,9 @@ class _Lockstep:
         torch.save(self._state(m, net, epoch), tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(self.configs[m].to_dict(), indent=2))
         (tmp / "metrics.json").write_text(json.dumps(self.outcomes[m].history, indent=2))
+        cfg = self.configs[m]
+        if epoch == cfg.epochs or epoch + cfg.eval_every > cfg.epochs:  # as `fit` draws it
+            self._draw(net, cfg, tmp / "val_keypoints.png")
         if detections is not None:
             ids = self.val.image_ids.tolist()
             save_detections(tmp / DETECTIONS_FILE, self.val.ann_file, ids, detections)
@@ -400,6 +465,23 @@ class _Lockstep:
         for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-2]:
             shutil.rmtree(old, ignore_errors=True)
         return ckpt
+
+    def _draw(self, net: torch.nn.Module, cfg: TrainConfig, path: Path, count: int = 8) -> None:
+        """A member's predictions on the first validation images, drawn (``val_keypoints.png``
+        in its last checkpoints, as a lone run's)."""
+        from kdtune.draw import draw_persons, save_grid
+        from kdtune.evaluate import decode_maps
+
+        subset = self.val.subset(slice(0, min(count, len(self.val))))
+        if len(subset) == 0:
+            return
+        heat, paf, _ = predict_maps(net, subset, cfg, self.device)
+        people = decode_maps(heat, paf, cfg.stride, cfg.decoder)
+        tiles = []
+        for img, persons in zip(subset.images, people, strict=True):
+            rgb = img.permute(1, 2, 0).cpu().numpy()
+            tiles.append(draw_persons(rgb, [p.keypoints for p in persons]))
+        save_grid(path, tiles)
 
     def _state(self, m: int, net: torch.nn.Module, epoch: int) -> dict[str, Any]:
         return {

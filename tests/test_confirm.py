@@ -567,3 +567,50 @@ def test_a_recommendation_at_other_settings_than_the_references_is_flagged() -> 
     result.verdict = {"recommended": "cosine:0.8:0.4"}
     _note_settings(result, candidates, (DEFAULT, GT))
     assert result.verdict["settings_differ"] == ["lr"]
+
+
+# --- confirm.population ---------------------------------------------------------------------
+
+
+@given(population=st.one_of(st.integers(1, 1024), st.just("auto")))
+@settings(max_examples=30, deadline=None)
+def test_a_population_of_at_least_1_or_auto_is_read(population: int | str) -> None:
+    c = parse_space(_with_confirm(f"{{seeds: 2, population: {population}}}"), file="q.yaml").confirm
+    assert c is not None and c.population == population
+    assert parse_space(QUICK, file="q.yaml").confirm.population == 1  # type: ignore[union-attr]
+
+
+@given(
+    population=st.one_of(
+        st.integers(-10_000, 0),
+        st.floats(-1e3, 1e3).filter(lambda x: x != int(x)),
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789 _-", max_size=8).filter(
+            lambda t: t != "auto"
+        ),
+        st.booleans(),
+        st.just(None),
+        st.lists(st.integers(1, 4), max_size=2),
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_a_population_below_1_or_not_an_integer_nor_auto_is_refused(population: Any) -> None:
+    value = json.dumps(population)  # JSON is YAML: a string stays a string ("3" too)
+    with pytest.raises(
+        KdtuneError, match=r"confirm\.population: must be an integer of at least 1 or auto"
+    ) as err:
+        parse_space(_with_confirm(f"{{seeds: 2, population: {value}}}"), file="q.yaml")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "2.5", "'4'", "AUTO", "true"])
+def test_a_bad_population_is_one_line_and_exit_2_from_the_command(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import run_cli
+
+    space = tmp_path / "q.yaml"
+    space.write_text(_with_confirm(f"{{seeds: 2, population: {value}}}"))
+    code, _out, err = run_cli(["search", str(space), "--dry-run"], capsys)
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "confirm.population: must be" in err
+    assert "Traceback" not in err

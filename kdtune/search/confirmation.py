@@ -371,6 +371,7 @@ def run_plan(
             progress=request.progress,
             on_abandon=lambda exc: policy.stopped(stopped(exc)),
             round=plan.round,
+            population=getattr(prepared.space.confirm, "population", 1),
         )
     except SearchInterrupted as exc:
         raise stopped(exc) from None

@@ -87,6 +87,13 @@ def describe(space: SearchSpace) -> str:
             f"remains or the rest are equivalent within ±{c.margin:g} AP; a run is evaluated "
             + ("at its end" if c.eval_every is None else f"every {c.eval_every} epochs")
         )
+        if c.population != 1:
+            size = (
+                "as many as fit the GPU (1 on a CPU)"
+                if c.population == "auto"
+                else f"up to {c.population}"
+            )
+            lines.append(f"             a round's runs of one seed train as populations of {size}")
     return "\n".join(lines)
 
 

@@ -152,7 +152,10 @@ class Confirm:
     A confirmation run is judged by its final AP alone, so by default it evaluates (and
     checkpoints) once, at its end; ``eval_every`` evaluates it every that many epochs, each
     evaluation a checkpoint that a resumed search continues from (worth it where one run is
-    long, not where it takes a minute)."""
+    long, not where it takes a minute). ``population`` (P > 1, or ``auto``) trains each round's
+    runs of one seed in populations of up to P members, one Ray trial each
+    (:func:`kdtune.population_fit.fit_population`); ``auto``: on a GPU as many as fit its free
+    memory, on a CPU 1 (a population does not pay there). 1, the default: one trial a run."""
 
     top_k: int = 3
     seeds: int = 3
@@ -160,6 +163,7 @@ class Confirm:
     max_seeds: int = 6
     round_seeds: int = 1
     eval_every: int | None = None
+    population: int | str = 1  # members a population at most, or "auto"
 
     @property
     def max_rounds(self) -> int:
@@ -173,7 +177,16 @@ class Confirm:
         return max(0, min(self.round_seeds, self.max_seeds - seeds_so_far))
 
 
-_CONFIRM_KEYS = ("top_k", "seeds", "margin", "max_seeds", "round_seeds", "eval_every")
+_CONFIRM_KEYS = (
+    "top_k",
+    "seeds",
+    "margin",
+    "max_seeds",
+    "round_seeds",
+    "eval_every",
+    "population",
+)
+POPULATION_AUTO = "auto"
 
 
 def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
@@ -208,7 +221,17 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
         eval_every=None
         if raw.get("eval_every") is None
         else checks.integer(raw["eval_every"], where.at("eval_every"), low=1, high=100_000),
+        population=_population(raw.get("population", 1), where.at("population")),
     )
+
+
+def _population(value: Any, where: Where) -> int | str:
+    """``confirm.population``: an integer of at least 1, or ``auto``."""
+    if value == POPULATION_AUTO and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        where.fail(f"must be an integer of at least 1 or {POPULATION_AUTO}", value)
+    return checks.integer(value, where, low=1, high=1024)
 
 
 def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budget:

@@ -16,6 +16,12 @@ again with further seeds, under Ray Tune like any trial.
   Optuna study as a trial of its own, with no parameters (nothing sampled it) and the user
   attributes ``stage=confirm``, ``round``, its schedule, seed and Ray trial id; the driver
   logs it to MLflow as a child run tagged ``stage=confirm`` and ``kdtune.round``.
+- **Populations** (``confirm.population``, :func:`population_points`): with P > 1 a round's
+  runs of one seed are grouped (:func:`kdtune.population_fit.populations`) and each group of
+  two or more is one Ray trial that trains them as populations; each member is recorded, added
+  to the study and logged as a run of its own (:class:`~kdtune.tune.records._PopulationMonitor`),
+  with the id ``<Ray trial id>_member<k>``. A population trial is not resumed mid-run: one
+  interrupted is trained again from its start when the search resumes.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from kdtune.errors import SearchInterrupted
+from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import (
     COMPLETE,
     CONFIRM_FOLDER,
@@ -54,9 +60,16 @@ from kdtune.tune.driver import (
     restore_tuner,
     trial_resources,
 )
-from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import _Monitor, _MonitorCallback
-from kdtune.tune.trial import TrainFit, _trainable
+from kdtune.tune.protocol import (
+    CONFIG_KEY,
+    MEMBERS_KEY,
+    LiveRun,
+    OnTrialEnd,
+    SpaceLike,
+    TrialFn,
+)
+from kdtune.tune.records import _Monitor, _MonitorCallback, _PopulationMonitor
+from kdtune.tune.trial import TrainFit, _population_trainable, _trainable
 
 STAGE_ATTR = "stage"  # Optuna user attribute (and MLflow tag) of a confirmation run
 
@@ -152,9 +165,12 @@ def run_confirm(
     progress: bool = True,
     on_abandon: Callable[[SearchInterrupted], SearchInterrupted] | None = None,
     round: int = 1,
+    population: int | str = 1,
 ) -> list[TrialRecord]:
     """Run the confirmation runs ``points`` of racing round ``round`` (resuming an
     interrupted round; a round whose runs all ended is read back, not run); their records.
+    ``population`` (``confirm.population``): 1, one Ray trial a run; P > 1 or ``auto``, runs
+    of one seed trained as populations (see the module's docstring).
 
     A signal raises :class:`~kdtune.errors.SearchInterrupted` with the records as its result;
     one that reached a local Ray's own processes too ends the process, after ``on_abandon``
@@ -178,7 +194,7 @@ def run_confirm(
         if on_trial_end is not None:
             on_trial_end(record)
 
-    monitor = _Monitor(
+    monitor = (_Monitor if population == 1 else _PopulationMonitor)(
         prior or _stage_result(space, folder, storage_url),
         path=folder / SEARCH_FILE,
         storage_url=storage_url,
@@ -197,20 +213,82 @@ def run_confirm(
     watch = _watcher(interrupts, monitor, lambda: monitor.finish().trials, on_abandon)
     with ray_session(address, folder.parent.parent, watch):
         resources = trial_resources(space, ray.cluster_resources(), say=False)
-        trainable = _trainable(trial_fn or TrainFit(root), resources)
+        size = population_size(population, resources, points)
+        if population == 1:
+            trainable = _trainable(trial_fn or TrainFit(root), resources)
+        else:
+            trainable = _population_trainable(trial_fn or TrainFit(root), resources)
         try:
             if resume:
                 tuner = restore_tuner(experiment, trainable, live)
             else:
-                tuner = _tuner(trainable, points, folder, live, space.budget.max_concurrent)
+                grid = points if size == 1 else population_points(points, size)
+                tuner = _tuner(trainable, grid, folder, live, space.budget.max_concurrent)
             monitor.start()
             fit(tuner, interrupts)
         finally:
             monitor.stop()
     runs = monitor.finish().trials
+    if population != 1:  # the plan's order, as one run a trial gives it
+        order = {(p["schedule"], int(p["seed"])): i for i, p in enumerate(points)}
+        runs.sort(key=lambda r: order.get((r.reported_schedule, int(r.config.get("seed", 0))), 0))
     if interrupts.caught:
         raise SearchInterrupted(interrupts.caught, result=runs)
     return runs
+
+
+def population_size(population: int | str, resources: Any, points: list[dict[str, Any]]) -> int:
+    """The most members of a population trial: ``population``, or for ``auto`` 1 where the
+    trials get no GPU (``resources``: a trial's, settled; a population does not pay on a CPU)
+    and else the round's runs (the trial splits a group into as many populations as its GPU
+    holds, see :func:`kdtune.population_fit.fit_populations`)."""
+    if population != "auto":
+        return int(population)
+    on_cpu = float(resources.gpu) <= 0 or all(
+        str(p["train"].get("device", "auto")) == "cpu" for p in points
+    )
+    return 1 if on_cpu else max(1, len(points))
+
+
+def population_points(points: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The Ray trial configs of a round trained in populations of at most ``size`` runs: each
+    group of :func:`kdtune.population_fit.populations` (runs of one seed and set-up) of two or
+    more runs as one trial config holding its runs' under ``members``; a run alone, or runs
+    that cannot train as a population (:func:`kdtune.population_fit.check_members`: a level
+    that does not fuse, say), as they are."""
+    from kdtune.config import TrainConfig  # torch: in the driver only for populations
+    from kdtune.population_fit import populations
+
+    configs = [TrainConfig.from_dict(p["train"]) for p in points]
+    grid: list[dict[str, Any]] = []
+    for group in sorted(populations(configs, size)):  # in the order of their first runs
+        if len(group) == 1 or not _can_fuse([configs[i] for i in group]):
+            grid.extend(points[i] for i in group)
+            continue
+        members = [points[i] for i in group]
+        grid.append(
+            {
+                MEMBERS_KEY: members,
+                "number": None,
+                "params": {},
+                "stage": CONFIRM_STAGE,
+                "schedule": f"population{len(members)}",
+                "seed": members[0]["seed"],
+                "round": members[0]["round"],
+            }
+        )
+    return grid
+
+
+def _can_fuse(configs: list[Any]) -> bool:
+    """Whether the runs ``configs`` (TrainConfigs) can train as one population."""
+    from kdtune.population_fit import check_members
+
+    try:
+        check_members(configs)
+    except KdtuneError:
+        return False
+    return True
 
 
 def round_folder(search_folder: Path, round: int) -> Path:

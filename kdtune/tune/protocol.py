@@ -23,6 +23,28 @@ CONFIG_KEY = "kdtune"  # trial config: {"kdtune": {"train": {...}, "number": n, 
 NODE_KEY = "kdtune_node"  # added to every reported result: "<hostname>/<ray node id prefix>"
 STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended early
 
+# A population trial (confirm.population > 1): {"kdtune": {"members": [run config, ...], ...}}
+# trains its member runs as one population and reports each member's metrics under
+# member_key(k, name); a member that leaves early (diverged) reports member_key(k, MEMBER_ERROR)
+MEMBERS_KEY = "members"
+MEMBER_ERROR = "kdtune_error"
+
+
+def member_key(member: int, name: str) -> str:
+    """The result key of member ``member``'s ``name`` in a population trial's results."""
+    return f"m{member}|{name}"
+
+
+def member_folder(member: int) -> str:
+    """Member ``member``'s folder in a population trial's work folder and checkpoints."""
+    return f"member{member}"
+
+
+def member_trial_id(trial_id: str, member: int) -> str:
+    """The record id of member ``member`` of the population trial ``trial_id``."""
+    return f"{trial_id}_member{member}"
+
+
 TrialFn = Callable[..., Any]  # fit(config, report, *, workdir, resume_from=None)
 OnTrialEnd = Callable[[TrialRecord], None]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -33,12 +34,17 @@ from kdtune.results import (
 )
 from kdtune.tune.protocol import (
     CONFIG_KEY,
+    MEMBER_ERROR,
+    MEMBERS_KEY,
     NODE_KEY,
     STOP_REASON_ATTR,
     LiveRun,
     OnTrialEnd,
     SpaceLike,
     TrialDivergedError,
+    member_folder,
+    member_key,
+    member_trial_id,
 )
 
 _STATE_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED, "RUNNING": RUNNING}
@@ -253,6 +259,77 @@ class _Monitor:
                 epochs_budget=n * max_epochs,
             )
         )
+
+
+class _PopulationMonitor(_Monitor):
+    """A :class:`_Monitor` whose trials may be populations (:mod:`kdtune.tune.trial`): each
+    member of one becomes a record of its own, as if it had been a trial (its id
+    :func:`~kdtune.tune.protocol.member_trial_id`, its run config, its metrics, its state, its
+    checkpoint the member's folder in the trial's); a trial of one run is recorded as by
+    :class:`_Monitor`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.member_errors: dict[str, str] = {}  # member record id → why it left
+
+    def trial_result(self, trial: Any, result: dict[str, Any]) -> None:
+        members = _members(trial)
+        if members is None:
+            return super().trial_result(trial, result)
+        shared = {k: result[k] for k in ("epoch", NODE_KEY, "time_total_s") if k in result}
+        for k in range(len(members)):
+            view = _MemberView(trial, k)
+            error = result.get(member_key(k, MEMBER_ERROR))
+            if isinstance(error, str):
+                self.member_errors[view.trial_id] = error
+                continue
+            prefix = member_key(k, "")
+            mine = {n[len(prefix) :]: v for n, v in result.items() if n.startswith(prefix)}
+            if mine:
+                super().trial_result(view, {**shared, **mine})
+
+    def trial_end(self, trial: Any, *, errored: bool) -> None:
+        members = _members(trial)
+        if members is None:
+            return super().trial_end(trial, errored=errored)
+        for k in range(len(members)):
+            view = _MemberView(trial, k)
+            error = self.member_errors.get(view.trial_id)
+            if error is not None and not errored:
+                view.error_text = error
+            record = self.records.get(view.trial_id)
+            if record is None or not record.history:
+                view.checkpoint = None  # no evaluation, no checkpoint of its own
+            super().trial_end(view, errored=errored or error is not None)
+
+
+def _members(trial: Any) -> list[dict[str, Any]] | None:
+    """A population trial's member run configs; None for a trial of one run."""
+    members = trial.config.get(CONFIG_KEY, {}).get(MEMBERS_KEY)
+    return list(members) if members is not None else None
+
+
+class _MemberView:
+    """Member ``k`` of a population trial, seen as a trial by :class:`_Monitor`."""
+
+    def __init__(self, trial: Any, k: int) -> None:
+        self.trial, self.k = trial, k
+        self.trial_id = member_trial_id(trial.trial_id, k)
+        self.config = {CONFIG_KEY: trial.config[CONFIG_KEY][MEMBERS_KEY][k]}
+        self.error_text: str | None = None
+        checkpoint = trial.checkpoint
+        self.checkpoint: Any = (
+            None
+            if checkpoint is None
+            else SimpleNamespace(path=str(Path(checkpoint.path) / member_folder(k)))
+        )
+
+    @property
+    def error_file(self) -> str | None:
+        return None if self.error_text is not None else self.trial.error_file
+
+    def get_error(self) -> str:
+        return self.error_text if self.error_text is not None else self.trial.get_error()
 
 
 def _empty_result(

@@ -6,12 +6,21 @@ Ray: it takes the ``train`` part of the trial config and a ``report(epoch, metri
 checkpoint_dir)`` callable. A :class:`~kdtune.errors.TrialDiverged` leaves the worker as a
 :class:`~kdtune.tune.protocol.TrialDivergedError`, whose name the driver reads in the trial's
 error text.
+
+A population trial (``confirm.population``, a trial config with
+:data:`~kdtune.tune.protocol.MEMBERS_KEY`) trains its member runs as populations
+(:meth:`TrainFit.population`) and reports every member's metrics of an evaluation as one Tune
+result, under :func:`~kdtune.tune.protocol.member_key`, with one checkpoint that holds each
+member's latest one in its :func:`~kdtune.tune.protocol.member_folder`; the driver turns them
+into one record per member (:class:`kdtune.tune.records._PopulationMonitor`). It is not resumed
+mid-run: a population trial that Ray restarts trains its members again from their start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -22,8 +31,17 @@ import ray
 from ray import tune
 
 from kdtune.checks import is_number
-from kdtune.errors import TrialDiverged
-from kdtune.tune.protocol import CONFIG_KEY, NODE_KEY, TrialDivergedError, TrialFn
+from kdtune.errors import KdtuneError, TrialDiverged
+from kdtune.tune.protocol import (
+    CONFIG_KEY,
+    MEMBER_ERROR,
+    MEMBERS_KEY,
+    NODE_KEY,
+    TrialDivergedError,
+    TrialFn,
+    member_folder,
+    member_key,
+)
 
 
 class TrainFit:
@@ -44,26 +62,63 @@ class TrainFit:
 
         return fit(config, report, workdir=workdir, resume_from=resume_from, results=self.results)
 
+    def population(
+        self,
+        configs: list[dict[str, Any]],
+        reports: list[Callable[[int, dict[str, float], Path], None]],
+        *,
+        workdirs: list[Path],
+        on_evaluated: Callable[[int], None],
+    ) -> list[tuple[str, str]]:
+        """Train the runs ``configs`` as populations
+        (:func:`kdtune.population_fit.fit_populations`); each member's (state, reason)."""
+        from kdtune.config import TrainConfig
+        from kdtune.population_fit import fit_populations
+
+        outcomes = fit_populations(
+            [TrainConfig.from_dict(c) for c in configs],
+            reports,
+            workdirs=workdirs,
+            results=self.results,
+            on_evaluated=on_evaluated,
+        )
+        return [(out.state, out.reason) for out in outcomes]
+
 
 def ray_trainable(
-    results: Path | None = None, trial_fn: TrialFn | None = None, cpu: float = 1, gpu: float = 0
+    results: Path | None = None,
+    trial_fn: TrialFn | None = None,
+    cpu: float = 1,
+    gpu: float = 0,
+    *,
+    population: bool = False,
 ) -> Any:
     """The Ray Tune trainable of kdtune's searches, for Ray's own tools on a search folder::
 
         tune.Tuner.restore("results/quickstart/ray", trainable=ray_trainable()).get_results()
 
-    ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``."""
+    ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``. ``population``:
+    that of a confirmation round run with ``confirm.population`` other than 1 (Ray restores an
+    experiment only with a trainable of the name it was run with)."""
     from types import SimpleNamespace
 
     from kdtune.paths import results_dir
 
     fn = trial_fn or TrainFit(results_dir(results))
-    return _trainable(fn, SimpleNamespace(cpu=cpu, gpu=gpu))
+    make = _population_trainable if population else _trainable
+    return make(fn, SimpleNamespace(cpu=cpu, gpu=gpu))
 
 
 def _trainable(trial_fn: TrialFn, resources: Any) -> Any:
     cpu, gpu = float(resources.cpu), float(resources.gpu)
     fn = tune.with_parameters(_run_trial, trial_fn=trial_fn, cpu=cpu)
+    return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
+
+
+def _population_trainable(trial_fn: TrialFn, resources: Any) -> Any:
+    """:func:`_trainable` for an experiment whose trials may be populations."""
+    cpu, gpu = float(resources.cpu), float(resources.gpu)
+    fn = tune.with_parameters(_run_population, trial_fn=trial_fn, cpu=cpu)
     return tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
 
 
@@ -88,6 +143,59 @@ def _run_trial(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) -> None
             )
         except TrialDiverged as exc:
             raise TrialDivergedError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _run_population(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) -> None:
+    """A population trial (see the module's docstring); a trial of one run is
+    :func:`_run_trial`'s."""
+    kd = config[CONFIG_KEY]
+    if MEMBERS_KEY not in kd:
+        return _run_trial(config, trial_fn=trial_fn, cpu=cpu)
+    train = getattr(trial_fn, "population", None)
+    if train is None:
+        raise KdtuneError(f"confirm.population: the trial function {trial_fn!r} has no population")
+    _set_torch_threads(cpu)
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    work = Path(tune.get_context().get_trial_dir()) / "work"
+    members = [dict(point["train"]) for point in kd[MEMBERS_KEY]]
+    workdirs = [work / member_folder(k) for k in range(len(members))]
+    shutil.rmtree(work, ignore_errors=True)  # a restarted population trains again from its start
+    metrics: dict[int, dict[str, float]] = {}
+    latest: dict[int, Path] = {}  # each member's newest checkpoint
+
+    def report_of(k: int) -> Callable[[int, dict[str, float], Path], None]:
+        def report(epoch: int, values: dict[str, float], checkpoint_dir: Path) -> None:
+            metrics[k] = {name: float(v) for name, v in values.items() if is_number(v)}
+            latest[k] = Path(checkpoint_dir)
+
+        return report
+
+    def evaluated(epoch: int) -> None:
+        payload: dict[str, Any] = {"epoch": int(epoch), NODE_KEY: node}
+        for k, values in metrics.items():
+            payload.update({member_key(k, name): v for name, v in values.items()})
+        metrics.clear()
+        staged = work / f".checkpoint_{epoch:04d}"
+        shutil.rmtree(staged, ignore_errors=True)
+        for k, ckpt in latest.items():
+            shutil.copytree(ckpt, staged / member_folder(k))
+        tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(staged)))
+        shutil.rmtree(staged, ignore_errors=True)
+
+    ended = train(
+        members,
+        [report_of(k) for k in range(len(members))],
+        workdirs=workdirs,
+        on_evaluated=evaluated,
+    )
+    gone = {
+        member_key(k, MEMBER_ERROR): f"{TrialDivergedError.__name__}: {TrialDiverged.__name__}: "
+        f"{reason}"
+        for k, (state, reason) in enumerate(ended)
+        if state == "diverged"
+    }
+    if gone:
+        tune.report({**gone, NODE_KEY: node})
 
 
 def _set_torch_threads(cpu: float) -> None:
