@@ -4,9 +4,15 @@ the same. One key for every benchmark that trains runs (``known_answer.py``, ``r
 A run's key is the digest of: its whole training config; the data's fingerprint (a source's
 version and settings, or a COCO root's annotations) and the number of validation images it is
 scored on; the digest of its teacher's weights (shipped, given or trained by kdtune); the digest
-of the kdtune package's source; the device kind and torch's thread count. The folder
+of the kdtune package's source; the device kind, the CPU's model and the instruction set torch
+uses on it, and torch's thread count. The folder
 ``<base>/<key>/`` holds the run and ``key.json``, the parts the key was made of (for a reader:
 which commit, which teacher, which data).
+
+The CPU is part of the key because a run is reproducible only on the same kind of machine:
+measured, the same 16 (configuration, seed) runs of the quickstart's budget, same code and
+thread count, scored 0.007 AP apart (sd of the per-run differences) on two machines, while on
+one machine a run trained twice scored the same to the last digit (docs/known-answer.md).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-KEY_VERSION = 1  # bump with any change to what goes into the key
+KEY_VERSION = 2  # bump with any change to what goes into the key
 PACKAGE = Path(__file__).resolve().parents[1] / "kdtune"
 
 
@@ -87,10 +93,25 @@ def shared_parts(config: dict[str, Any], results: Path, threads: int) -> dict[st
         "teacher_digest": teacher_digest(config, results),
         "code_digest": code_digest(),
         "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": threads,
         "torch": torch.__version__,
         "key_version": KEY_VERSION,
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` says)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_key(config: dict[str, Any], shared: dict[str, Any]) -> str:

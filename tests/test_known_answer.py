@@ -173,9 +173,11 @@ SHARED = {
     "teacher_digest": "t" * 16,
     "code_digest": "c" * 64,
     "device": "cpu",
+    "cpu": "some CPU",
+    "cpu_capability": "AVX512",
     "torch_threads": 1,
     "torch": "2",
-    "key_version": 1,
+    "key_version": 2,
 }
 
 
@@ -193,6 +195,15 @@ def test_the_run_key_changes_with_everything_that_shapes_a_run() -> None:
         *(reuse.run_key(config, {**SHARED, k: "other"}) for k in SHARED),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_the_cpu_model_is_read_from_the_machine() -> None:
+    """A run is reproducible only on the same kind of CPU, so its model is in the key."""
+    model = reuse.cpu_model()
+    assert model
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert f"model name\t: {model}" in cpuinfo.read_text()
 
 
 def test_code_digest_follows_the_source(tmp_path: Path) -> None:
