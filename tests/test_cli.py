@@ -396,12 +396,16 @@ def test_models_and_teachers_list_are_tables_or_json(capsys: pytest.CaptureFixtu
     code, out, _ = run(["teachers", "list", "--format", "json"], capsys)
     assert code == 0
     rows = json.loads(out)
-    assert [row["arch"] for row in rows] == ["teacher", "med"]
+    assert [(row["arch"], row["data"]) for row in rows] == [
+        ("teacher", "synthetic-v3"),
+        ("med", "synthetic-v3"),
+        ("med", "synthetic-v3-cocolike-v1-5e6c75a0ca67"),  # its own med, for its default rates
+    ]
     code, out, _ = run(["teachers", "list"], capsys)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["net", "data", "val", "AP", "test", "AP", "weights"]
-    for row, line in zip(rows, lines[1:3], strict=True):
+    for row, line in zip(rows, lines[1:4], strict=True):
         # the table rounds to 3 places; the JSON keeps the measured value
         assert line.split()[:4] == [
             row["arch"], row["data"], f"{row['val/ap']:.3f}", f"{row['test/ap']:.3f}"
@@ -424,10 +428,11 @@ def test_dry_run_refuses_a_data_root_or_teacher_that_does_not_exist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = (Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml").read_text()
-    assert "\ndata: synthetic\n" in text
     missing = tmp_path / "no" / "coco"
     space = tmp_path / "mine.yaml"
-    space.write_text(text.replace("\ndata: synthetic\n", f"\ndata: {missing}\n"))
+    mine = re.sub(r"(?m)^data: .*$", f"data: {missing}", text)
+    assert mine != text
+    space.write_text(mine)
     for command in (["search", str(space), "--dry-run"], ["validate", str(space)]):
         code, out, err = run(command, capsys)
         assert_one_line_error(code, err, "mine.yaml", "data: no such folder", "no/coco")

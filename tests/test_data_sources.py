@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -295,12 +296,12 @@ def test_a_search_space_names_a_source_or_a_folder(tmp_path: Path) -> None:
     text = Path(__file__).resolve().parents[1].joinpath("search_spaces", "quickstart.yaml")
     raw = text.read_text()
     space = tmp_path / "s.yaml"
-    space.write_text(raw.replace("data: synthetic", f"data: {SYNTHETIC_COCOLIKE}:seed=2"))
+    space.write_text(re.sub(r"(?m)^data: .*$", f"data: {SYNTHETIC_COCOLIKE}:seed=2", raw))
     from kdtune.space.parse import check_paths
 
     loaded = load_space(space)
     assert loaded.data == f"{SYNTHETIC_COCOLIKE}:seed=2"
     check_paths(loaded)  # a source is no folder, and needs none
-    space.write_text(raw.replace("data: synthetic", f"data: {SYNTHETIC_COCOLIKE}:seed=0.5"))
+    space.write_text(re.sub(r"(?m)^data: .*$", f"data: {SYNTHETIC_COCOLIKE}:seed=0.5", raw))
     with pytest.raises(KdtuneError, match="seed must be an integer"):
         load_space(space)

@@ -129,7 +129,7 @@ def test_provided_file_loads_and_describes(stem: str) -> None:
 
 def test_quickstart_is_small_and_prunes() -> None:
     space = load_space(SPACES / "quickstart.yaml")
-    assert (space.level, space.data, space.sampler.type) == ("second", "synthetic", "tpe")
+    assert (space.level, space.data, space.sampler.type) == ("second", "synthetic-cocolike", "tpe")
     assert space.pruner.type != "none"
     # at most 12 x 12 trial epochs of 1024 images: measured at 5 min 20 s for the whole search,
     # from a fresh results folder, on a 2-core CPU (README, "Measured here")
