@@ -356,3 +356,88 @@ search:
             assert ot.value == pytest.approx(record.value())
     saved = SearchResult.load(results / "realpop" / SEARCH_FILE)
     assert len({t.reported_schedule for t in saved.trials}) == 4
+
+
+KILLED = """
+name: kpop
+level: second
+sampler: {type: grid, seed: 0}
+pruner: {type: none}
+budget: {max_epochs: 4, eval_every: 1, max_concurrent: 1, population: 2}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.5}}
+search:
+  grid: [{alpha: 0.1}, {alpha: 0.3}, {alpha: 0.6}, {alpha: 0.9}]
+"""
+KILLED_POINTS = ["fixed:0.1", "fixed:0.4", "fixed:0.7", "fixed:0.9"]
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray.cloudpickle, toy_trial
+ray.cloudpickle.register_pickle_by_value(toy_trial)
+from pathlib import Path
+from kdtune.space import parse_space
+from kdtune.tune import run_search
+space = parse_space(Path({space!r}).read_text(), file={space!r})
+run_search(
+    space, results=Path({results!r}), trial_fn=toy_trial.ToyPopulation(), progress=False,
+    resume={resume!r},
+)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("started", [2, 4], ids=["first-population", "second-asked"])
+def test_a_population_killed_then_resumed_trains_every_member_once(
+    tmp_path: Path, started: int
+) -> None:
+    """SIGKILL once ``started`` of the 4 Optuna trials are in the study (the first population
+    mid-run, or the second just asked: its members may be orphans): the resume trains every
+    member to its end, and leaves no Optuna trial RUNNING."""
+    import subprocess
+    import sys
+    import time
+
+    from test_tune_search import _kill_session, _study_count
+
+    space_file = tmp_path / "kpop.yaml"
+    space_file.write_text(KILLED)
+    results = tmp_path / "results"
+    args = dict(tests=str(Path(__file__).parent), space=str(space_file), results=str(results))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(**args, resume=False)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    study_file = results / "kpop" / "optuna.db"
+    try:
+        deadline = time.monotonic() + 300
+        while _study_count(study_file) < started:
+            assert child.poll() is None and time.monotonic() < deadline, "no kill point"
+            time.sleep(0.05)
+        time.sleep(1.5)  # a few epochs in
+    finally:
+        _kill_session(child)
+    resumed = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(**args, resume=True)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = resumed.communicate(timeout=240)
+    finally:
+        if resumed.poll() is None:
+            _kill_session(resumed)
+    assert resumed.returncode == 0, err[-2000:]
+    result = SearchResult.load(results / "kpop" / SEARCH_FILE)
+    complete = [t for t in result.trials if t.state == COMPLETE]
+    assert sorted(t.config["schedule"] for t in complete) == KILLED_POINTS
+    assert len(result.trials) == len(KILLED_POINTS)  # nothing ran twice, nothing else ran
+    for record in complete:
+        assert [h["epoch"] for h in record.history] == [1.0, 2.0, 3.0, 4.0]
+    frozen = _study(result)
+    assert sorted(t.state.name for t in frozen) == ["COMPLETE"] * len(KILLED_POINTS)
+    assert sorted(t.user_attrs["schedule"] for t in frozen) == KILLED_POINTS
