@@ -11,6 +11,10 @@ neither overwritten nor resumed from a changed file. The pruning is
   snapshot with the study (trials the killed process had already finished or created). A
   resumed search must start from the same search-space file (its copy, ``space.yaml``).
 - **time limit**: the whole search's wall time; what earlier runs spent counts.
+- **populations** (``budget.population`` > 1, opt-in): each Ray trial trains several Optuna
+  trials as one population (:class:`~kdtune.tune.bridge.PopulationOptunaSearch`, the trial's
+  :func:`~kdtune.tune.trial._run_population`), each member recorded as a trial of its own
+  (:class:`~kdtune.tune.records._PopulationMonitor`). With 1, the default, none of it is used.
 
 Layout under ``<results>/<name>/``: ``search.json``, ``optuna.db`` (the study), ``space.yaml``
 (the file the search started from), ``ray/`` (the Tune experiment: one folder per trial with

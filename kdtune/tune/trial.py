@@ -107,8 +107,9 @@ def ray_trainable(
         tune.Tuner.restore("results/quickstart/ray", trainable=ray_trainable()).get_results()
 
     ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``. ``population``:
-    that of a confirmation round run with ``confirm.population`` other than 1 (Ray restores an
-    experiment only with a trainable of the name it was run with)."""
+    that of a confirmation round run with ``confirm.population`` other than 1, or of a search
+    with ``budget.population`` other than 1 (Ray restores an experiment only with a trainable
+    of the name it was run with)."""
     from types import SimpleNamespace
 
     from kdtune.paths import results_dir
