@@ -24,12 +24,14 @@ from ray.tune.search import Searcher
 from kdtune import tune as kt
 from kdtune.errors import KdtuneError
 from kdtune.results import COMPLETE, PRUNED, SEARCH_FILE, SearchResult
-from kdtune.space import parse_space
+from kdtune.space import make_sampler, parse_space
 from kdtune.tune import bridge
 from kdtune.tune.protocol import (
     CONFIG_KEY,
+    MEMBER_ERROR,
     MEMBERS_KEY,
     PRUNED_FILE_KEY,
+    STOP_REASON_ATTR,
     LiveRun,
     member_key,
     member_trial_id,
@@ -240,6 +242,32 @@ def test_a_member_stopped_by_the_time_limit_or_never_run_is_not_left_running(
     assert all(t.state.is_finished() for t in searcher.study.trials)
 
 
+def test_a_member_that_diverged_fails_on_its_own(tmp_path: Path) -> None:
+    space = _space()
+    searcher = _searcher(space, tmp_path)
+    scheduler = kt.OptunaPruningScheduler(searcher, "val/ap", LiveRun())
+    trial = _trial("a", searcher.suggest("a"))
+    scheduler.on_trial_result(
+        None, trial, {"epoch": 1, member_key(0, "val/ap"): 0.5, member_key(1, "val/ap"): 0.5}
+    )
+    for epoch in range(2, 6):
+        scheduler.on_trial_result(None, trial, {"epoch": epoch, member_key(0, "val/ap"): 0.5})
+    gone = "TrialDivergedError: TrialDiverged: loss became nan"
+    scheduler.on_trial_result(None, trial, {member_key(1, MEMBER_ERROR): gone})
+    searcher.on_trial_complete("a", {})
+    first, second = searcher.study.trials
+    assert (first.state, first.value) == (TrialState.COMPLETE, 0.5)
+    assert second.state == TrialState.FAIL and second.user_attrs[STOP_REASON_ATTR] == gone
+
+
+def test_tpe_samples_a_populations_members_with_constant_liar() -> None:
+    tpe = "sampler: {type: tpe, seed: 0}"
+    text = SPACE.format(budget=", population: 2", search=WEIGHTING)
+    space = parse_space(text.replace("sampler: {type: random, seed: 0}", tpe), file="p.yaml")
+    assert space.budget.max_concurrent == 1
+    assert make_sampler(space)._constant_liar is True  # type: ignore[attr-defined]
+
+
 def test_a_restored_searcher_reconciles_its_members_and_adopts_orphans(tmp_path: Path) -> None:
     space = _space()
     searcher = _searcher(space, tmp_path)
@@ -376,7 +404,7 @@ sys.path.insert(0, {tests!r})
 import ray.cloudpickle, toy_trial
 ray.cloudpickle.register_pickle_by_value(toy_trial)
 from pathlib import Path
-from kdtune.space import parse_space
+from kdtune.space import make_sampler, parse_space
 from kdtune.tune import run_search
 space = parse_space(Path({space!r}).read_text(), file={space!r})
 run_search(

@@ -614,11 +614,13 @@ def check_paths(space: SearchSpace) -> None:
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the file asks for (a grid sampler walks the ``point`` index).
 
-    TPE with trials running at once gets ``constant_liar`` unless the file says otherwise
-    (optuna 5.0 defaults to it; older versions did not): without it, every free worker is
-    proposed the same region while the others still run."""
+    TPE with trials running at once (``max_concurrent`` or ``population`` above 1) gets
+    ``constant_liar`` unless the file says otherwise (optuna 5.0 defaults to it; older versions
+    did not): without it, every free worker is proposed the same region while the others still
+    run."""
     spec = space.sampler
-    if spec.type == "tpe" and space.budget.max_concurrent > 1:
+    running = space.budget.max_concurrent > 1 or space.budget.population != 1  # members too
+    if spec.type == "tpe" and running:
         spec = dataclasses.replace(spec, options={"constant_liar": True, **spec.options})
     return sampler_for(spec, len(space.grid), space.file)
 
