@@ -66,3 +66,47 @@ def toy_fit(
         metrics = {"val/ap": ap, "train/loss": 1.0 - ap, "toy/start_epoch": float(start)}
         report(epoch, metrics, ckpt)
     return {"alpha": alpha, "epochs": epochs}
+
+
+class ToyPopulation:
+    """:func:`toy_fit`, and a toy population (``population``, as
+    :meth:`kdtune.tune.trial.TrainFit.population`): its members report in lockstep at each
+    evaluation, a member whose report raises ``MemberPruned`` leaves (the epoch at which it
+    learned is written to ``left.txt`` in its folder) and the others go on."""
+
+    def __call__(self, config: dict[str, Any], report: Any, **kwargs: Any) -> dict[str, Any]:
+        return toy_fit(config, report, **kwargs)
+
+    def population(
+        self,
+        configs: list[dict[str, Any]],
+        reports: list[Callable[[int, dict[str, float], Path], None]],
+        *,
+        workdirs: list[Path],
+        on_evaluated: Callable[[int], None],
+    ) -> list[tuple[str, str]]:
+        extra = configs[0].get("extra") or {}
+        epochs, every = int(configs[0]["epochs"]), int(configs[0].get("eval_every", 1))
+        ended = [("finished", "")] * len(configs)
+        active = list(range(len(configs)))
+        for epoch in range(1, epochs + 1):
+            time.sleep(float(extra.get("sleep", 0.05)))
+            if epoch % every and epoch != epochs:
+                continue
+            for m in list(active):
+                ap = toy_ap(alpha_of(configs[m]), epoch)
+                ckpt = Path(workdirs[m]) / "checkpoints" / f"epoch_{epoch:04d}"
+                ckpt.mkdir(parents=True, exist_ok=True)
+                (ckpt / "state.json").write_text(json.dumps({"epoch": epoch}))
+                try:
+                    reports[m](epoch, {"val/ap": ap, "train/loss": 1.0 - ap}, ckpt)
+                except Exception as exc:  # MemberPruned (kdtune.population_fit: torch)
+                    if type(exc).__name__ != "MemberPruned":
+                        raise
+                    (Path(workdirs[m]) / "left.txt").write_text(str(epoch))
+                    active.remove(m)
+                    ended[m] = ("pruned", str(exc))
+            on_evaluated(epoch)
+            if not active:
+                break
+        return ended

@@ -72,6 +72,9 @@ def space_settings(space: Any) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
+    budget = plain(space.budget)
+    if isinstance(budget, dict) and budget.get("population", 1) == 1:
+        budget.pop("population", None)  # the default: recorded as before budget.population
     return {
         "level": space.level,
         "data": space.data,
@@ -79,7 +82,7 @@ def space_settings(space: Any) -> dict[str, Any]:
         "mode": space.mode,
         "sampler": plain(space.sampler),
         "pruner": plain(space.pruner),
-        "budget": plain(space.budget),
+        "budget": budget,
         "resources": plain(space.resources),
     }
 

@@ -56,7 +56,8 @@ def describe(space: SearchSpace) -> str:
         f"  sampler    {sampler}",
         f"  pruner     {pruner}" + ("   (steps are epochs)" if p.type != "none" else ""),
         f"  budget     {b.num_samples} trials x up to {b.max_epochs} epochs, "
-        f"evaluated every {b.eval_every}, {b.max_concurrent} at a time{limit}",
+        f"evaluated every {b.eval_every}, {b.max_concurrent} at a time{limit}"
+        + ("" if b.population == 1 else f", {b.population} trials a Ray trial (populations)"),
         (
             "  resources  auto: the GPUs Ray sees shared by the trials; else 1 CPU per trial"
             if r.auto

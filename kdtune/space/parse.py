@@ -94,6 +94,7 @@ class Budget:
     max_concurrent: int = 1
     time_limit_s: float | None = None
     max_failures: int = 0  # Tune restarts a failed trial (a lost node) this often
+    population: int | str = 1  # Optuna trials a Ray trial trains as a population, or "auto"
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
 
 
 def _population(value: Any, where: Where) -> int | str:
-    """``confirm.population``: an integer of at least 1, or ``auto``."""
+    """``confirm.population``, ``budget.population``: an integer of at least 1, or ``auto``."""
     if value == POPULATION_AUTO and isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -243,6 +244,7 @@ def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budg
         "max_concurrent",
         "time_limit_s",
         "max_failures",
+        "population",
     )
     checks.mapping(raw, where, allowed, required)
     if "num_samples" in raw:
@@ -265,7 +267,8 @@ def _budget(raw: Any, where: Where, grid_size: int | None, sampler: str) -> Budg
     if limit is not None:
         limit = checks.number(limit, where.at("time_limit_s"), low=0.0, low_open=True)
     failures = checks.integer(raw.get("max_failures", 0), where.at("max_failures"), low=0, high=100)
-    return Budget(num_samples, max_epochs, eval_every, max_concurrent, limit, failures)
+    population = _population(raw.get("population", 1), where.at("population"))
+    return Budget(num_samples, max_epochs, eval_every, max_concurrent, limit, failures, population)
 
 
 def _resources(raw: Any, where: Where) -> Resources:
@@ -566,6 +569,37 @@ def _check_trials(space: SearchSpace, top: Where) -> None:
     _config(base, top.at("train"))
     for i, point in enumerate(space.grid):
         _config({**base, **point.overrides}, top.at("search.grid").item(i))
+    _check_population(space, base, top.at("budget.population"))
+
+
+# what the members of one population may differ in (kdtune.population_fit.MEMBER_KEYS, less the
+# seed, which a search does not vary): the rest of a search's trial config must be shared
+_MEMBER_OVERRIDES = ("schedule", "lr")
+
+
+def _check_population(space: SearchSpace, base: dict[str, Any], where: Where) -> None:
+    """``budget.population`` other than 1: the search's trials must be able to train as one
+    population (:func:`kdtune.population_fit.check_members`): refused here, in one line, when
+    they cannot (a chain, a moving average, a searched batch size or grid points that set
+    anything besides the weighting and lr)."""
+    population = space.budget.population
+    if population == 1:
+        return
+    why = ""
+    if space.level not in ("first", "second"):
+        why = f"level {space.level} does not train as a population (only first and second)"
+    elif float(base.get("ema_decay", 0) or 0) > 0:
+        why = "train.ema_decay: members keep no moving average (set it to 0)"
+    elif space.batch_size is not None:
+        why = "search.batch_size: members share their batches (search only weighting and lr)"
+    else:
+        for point in space.grid:
+            other = sorted(k for k in point.overrides if k not in _MEMBER_OVERRIDES)
+            if other:
+                why = f"a grid point sets {', '.join(other)} (members differ only in weighting, lr)"
+                break
+    if why:
+        where.fail(f"trials cannot train as a population: {why}", population)
 
 
 def check_paths(space: SearchSpace) -> None:
@@ -580,11 +614,13 @@ def check_paths(space: SearchSpace) -> None:
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the file asks for (a grid sampler walks the ``point`` index).
 
-    TPE with trials running at once gets ``constant_liar`` unless the file says otherwise
-    (optuna 5.0 defaults to it; older versions did not): without it, every free worker is
-    proposed the same region while the others still run."""
+    TPE with trials running at once (``max_concurrent`` or ``population`` above 1) gets
+    ``constant_liar`` unless the file says otherwise (optuna 5.0 defaults to it; older versions
+    did not): without it, every free worker is proposed the same region while the others still
+    run."""
     spec = space.sampler
-    if spec.type == "tpe" and space.budget.max_concurrent > 1:
+    running = space.budget.max_concurrent > 1 or space.budget.population != 1  # members too
+    if spec.type == "tpe" and running:
         spec = dataclasses.replace(spec, options={"constant_liar": True, **spec.options})
     return sampler_for(spec, len(space.grid), space.file)
 

@@ -36,6 +36,7 @@ import pickle
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import optuna
@@ -47,9 +48,14 @@ from ray.tune.search.optuna import OptunaSearch
 from kdtune.checks import is_finite
 from kdtune.tune.protocol import (
     CONFIG_KEY,
+    MEMBER_ERROR,
+    MEMBERS_KEY,
+    PRUNED_FILE_KEY,
     STOP_REASON_ATTR,
     LiveRun,
     SpaceLike,
+    member_key,
+    member_trial_id,
     planned_epochs,
 )
 
@@ -326,6 +332,161 @@ class PruningOptunaSearch(OptunaSearch):
         self._kd_steps[trial_id] = set(frozen.intermediate_values)
 
 
+class PopulationOptunaSearch(PruningOptunaSearch):
+    """:class:`PruningOptunaSearch` whose Ray trials are populations of up to ``population``
+    Optuna trials (``budget.population`` > 1; the default of 1 is the plain searcher).
+
+    Each Ray trial asks the study for its members one by one (``study.ask``, each sampled by
+    the study's sampler; orphans of a killed run first), and its config holds their points
+    under :data:`~kdtune.tune.protocol.MEMBERS_KEY`, each shaped as a plain trial's (its own
+    Optuna trial number). ``total`` Optuna trials in all (``budget.num_samples``): the last Ray
+    trial may hold fewer members. A member is kept in the parent's maps under the id
+    :func:`~kdtune.tune.protocol.member_trial_id` (its steps, its end, its pickled trial id), so
+    that reporting, pruning, telling, pickling and the reconciliation on restore are the
+    parent's, member by member. The scheduler reports each member's value to its own trial
+    (:meth:`report_member`) and writes the members pruned so far to the trial's
+    :data:`~kdtune.tune.protocol.PRUNED_FILE_KEY` file, which the trial reads at each evaluation
+    (:mod:`kdtune.tune.trial`). When the Ray trial ends, each member not yet ended is told its
+    own end (COMPLETE with its last value, PRUNED by the time limit, FAIL)."""
+
+    def __init__(self, *args: Any, population: int, total: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kd_population = int(population)
+        self._kd_total = int(total)
+        self._kd_members: dict[str, int] = {}  # Ray trial id -> its number of members
+        self._kd_last: dict[str, tuple[int, float | None]] = {}  # member id -> (epoch, value)
+
+    def members(self, trial_id: str) -> list[str]:
+        """The member ids of Ray trial ``trial_id`` (none for a trial this searcher did not
+        suggest)."""
+        return [member_trial_id(trial_id, k) for k in range(self._kd_members.get(trial_id, 0))]
+
+    def final_state(self, trial_id: str) -> str | None:
+        """A population trial's ``COMPLETE`` once every member has ended in the study."""
+        ids = self.members(trial_id)
+        if not ids:
+            return super().final_state(trial_id)
+        return "COMPLETE" if all(m in self._kd_final for m in ids) else None
+
+    def report_member(
+        self, trial_id: str, k: int, epoch: int, value: float | None, *, may_prune: bool
+    ) -> bool:
+        """Member ``k``'s ``value`` at step ``epoch`` (None: reported, but no finite value);
+        True when that member is (now) pruned."""
+        member = member_trial_id(trial_id, k)
+        if member in self._kd_final:
+            return self._kd_final[member] == "PRUNED"
+        self._kd_last[member] = (epoch, value)
+        if value is None:
+            return False
+        return self.report_epoch(member, epoch, value, may_prune=may_prune)
+
+    def member_failed(self, trial_id: str, k: int, reason: str) -> None:
+        """Member ``k`` left its population with an error (diverged): FAIL in the study."""
+        member = member_trial_id(trial_id, k)
+        if member in self._ot_trials and member not in self._kd_final:
+            self._tell(member, TrialState.FAIL, reason=reason)
+
+    def pruned(self, trial_id: str) -> list[int]:
+        """The indices of Ray trial ``trial_id``'s members the study holds PRUNED."""
+        return [
+            k for k, m in enumerate(self.members(trial_id)) if self._kd_final.get(m) == "PRUNED"
+        ]
+
+    def live(self, trial_id: str) -> int:
+        """How many of Ray trial ``trial_id``'s members have not ended in the study."""
+        return sum(m not in self._kd_final for m in self.members(trial_id))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        if getattr(self, "_kd_closed", False):
+            return Searcher.FINISHED
+        if _live(self).stopping:
+            return None
+        if trial_id in self._kd_members:  # asked again for a trial it already suggested
+            return self._population_config(trial_id)
+        asked = sum(self._kd_members.values())
+        size = min(self._kd_population, self._kd_total - asked)
+        if size <= 0:
+            return Searcher.FINISHED
+        for k in range(size):
+            member = member_trial_id(trial_id, k)
+            self._adopt_orphan(member)
+            if member not in self._ot_trials:
+                self._ot_trials[member] = self.study.ask()
+        self._kd_members[trial_id] = size
+        config = self._population_config(trial_id)
+        self._kd_planned[trial_id] = planned_epochs(
+            {CONFIG_KEY: config[CONFIG_KEY][MEMBERS_KEY][0]}
+        )
+        return config
+
+    def _population_config(self, trial_id: str) -> dict[str, Any]:
+        space = cast(Callable[[optuna.Trial], dict[str, Any]], self._space)
+        points = [space(self._ot_trials[m])[CONFIG_KEY] for m in self.members(trial_id)]
+        folder = Path(_live(self).folder or ".") / PRUNED_FOLDER
+        return {
+            CONFIG_KEY: {
+                MEMBERS_KEY: points,
+                "number": None,
+                "params": {},
+                PRUNED_FILE_KEY: str(folder / f"{trial_id}.json"),
+            }
+        }
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        ids = self.members(trial_id)
+        if not ids:
+            return super().on_trial_complete(trial_id, result, error)
+        if trial_id in self._completed_trials:
+            return
+        self._completed_trials.add(trial_id)
+        planned = self._kd_planned.get(trial_id, 0)
+        for member in ids:
+            if member in self._kd_final or member not in self._ot_trials:
+                continue
+            epoch, value = self._kd_last.get(member, (0, None))
+            if error:
+                self._tell(member, TrialState.FAIL)
+            elif epoch >= planned and value is not None:
+                self._tell(member, TrialState.COMPLETE, value)
+            elif epoch >= planned and epoch > 0:
+                self._tell(member, TrialState.FAIL, reason=f"ended without a finite {self.metric}")
+            elif self._kd_steps.get(member):
+                self._tell(member, TrialState.PRUNED, reason="stopped by the search's time limit")
+            else:
+                self._tell(member, TrialState.FAIL, reason="never ran")
+
+    def _reconcile(self) -> None:
+        """The parent's, member by member; then each member's last step as the study holds it
+        (a restored population trial trains again from its start, its steps not reported
+        twice)."""
+        super()._reconcile()
+        stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        for member, ot_trial in self._ot_trials.items():
+            frozen = stored.get(ot_trial.number)
+            if frozen is not None and frozen.intermediate_values:
+                step = max(frozen.intermediate_values)
+                self._kd_last[member] = (step, frozen.intermediate_values[step])
+
+
+PRUNED_FOLDER = "pruned"  # under the search's folder: each population trial's pruned members
+
+
+def write_pruned(path: str, members: list[int]) -> None:
+    """The members of a population trial that the pruner stopped, as its trial reads them
+    (written whole, then renamed: the trial never reads half a list)."""
+    import json
+    import os
+
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    part = file.with_name(file.name + ".part")
+    part.write_text(json.dumps(sorted(members)))
+    os.replace(part, file)
+
+
 def _storage_url(study: optuna.Study) -> str | None:
     """The URL of a study's RDB storage (Optuna wraps it in a cache); None for others."""
     storage = study._storage
@@ -368,6 +529,9 @@ class OptunaPruningScheduler(FIFOScheduler):
         return state
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        kd = trial.config.get(CONFIG_KEY, {})
+        if MEMBERS_KEY in kd and isinstance(self._searcher, PopulationOptunaSearch):
+            return self._population_result(trial, result, kd)
         epoch, value = result.get("epoch"), result.get(self._metric or "")
         if epoch is None or value is None or not is_finite(value):
             return TrialScheduler.CONTINUE
@@ -379,6 +543,44 @@ class OptunaPruningScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         if int(epoch) < planned and _live(self).stopping:
             return TrialScheduler.PAUSE  # at this checkpoint; a resume goes on from it
+        return TrialScheduler.CONTINUE
+
+    def _population_result(self, trial: Any, result: dict[str, Any], kd: dict[str, Any]) -> str:
+        """A population trial's evaluation: each member's value to its own Optuna trial, the
+        pruner asked per member; the members pruned so far written to the trial's file; the
+        trial stopped once no member is left."""
+        searcher = cast(PopulationOptunaSearch, self._searcher)
+        members = kd[MEMBERS_KEY]
+        for k in range(len(members)):
+            error = result.get(member_key(k, MEMBER_ERROR))
+            if isinstance(error, str):
+                searcher.member_failed(trial.trial_id, k, error)
+        epoch = result.get("epoch")
+        planned = planned_epochs({CONFIG_KEY: members[0]})
+        if isinstance(epoch, int | float):
+            before = searcher.pruned(trial.trial_id)
+            for k in range(len(members)):
+                if not any(n.startswith(member_key(k, "")) for n in result):
+                    continue  # not in this evaluation (left the population)
+                value = result.get(member_key(k, self._metric or ""))
+                searcher.report_member(
+                    trial.trial_id,
+                    k,
+                    int(epoch),
+                    float(value) if value is not None and is_finite(value) else None,
+                    may_prune=int(epoch) < planned,
+                )
+            now = searcher.pruned(trial.trial_id)
+            if now != before and kd.get(PRUNED_FILE_KEY):
+                write_pruned(str(kd[PRUNED_FILE_KEY]), now)
+        if not isinstance(epoch, int | float) or int(epoch) >= planned:
+            return TrialScheduler.CONTINUE  # its last evaluation: the trial ends on its own
+        if searcher.live(trial.trial_id) == 0:
+            return TrialScheduler.STOP  # every member pruned (or failed)
+        if self._out_of_time():
+            return TrialScheduler.STOP
+        if _live(self).stopping:
+            return TrialScheduler.PAUSE
         return TrialScheduler.CONTINUE
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:

@@ -11,6 +11,10 @@ neither overwritten nor resumed from a changed file. The pruning is
   snapshot with the study (trials the killed process had already finished or created). A
   resumed search must start from the same search-space file (its copy, ``space.yaml``).
 - **time limit**: the whole search's wall time; what earlier runs spent counts.
+- **populations** (``budget.population`` > 1, opt-in): each Ray trial trains several Optuna
+  trials as one population (:class:`~kdtune.tune.bridge.PopulationOptunaSearch`, the trial's
+  :func:`~kdtune.tune.trial._run_population`), each member recorded as a trial of its own
+  (:class:`~kdtune.tune.records._PopulationMonitor`). With 1, the default, none of it is used.
 
 Layout under ``<results>/<name>/``: ``search.json``, ``optuna.db`` (the study), ``space.yaml``
 (the file the search started from), ``ray/`` (the Tune experiment: one folder per trial with
@@ -40,10 +44,21 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import RAY_FOLDER, SEARCH_FILE, SPACE_COPY, STUDY_FILE, SearchResult
-from kdtune.tune.bridge import OptunaPruningScheduler, PruningOptunaSearch, _DefineByRun
+from kdtune.tune.bridge import (
+    OptunaPruningScheduler,
+    PopulationOptunaSearch,
+    PruningOptunaSearch,
+    _DefineByRun,
+)
 from kdtune.tune.protocol import CONFIG_KEY, LiveRun, OnTrialEnd, SpaceLike, TrialFn
-from kdtune.tune.records import _empty_result, _Monitor, _MonitorCallback, _prior_result
-from kdtune.tune.trial import TrainFit, _trainable
+from kdtune.tune.records import (
+    _empty_result,
+    _Monitor,
+    _MonitorCallback,
+    _PopulationMonitor,
+    _prior_result,
+)
+from kdtune.tune.trial import TrainFit, _population_trainable, _trainable
 
 # AF_UNIX socket paths hold at most 107 bytes; Ray puts its sockets at
 # <temp dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store (64 bytes after temp dir).
@@ -97,7 +112,8 @@ def run_search(
         (folder / SPACE_COPY).write_text(getattr(space, "source_text", "") or "")
     storage_url = f"sqlite:///{folder / STUDY_FILE}"
     prior = _prior_result(folder, space, storage_url) if resume else None
-    monitor = _Monitor(
+    population = search_population(space)
+    monitor = (_Monitor if population == 1 else _PopulationMonitor)(
         prior or _empty_result(folder, space, storage_url, search_id),
         path=folder / SEARCH_FILE,
         storage_url=storage_url,
@@ -111,15 +127,19 @@ def run_search(
     live = LiveRun(monitor=monitor, storage_url=storage_url, folder=str(folder))
     interrupts = _Interrupts(live)
     watch = _watcher(interrupts, monitor, monitor.finish, on_abandon)
-    with ray_session(address, folder, watch):
+    with ray_session(address, folder, watch), _members_only(population != 1):
         resources = trial_resources(space, ray.cluster_resources())
-        trainable = _trainable(trial_fn or TrainFit(root), resources)
+        size = population_size(population, resources, space)
+        make = _trainable if population == 1 else _population_trainable
+        trainable = make(trial_fn or TrainFit(root), resources)
         try:
             check_resources(resources, ray.cluster_resources())
             if resume:
                 tuner = restore_tuner(folder / RAY_FOLDER, trainable, live)
             else:
-                tuner = _new_tuner(space, folder, trainable, storage_url, live, sampler, pruner)
+                tuner = _new_tuner(
+                    space, folder, trainable, storage_url, live, sampler, pruner, size
+                )
             monitor.start()
             limit = getattr(space.budget, "time_limit_s", None)
             if limit:  # the whole search's wall time: what earlier runs spent counts
@@ -476,6 +496,25 @@ def _ray_env(address: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _members_only(on: bool) -> Iterator[None]:
+    """A search whose trials are populations: their results carry each member's metric
+    (``m<k>|val/ap``), not the search's metric itself, which Tune checks every result for
+    unless told not to (``TUNE_DISABLE_STRICT_METRIC_CHECKING``, read on the driver)."""
+    key = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    old = os.environ.get(key)
+    if on:
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextlib.contextmanager
 def _quiet_logs() -> Iterator[None]:
     """Keep Ray Tune's and Optuna's chatter (trial tracebacks included) off the terminal.
 
@@ -497,6 +536,24 @@ def _quiet_logs() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
+def search_population(space: SpaceLike) -> int | str:
+    """The space's ``budget.population`` (1 for a space that has none)."""
+    return getattr(space.budget, "population", 1)
+
+
+def population_size(population: int | str, resources: Any, space: SpaceLike) -> int:
+    """The members of a search's population trial: ``population``, or for ``auto`` 1 where
+    the trials get no GPU or run on the CPU (a population does not pay there), else
+    ``budget.num_samples`` (the trial splits them into as many populations as its GPU holds,
+    :func:`kdtune.population_fit.fit_populations`)."""
+    if population != "auto":
+        return int(population)
+    device = str(space.trial_config().get("device", "auto"))
+    if float(resources.gpu) <= 0 or device == "cpu":
+        return 1
+    return max(1, int(space.budget.num_samples))
+
+
 def _new_tuner(
     space: SpaceLike,
     folder: Path,
@@ -505,13 +562,18 @@ def _new_tuner(
     live: LiveRun,
     sampler: optuna.samplers.BaseSampler | None,
     pruner: optuna.pruners.BasePruner | None,
+    population: int = 1,
 ) -> tune.Tuner:
     if sampler is None or pruner is None:
         from kdtune.space import make_pruner, make_sampler
 
         sampler = sampler or make_sampler(space)  # type: ignore[arg-type]
         pruner = pruner or make_pruner(space)  # type: ignore[arg-type]
-    searcher = PruningOptunaSearch(
+    # budget.population > 1: each Ray trial a population of that many Optuna trials
+    extra: dict[str, Any] = {}
+    if population > 1:
+        extra = {"population": population, "total": space.budget.num_samples}
+    searcher = (PopulationOptunaSearch if extra else PruningOptunaSearch)(
         _DefineByRun(space),
         # a fresh study only (a resumed one holds them already): enqueued, so they run first
         points_to_evaluate=space.warm_start_points() or None,
@@ -521,6 +583,7 @@ def _new_tuner(
         pruner=pruner,
         storage=optuna.storages.RDBStorage(storage_url),
         study_name=space.name,
+        **extra,
     )
     searcher.kd_attach(live)
     budget = space.budget

@@ -28,6 +28,10 @@ STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended 
 # member_key(k, name); a member that leaves early (diverged) reports member_key(k, MEMBER_ERROR)
 MEMBERS_KEY = "members"
 MEMBER_ERROR = "kdtune_error"
+# a search's population trial (budget.population > 1) also holds the path of the file in which
+# the driver lists the members the pruner stopped (a JSON list of member indices): the trial
+# reads it at each evaluation and drops those members (see kdtune.tune.trial)
+PRUNED_FILE_KEY = "pruned_file"
 
 
 def member_key(member: int, name: str) -> str:

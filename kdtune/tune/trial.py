@@ -14,11 +14,19 @@ result, under :func:`~kdtune.tune.protocol.member_key`, with one checkpoint that
 member's latest one in its :func:`~kdtune.tune.protocol.member_folder`; the driver turns them
 into one record per member (:class:`kdtune.tune.records._PopulationMonitor`). It is not resumed
 mid-run: a population trial that Ray restarts trains its members again from their start.
+
+A search's population trial (``budget.population``) also names a file
+(:data:`~kdtune.tune.protocol.PRUNED_FILE_KEY`) in which the driver lists the members its
+pruner stopped; a member listed there leaves at its next evaluation (its report raises
+:class:`kdtune.population_fit.MemberPruned`) and the others go on. The channel is a file: the
+driver and the trial must see the same filesystem (one node, or a results folder shared by
+every node), and a member goes on training until its next evaluation after the driver wrote it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -37,6 +45,7 @@ from kdtune.tune.protocol import (
     MEMBER_ERROR,
     MEMBERS_KEY,
     NODE_KEY,
+    PRUNED_FILE_KEY,
     TrialDivergedError,
     TrialFn,
     member_folder,
@@ -98,8 +107,9 @@ def ray_trainable(
         tune.Tuner.restore("results/quickstart/ray", trainable=ray_trainable()).get_results()
 
     ``trial_fn`` defaults to kdtune's trial (:class:`TrainFit`) on ``results``. ``population``:
-    that of a confirmation round run with ``confirm.population`` other than 1 (Ray restores an
-    experiment only with a trainable of the name it was run with)."""
+    that of a confirmation round run with ``confirm.population`` other than 1, or of a search
+    with ``budget.population`` other than 1 (Ray restores an experiment only with a trainable
+    of the name it was run with)."""
     from types import SimpleNamespace
 
     from kdtune.paths import results_dir
@@ -153,7 +163,8 @@ def _run_population(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) ->
         return _run_trial(config, trial_fn=trial_fn, cpu=cpu)
     train = getattr(trial_fn, "population", None)
     if train is None:
-        raise KdtuneError(f"confirm.population: the trial function {trial_fn!r} has no population")
+        key = "budget.population" if PRUNED_FILE_KEY in kd else "confirm.population"
+        raise KdtuneError(f"{key}: the trial function {trial_fn!r} has no population")
     _set_torch_threads(cpu)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     work = Path(tune.get_context().get_trial_dir()) / "work"
@@ -163,8 +174,14 @@ def _run_population(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) ->
     metrics: dict[int, dict[str, float]] = {}
     latest: dict[int, Path] = {}  # each member's newest checkpoint
 
+    pruned_file = kd.get(PRUNED_FILE_KEY)
+
     def report_of(k: int) -> Callable[[int, dict[str, float], Path], None]:
         def report(epoch: int, values: dict[str, float], checkpoint_dir: Path) -> None:
+            if pruned_file and k in _pruned_members(Path(pruned_file)):
+                from kdtune.population_fit import MemberPruned
+
+                raise MemberPruned(f"pruned by the search's pruner (seen at epoch {epoch})")
             metrics[k] = {name: float(v) for name, v in values.items() if is_number(v)}
             latest[k] = Path(checkpoint_dir)
 
@@ -196,6 +213,15 @@ def _run_population(config: dict[str, Any], *, trial_fn: TrialFn, cpu: float) ->
     }
     if gone:
         tune.report({**gone, NODE_KEY: node})
+
+
+def _pruned_members(file: Path) -> set[int]:
+    """The members of a search's population trial that the driver's pruner stopped (the
+    file it writes, :func:`kdtune.tune.bridge.write_pruned`); none while there is no file."""
+    try:
+        return {int(k) for k in json.loads(file.read_text())}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def _set_torch_threads(cpu: float) -> None:
