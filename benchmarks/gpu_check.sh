@@ -16,6 +16,10 @@
 #                 gpu: 0.25, then its confirmation), nvidia-smi sampled every 0.5 s
 #   search_figures  its summed training images/s and GPU busy % over the trials, over the
 #                 confirmation and over both (benchmarks/search_gpu_figures.py)
+#   search_pop    the same search with its trials as populations: budget.population 4 (each
+#                 Ray trial trains 4 Optuna trials in lockstep, 3 Ray trials at gpu: 0.33) and
+#                 confirm.population auto (each seed's confirmation runs as one population)
+#   search_pop_figures  the same figures for it, members' epochs summed
 #   trial_second  a second-level trial's images/s on the GPU (bf16, channels_last, batch
 #                 $BATCH) beside the reference-style loop and the model-only bound
 #                 (benchmarks/bench_trial.py --device cuda)
@@ -66,7 +70,7 @@ if [ "$DEVICE" = cuda ]; then
     AMP=(--amp) TESTS=(-m gpu -k "not compiled" tests)  # trial_compiled measures compiling
     SPACE="$ROOT/benchmarks/gpu_quarter.yaml"
     POP_MEMBERS=8 POP_BATCH=256 POP_IMAGES=4096 POP_EPOCHS=3 POP_REPEATS=3
-    FULL_SPACE="$ROOT/benchmarks/gpu_full.yaml" FULL_IMAGES=4096
+    FULL_SPACE="$ROOT/benchmarks/gpu_full.yaml" FULL_IMAGES=4096 POP_SAMPLES=12
     REHEARSAL=(--images 65536 --batch-size 1024 --views 8 --base synthetic)
 else  # the CPU smoke run: the same plumbing on a tiny synthetic set
     BATCH=8 IMAGES=16 EPOCHS=1 REPEATS=1 REF_STEPS=2 MODEL_STEPS=2
@@ -96,8 +100,26 @@ EOF
     FULL_SPACE="$WORK/smoke_full.yaml" FULL_IMAGES=16
     sed -e 's/^name: gpu_quarter/name: gpu_full/' "$SPACE" >"$FULL_SPACE"
     echo "confirm: {top_k: 1, seeds: 1}" >>"$FULL_SPACE"
+    POP_SAMPLES=4
     REHEARSAL=(--images 16 --batch-size 8 --views 1 --base "$DATA")
 fi
+# the full search with its trials as populations of 4 (3 Ray trials of 4 at once, a third of
+# the GPU each) and its confirmation's runs of one seed as one population
+POP_SPACE="$WORK/gpu_pop.yaml"
+"$PY" - "$FULL_SPACE" "$POP_SPACE" "$POP_SAMPLES" <<'PYEOF' >>"$LOG" 2>&1
+import sys
+
+import yaml
+
+src, dst, samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
+space = yaml.safe_load(open(src))
+space["name"] = "gpu_pop"
+space["budget"].update(num_samples=samples, population=4, max_concurrent=3)
+if isinstance(space["resources"], dict) and space["resources"].get("gpu"):
+    space["resources"]["gpu"] = 0.33
+space.setdefault("confirm", {})["population"] = "auto"
+yaml.safe_dump(space, open(dst, "w"), sort_keys=False)
+PYEOF
 ONE_SPACE="$WORK/gpu_whole.yaml"
 sed -e 's/^name: gpu_quarter/name: gpu_whole/' -e 's/num_samples: [0-9]*/num_samples: 1/' \
     -e 's/max_concurrent: [0-9]*/max_concurrent: 1/' -e 's/gpu: 0\.25}/gpu: 1}/' \
@@ -174,6 +196,13 @@ stop_sampling
 run_step search_figures 30 "$PY" benchmarks/search_gpu_figures.py "$RESULTS/gpu_full" \
     --train-images "$FULL_IMAGES" --samples "$WORK/full_samples.csv" \
     --json "$WORK/steps/search_figures.json"
+
+sample_memory pop
+run_step search_pop 220 "$PY" -m kdtune.cli search "$POP_SPACE" --results "$RESULTS"
+stop_sampling
+run_step search_pop_figures 30 "$PY" benchmarks/search_gpu_figures.py "$RESULTS/gpu_pop" \
+    --train-images "$FULL_IMAGES" --samples "$WORK/pop_samples.csv" \
+    --json "$WORK/steps/search_pop_figures.json"
 
 run_step trial_second 150 "$PY" benchmarks/bench_trial.py --device "$DEVICE" "${AMP[@]}" \
     --batch-size "$BATCH" --images "$IMAGES" --epochs "$EPOCHS" --repeats "$REPEATS" \

@@ -24,6 +24,8 @@ STEPS = (
     "population",
     "search_full",
     "search_figures",
+    "search_pop",
+    "search_pop_figures",
     "trial_second",
     "trial_first",
     "search_one",
@@ -46,6 +48,10 @@ GOALS = {
     "search_and_confirm_gpu_busy_pct": 85.0,
     "search_gpu_busy_pct": 85.0,
     "confirm_gpu_busy_pct": 85.0,
+    "pop_search_summed_images_per_s": 2 * 17_700.0,
+    "pop_search_and_confirm_gpu_busy_pct": 85.0,
+    "pop_search_gpu_busy_pct": 85.0,
+    "pop_confirm_gpu_busy_pct": 85.0,
 }
 
 
@@ -122,6 +128,7 @@ def headline(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     four = records["throughput"].get("figures", {})
     population = records["population"].get("figures", {})
     search = records["search_figures"].get("figures", {})
+    pop = records["search_pop_figures"].get("figures", {})
     bank = first.get("images_per_s", {}).get("bank")
     live = first.get("images_per_s", {}).get("live")
     figures = {
@@ -144,6 +151,12 @@ def headline(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "search_gpu_busy_pct": search.get("search", {}).get("gpu_busy_pct"),
         "confirm_gpu_busy_pct": search.get("confirm", {}).get("gpu_busy_pct"),
         "search_and_confirm_gpu_busy_pct": search.get("both", {}).get("gpu_busy_pct"),
+        # the same search with its trials and confirmation runs as populations (search_pop)
+        "pop_search_summed_images_per_s": pop.get("search", {}).get("summed_images_per_s"),
+        "pop_confirm_summed_images_per_s": pop.get("confirm", {}).get("summed_images_per_s"),
+        "pop_search_gpu_busy_pct": pop.get("search", {}).get("gpu_busy_pct"),
+        "pop_confirm_gpu_busy_pct": pop.get("confirm", {}).get("gpu_busy_pct"),
+        "pop_search_and_confirm_gpu_busy_pct": pop.get("both", {}).get("gpu_busy_pct"),
         "rehearsal": records["rehearsal"].get("figures"),
     }
     return {

@@ -29,7 +29,8 @@ STAGES = {"search": "ray", "confirm": "confirm"}
 
 
 def trial_spans(folder: Path) -> list[tuple[float, float, int]]:
-    """``(start, end, epochs)`` of each trial under ``folder`` (its ``result.json`` files)."""
+    """``(start, end, epochs)`` of each trial under ``folder`` (its ``result.json`` files); a
+    population trial's epochs are its members' summed (:func:`trained_epochs`)."""
     spans = []
     for result in sorted(folder.rglob("result.json")):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
@@ -38,9 +39,23 @@ def trial_spans(folder: Path) -> list[tuple[float, float, int]]:
             continue
         first, last = rows[0], rows[-1]
         start = float(first["timestamp"]) - float(first.get("time_total_s", 0.0))
-        epochs = int(max(float(r.get("epoch", 0)) for r in rows))
-        spans.append((start, float(last["timestamp"]), epochs))
+        spans.append((start, float(last["timestamp"]), trained_epochs(rows)))
     return spans
+
+
+def trained_epochs(rows: list[dict[str, Any]]) -> int:
+    """The epochs one trial trained, from its results: the last epoch it reported, or for a
+    population trial (results with each member's metrics under ``m<k>|<name>``) the sum over
+    its members of the last epoch each reported (a pruned member stops counting)."""
+    members: dict[str, float] = {}
+    for r in rows:
+        for key in r:
+            member, bar, name = key.partition("|")
+            if bar and member[:1] == "m" and member[1:].isdigit() and name == "val/ap":
+                members[member] = max(members.get(member, 0.0), float(r.get("epoch", 0)))
+    if members:
+        return int(sum(members.values()))
+    return int(max(float(r.get("epoch", 0)) for r in rows))
 
 
 def busy(samples: list[tuple[float, float]], start: float, end: float) -> float | None:

@@ -31,6 +31,8 @@ STEPS = (
     "population",
     "search_full",
     "search_figures",
+    "search_pop",
+    "search_pop_figures",
     "trial_second",
     "trial_first",
     "search_one",
@@ -134,6 +136,8 @@ def test_gpu_check_runs_through_on_cpu_with_tiny_sizes(tmp_path: Path) -> None:
         "population_over_separate",
         "search_summed_images_per_s",
         "confirm_summed_images_per_s",
+        "pop_search_summed_images_per_s",
+        "pop_confirm_summed_images_per_s",
     ):
         assert figures[key]["value"] > 0, key
     assert report["steps"]["rehearsal"]["skipped"]  # only when asked for

@@ -54,3 +54,18 @@ def test_stages_span_their_trials_and_average_the_samples_inside(tmp_path: Path)
 def test_no_trials_and_no_samples(tmp_path: Path) -> None:
     got = figures(tmp_path, 100, None)
     assert got["search"] == {"trials": 0} and got["both"] == {"trials": 0}
+
+
+def test_a_population_trial_counts_each_members_epochs(tmp_path: Path) -> None:
+    """A population trial reports every member's metrics under ``m<k>|``; a member pruned at
+    epoch 2 trains 2 epochs, its partner 4: 6 epochs of training in the trial's span."""
+    trial = tmp_path / "s" / "ray" / "exp" / "p0"
+    trial.mkdir(parents=True)
+    rows = [
+        {"timestamp": T0 + 10, "time_total_s": 10, "epoch": 2, "m0|val/ap": 0.1, "m1|val/ap": 0.2},
+        {"timestamp": T0 + 20, "time_total_s": 20, "epoch": 4, "m1|val/ap": 0.3},
+    ]
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    got = figures(tmp_path / "s", 100, None)
+    assert got["search"]["epochs"] == 6
+    assert got["search"]["summed_images_per_s"] == pytest.approx(600 / 20)
