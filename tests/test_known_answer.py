@@ -239,7 +239,7 @@ def test_a_tiny_table_runs_then_is_reused_then_retrains_when_the_data_changes(
     space.write_text(
         (ROOT / "search_spaces" / "quickstart.yaml")
         .read_text()
-        .replace("data: synthetic", f"data: {synth_root}")
+        .replace("data: synthetic-cocolike", f"data: {synth_root}")
         .replace("checkpoint: null", f"checkpoint: {ROOT / 'kdtune' / 'teachers' / 'med.pt'}")
         .replace("teacher_views: 8", "teacher_views: 1")
     )
@@ -277,7 +277,7 @@ def test_a_tiny_table_as_populations_matches_separate_runs(
     space.write_text(
         (ROOT / "search_spaces" / "quickstart.yaml")
         .read_text()
-        .replace("data: synthetic", f"data: {synth_root}")
+        .replace("data: synthetic-cocolike", f"data: {synth_root}")
         .replace("checkpoint: null", f"checkpoint: {ROOT / 'kdtune' / 'teachers' / 'med.pt'}")
         .replace("teacher_views: 8", "teacher_views: 1")
     )
