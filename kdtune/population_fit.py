@@ -127,7 +127,7 @@ def fit_population(
     """Train ``configs`` as one population; see the module's docstring. ``on_evaluated(epoch)``
     is called after every member's report of an evaluation (e.g. to hand them on at once)."""
     configs = [c.validate() for c in configs]
-    check_members(configs)
+    check_members(configs)  # before sizing: a population that cannot form is not measured
     fits = members_that_fit(configs[0], len(configs))  # on a GPU: from its free memory
     if fits < len(configs):
         raise KdtuneError(

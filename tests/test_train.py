@@ -59,9 +59,8 @@ def test_fit_reports_each_evaluation_and_writes_records(synth_root: Path, tmp_pa
     assert (seen[-1][2] / "val_keypoints.png").is_file()
 
 
-def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: Path) -> None:
-    cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1)
-    whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
+def _stopped_after_first_evaluation(cfg: TrainConfig, workdir: Path, results: Path) -> Path:
+    """Run ``cfg`` in ``workdir`` and stop it at its first evaluation; that checkpoint."""
     stopped: list[Path] = []
 
     class Stop(Exception):
@@ -72,8 +71,15 @@ def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: P
         raise Stop
 
     with pytest.raises(Stop):
-        fit(cfg, stop_after_first, workdir=tmp_path / "parts", results=tmp_path)
-    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=stopped[0], results=tmp_path)
+        fit(cfg, stop_after_first, workdir=workdir, results=results)
+    return stopped[0]
+
+
+def test_resume_continues_exactly_where_it_stopped(synth_root: Path, tmp_path: Path) -> None:
+    cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1)
+    whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
+    first = _stopped_after_first_evaluation(cfg, tmp_path / "parts", tmp_path)
+    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=first, results=tmp_path)
     assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
     history = json.loads((tmp_path / "parts" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -375,18 +381,8 @@ def test_a_moving_average_is_what_is_evaluated_and_delivered(
 def test_resume_keeps_the_moving_average(synth_root: Path, tmp_path: Path) -> None:
     cfg = small(synth_root, alpha=1.0, epochs=2, eval_every=1, ema_decay=0.8)
     whole = fit(cfg, None, workdir=tmp_path / "whole", results=tmp_path)
-    stopped: list[Path] = []
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(epoch: int, metrics: dict[str, float], ckpt: Path) -> None:
-        stopped.append(ckpt)
-        raise Stop
-
-    with pytest.raises(Stop):
-        fit(cfg, stop_after_first, workdir=tmp_path / "parts", results=tmp_path)
-    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=stopped[0], results=tmp_path)
+    first = _stopped_after_first_evaluation(cfg, tmp_path / "parts", tmp_path)
+    resumed = fit(cfg, None, workdir=tmp_path / "parts", resume_from=first, results=tmp_path)
     assert resumed["final"]["val/loss"] == pytest.approx(whole["final"]["val/loss"], rel=1e-4)
     # a checkpoint resumed with another ema_decay is refused in one line, not half-loaded
     with pytest.raises(KdtuneError, match="ema_decay it was trained with"):
@@ -394,7 +390,7 @@ def test_resume_keeps_the_moving_average(synth_root: Path, tmp_path: Path) -> No
             small(synth_root, alpha=1.0, epochs=2, eval_every=1),
             None,
             workdir=tmp_path / "other",
-            resume_from=stopped[0],
+            resume_from=first,
             results=tmp_path,
         )
 
