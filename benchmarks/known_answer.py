@@ -431,6 +431,15 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
             f"{words(recommended)} is not in the truth table: add it with run --configs"
         )
     verdict = result.verdict or {}
+    report["candidates_by"] = verdict.get("candidates_by")
+    picked = verdict.get("picked")
+    if picked:
+        # the race's own leader by mean: what `confirm.pick: mean` would have recommended from
+        # the same runs, so the two rules are compared on one race
+        leader = str(picked["leader_by_mean"])
+        report["picked_by"] = picked.get("by")
+        report["leader_by_mean"] = leader
+        report["regret_leader_by_mean"] = means[best] - means[leader] if leader in means else None
     for comp in verdict.get("comparisons", []):
         claim = _claim(comp)
         subject = str(comp.get("subject") or verdict["recommended"])
@@ -465,6 +474,12 @@ def _print_judgement(report: dict[str, Any]) -> None:
         print(f"  regret: {report['regret']:.4f} AP")
     else:
         print(f"  regret: unknown ({report.get('why_no_regret', 'nothing recommended')})")
+    if report.get("picked_by"):
+        lead, lead_regret = report["leader_by_mean"], report["regret_leader_by_mean"]
+        print(
+            f"  picked by the {report['picked_by']}; the race's leader by mean: {words(lead)}"
+            + (f" (regret {lead_regret:.4f})" if lead_regret is not None else "")
+        )
     for c in report["claims"]:
         truth = c["truth"]
         known = (

@@ -77,6 +77,12 @@ ROLE_DEFAULT, ROLE_WORTH, ROLE_RUNNER_UP, ROLE_OTHER = (
 _ROLE_ORDER = (ROLE_DEFAULT, ROLE_RUNNER_UP, ROLE_WORTH, ROLE_OTHER)
 
 
+Pick = Callable[[Sequence[str]], dict[str, Any] | None]
+"""A recommendation rule among configurations the race leader does not beat: given them (the
+leader first), a record with ``recommended`` (one of them) and why, or None to keep the
+leader."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """A run that gave no model to judge (it failed, or its loss diverged)."""
@@ -130,6 +136,7 @@ def verdict_block(
     samples: int = SAMPLES,
     seed: int = 0,
     looks: int = 1,
+    pick: Pick | None = None,
 ) -> dict[str, Any]:
     """The verdict block of ``runs`` (schedule spec → training seed → matching or failure).
 
@@ -137,7 +144,12 @@ def verdict_block(
     the equivalence margin (AP), ``confidence`` each interval's level (the block's claims hold
     together at 1 − confidence), ``looks`` how many times a race will look at the same
     configurations (the family's level is split evenly over them). A racing round calls this
-    after each round; :func:`race` reads what it needs from the record."""
+    after each round; :func:`race` reads what it needs from the record.
+
+    The recommendation is the configuration of highest mean AP among those with the fewest
+    failures, unless ``pick`` is given: then ``pick`` chooses among that leader and those it
+    does not beat (claims held), and says why in the record's
+    ``picked`` (the confirmation's pooled model, :mod:`kdtune.pooled`)."""
     _check_block_args(margin, confidence, samples, looks)
     m = _measure(runs, samples, seed)
     standings = rank(m.ap)
@@ -146,6 +158,18 @@ def verdict_block(
     best = next(s.schedule for s in standings if failed_count[s.schedule] == fewest)
     level = (1.0 - confidence) / looks
     pairs, claims, family = _family(m, standings, level, margin, looks)
+    picked = None
+    if pick is not None:
+        open_ = [best] + [
+            s.schedule
+            for s in standings
+            if s.schedule != best
+            and failed_count[s.schedule] == fewest
+            and not _beaten(best, s.schedule, pairs, claims)
+        ]
+        picked = pick(open_)
+        if picked is not None:
+            best = str(picked["recommended"])
     others = [s.schedule for s in standings if s.schedule != best]
     roles = _roles(standings, best, others, default, ground_truth, failed_count, fewest)
     comparisons = []
@@ -184,21 +208,39 @@ def verdict_block(
         "family": family,
         "seeds": m.common,
         "images": m.images,
-        "ranking": _ranking(standings, m.failures, failed_count, fewest),
+        "ranking": _ranking(standings, m.failures, failed_count, fewest, best),
         "failures": [
             {"schedule": spec, "seed": s, "reason": reason}
             for spec, by_seed in sorted(m.failures.items())
             for s, reason in sorted(by_seed.items())
         ],
         "passed_over": [
-            s.schedule for s in standings[: [x.schedule for x in standings].index(best)]
+            s.schedule
+            for s in standings[: [x.schedule for x in standings].index(best)]
+            if failed_count[s.schedule] > fewest
         ],
         "comparisons": comparisons,
         "equivalent": [c["against"] for c in comparisons if c["outcome"] == EQUIVALENT],
     }
+    if picked is not None:
+        block["picked"] = picked
     block["race"] = race(block)
     block["sentence"] = comparisons[0]["sentence"] if comparisons else _alone(standings[0])
     return block
+
+
+def _beaten(
+    leader: str,
+    other: str,
+    pairs: Mapping[tuple[str, str], PairedEstimate],
+    claims: Mapping[tuple[str, str], tuple[float | None, float | None]],
+) -> bool:
+    """Whether the block's claims hold that ``leader`` (of highest mean) beats ``other``."""
+    key = (leader, other) if (leader, other) in pairs else (other, leader)
+    held = claims.get(key)
+    if key not in pairs or held is None or held[0] is None:
+        return False
+    return (pairs[key].mean > 0) == (key[0] == leader)
 
 
 def _check_block_args(margin: float, confidence: float, samples: int, looks: int) -> None:
@@ -317,8 +359,10 @@ def _ranking(
     failures: Mapping[str, Mapping[int, str]],
     failed_count: Mapping[str, int],
     fewest: int,
+    best: str,
 ) -> list[dict[str, Any]]:
-    """The ranking, the recommendation first: configurations with more failures rank below."""
+    """The ranking, the recommendation first, then by mean AP: configurations with more
+    failures rank below."""
     return [
         {
             "schedule": s.schedule,
@@ -328,7 +372,9 @@ def _ranking(
             "values": {str(k): v for k, v in sorted(s.values.items())},
             "failed": {str(k): r for k, r in sorted(failures.get(s.schedule, {}).items())},
         }
-        for s in sorted(standings, key=lambda s: failed_count[s.schedule] > fewest)
+        for s in sorted(
+            standings, key=lambda s: (failed_count[s.schedule] > fewest, s.schedule != best)
+        )
     ]
 
 
@@ -490,6 +536,9 @@ def render(block: Mapping[str, Any]) -> str:
         f"recommendation: {label(best)}, mean AP {top['mean']:.3f} ± {top['se']:.3f} "
         f"(standard error over {n} seed{'s' if n != 1 else ''})"
     ]
+    picked = block.get("picked")
+    if picked:
+        lines.append(_picked_line(picked))
     for spec in block.get("passed_over", []):
         failed = next(r["failed"] for r in block["ranking"] if r["schedule"] == spec)
         lines.append(
@@ -529,6 +578,22 @@ def render(block: Mapping[str, Any]) -> str:
         f"seeds {block['seeds']}, {block['images']} images"
     )
     return "\n".join(lines)
+
+
+def _picked_line(picked: Mapping[str, Any]) -> str:
+    """How the pooled model chose among the leaders the race could not tell apart."""
+    gain = picked["gain"]
+    among = "; ".join(
+        f"{words(s)} {gain[s]['mean']:+.4f} ± {gain[s]['se']:.4f}"
+        if gain[s]["se"] > 0 or gain[s]["mean"] != 0
+        else f"{words(s)} 0 (the baseline)"
+        for s in picked["among"]
+    )
+    return (
+        f"picked by the pooled model of all {picked['runs']} full-budget runs "
+        f"({picked['seeds']} seeds; {picked['model']}) among those the race cannot tell apart, "
+        f"by predicted AP over α 1 / β 0: {among}"
+    )
 
 
 def percent(level: float) -> str:

@@ -25,12 +25,13 @@ from hypothesis import strategies as st
 
 from kdtune.errors import KdtuneError
 from kdtune.export import recommended_trial
+from kdtune.pooled import Run, features
 from kdtune.results import SEARCH_FILE, SearchResult, TrialRecord
-from kdtune.search.confirmation import Race
+from kdtune.search.confirmation import Race, _pooled_order, _pooled_prior
 from kdtune.space import parse_space
 from kdtune.space.parse import Confirm
 from kdtune.tune import confirm_candidates, confirm_plan, confirm_points
-from kdtune.verdict import Failure, render
+from kdtune.verdict import Failure, label, render
 
 
 def _trial(tid: str, schedule: str, ap: float | None, state: str = "complete") -> TrialRecord:
@@ -240,6 +241,101 @@ def test_a_race_with_nothing_to_judge_stops_with_no_verdict() -> None:
     record = race.judge(plan, {})
     assert record["stop"] and record["why"].startswith("no verdict: ")
     assert race.next_plan() is None and race.final_block() is None
+
+
+# --- the pooled model: candidates and the pick among leaders the race cannot tell apart -----
+
+
+def _prior(best: str, spread: float = 0.2) -> list[Run]:
+    """Search-trial runs (seed 99) whose AP peaks at ``best``'s β̄ by ``spread`` a unit of β̄."""
+    peak = features(best)[0]
+    specs = ("fixed:0", "fixed:0.3", "fixed:0.5", "fixed:0.6", "fixed:0.75", "fixed:0.9", "fixed:1")
+    return [
+        Run(s, 99, 0.5 - spread * (features(s)[0] - peak) ** 2)
+        for s in dict.fromkeys((*specs, best))
+    ]
+
+
+@pytest.mark.parametrize("favoured", ["fixed:0.5", "fixed:0.9"])
+def test_the_pooled_model_picks_among_leaders_the_race_cannot_tell_apart(favoured: str) -> None:
+    pool = _pool({"fixed:0.5": 0.0, "fixed:0.9": 0.0, DEFAULT: 0.0, GT: 0.0}, 3, images=40)
+    confirm = Confirm(top_k=2, seeds=3, max_seeds=3, margin=1e-4)
+    candidates = {s: {"schedule": s, "epochs": 4} for s in ("fixed:0.5", "fixed:0.9", DEFAULT, GT)}
+    race = Race.of(confirm, candidates, default=DEFAULT, ground_truth=GT, first_seed=0,
+                   samples=200, prior=_prior(favoured, spread=5.0))  # fmt: skip
+    _drive(race, pool)
+    block = race.final_block()
+    assert block is not None and block["race"]["undecided"]  # 3 seeds of equals: undecided
+    picked = block["picked"]
+    assert block["recommended"] == picked["recommended"] == favoured
+    assert picked["leader_by_mean"] == picked["among"][0]
+    assert set(picked["among"]) == {c["against"] for c in block["comparisons"]} | {favoured}
+    gains = picked["gain"]
+    assert gains[favoured]["mean"] == max(g["mean"] for g in gains.values())
+    assert picked["runs"] == 7 + 12 and picked["seeds"] == 4
+    assert block["ranking"][0]["schedule"] == favoured  # the recommendation first
+    assert all(c["against"] != favoured for c in block["comparisons"])
+    text = render(block)
+    assert text.splitlines()[0].startswith(f"recommendation: {label(favoured)}")
+    assert "picked by the pooled model of all 19 full-budget runs (4 seeds; AP ~ β̄" in text
+
+
+def test_a_configuration_the_leader_beats_is_never_picked() -> None:
+    pool = _pool({"fixed:0.5": 1.2, "fixed:0.9": -1.2, DEFAULT: 0.0, GT: 0.0}, 6)
+    confirm = Confirm(top_k=2, seeds=3, max_seeds=5)
+    candidates = {s: {"schedule": s, "epochs": 4} for s in ("fixed:0.5", "fixed:0.9", DEFAULT, GT)}
+    race = Race.of(confirm, candidates, default=DEFAULT, ground_truth=GT, first_seed=0,
+                   samples=200, prior=_prior("fixed:0.9", spread=5.0))  # fmt: skip
+    _drive(race, pool)
+    block = race.final_block()
+    assert block is not None and block["recommended"] == "fixed:0.5"
+    assert "picked" not in block  # the leader beats every other: nothing left to pick among
+
+
+def test_without_a_prior_the_race_keeps_its_mean_leader() -> None:
+    pool = _pool({"fixed:0.5": 0.0, "fixed:0.6": 0.0, DEFAULT: 0.0, GT: 0.0}, 3, images=40)
+    race = _race(["fixed:0.5", "fixed:0.6", DEFAULT, GT], seeds=3, max_seeds=3, margin=1e-4)
+    _drive(race, pool)
+    block = race.final_block()
+    assert block is not None and "picked" not in block
+    assert block["recommended"] == block["ranking"][0]["schedule"]
+    assert block["ranking"][0]["mean"] == max(r["mean"] for r in block["ranking"])
+
+
+def test_candidates_follow_the_pooled_order_where_one_is_given() -> None:
+    result = _result()
+    by_value = confirm_candidates(result, top_k=1, references=(DEFAULT, GT))
+    assert next(iter(by_value)) == "fixed:0.9"  # the best single-seed trial
+    ordered = confirm_candidates(
+        result, top_k=1, references=(DEFAULT, GT), order=["cosine:0.8:0.4", "fixed:0.9"]
+    )
+    assert list(ordered) == ["cosine:0.8:0.4", DEFAULT, GT]
+    # the references still train at the search's best trial's settings
+    assert ordered[DEFAULT] == {**result.trials[1].config, "schedule": DEFAULT}
+
+
+def test_the_pooled_prior_is_the_finished_trials_and_none_where_they_differ_beyond_weighting():
+    result = _result()
+    prior = _pooled_prior(result)
+    assert prior is not None
+    assert sorted((r.schedule, r.ap) for r in prior) == [
+        ("cosine:0.8:0.4", 0.32),
+        ("fixed:0.75", 0.20),
+        ("fixed:0.9", 0.30),
+        ("fixed:0.9", 0.35),
+    ]
+    assert {r.seed for r in prior} == {5}
+    assert _pooled_order(prior, (DEFAULT, GT)) is None  # 4 trials: too few for the model
+    result.trials[0].config["lr"] = 0.5
+    assert _pooled_prior(result) is None
+
+
+def test_confirm_pick_is_read_and_a_bad_one_refused() -> None:
+    assert Confirm().pick == "pooled"
+    c = parse_space(_with_confirm("{pick: mean}"), file="q.yaml").confirm
+    assert c is not None and c.pick == "mean"
+    with pytest.raises(KdtuneError, match=r"confirm\.pick: must be one of: pooled, mean"):
+        parse_space(_with_confirm("{pick: best}"), file="q.yaml")
 
 
 # --- the candidates: references at the best trial's other settings -------------------------

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdtune.errors import KdtuneError, SearchInterrupted
-from kdtune.results import SearchResult, TrialRecord
+from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.search.interruption import InterruptionPolicy
 from kdtune.search.records import Prepared
 from kdtune.search.track import LiveTracking
@@ -75,6 +75,7 @@ class Race:
     max_rounds: int
     samples: int = 2000
     eval_every: int | None = None  # a run's evaluations: None, only at its end
+    prior: list[Any] | None = None  # the search trials' runs for the pooled model; None: no model
     active: list[str] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -96,8 +97,11 @@ class Race:
         ground_truth: str,
         first_seed: int,
         samples: int = 2000,
+        prior: list[Any] | None = None,
     ) -> Race:
-        """A race under a space's ``confirm`` settings (:class:`kdtune.space.Confirm`)."""
+        """A race under a space's ``confirm`` settings (:class:`kdtune.space.Confirm`);
+        ``prior``, the search trials' full-budget runs (:class:`kdtune.pooled.Run`) where the
+        pooled model picks (``confirm.pick: pooled`` and the runs differ only in weighting)."""
         return cls(
             candidates=candidates,
             default=default,
@@ -110,6 +114,7 @@ class Race:
             max_rounds=settings.max_rounds,
             samples=samples,
             eval_every=getattr(settings, "eval_every", None),
+            prior=prior,
         )
 
     @property
@@ -167,6 +172,7 @@ class Race:
                 samples=self.samples,
                 seed=0,
                 looks=self.max_rounds,
+                pick=None if self.prior is None else self._pooled_pick(runs),
             )
         except KdtuneError as exc:
             record.update(leader=None, stop=True, why=f"{NO_VERDICT}: {exc}")
@@ -206,6 +212,33 @@ class Race:
             self.stopped = why
         self.rounds.append(record)
         return record
+
+    def _pooled_pick(self, runs: Mapping[str, Mapping[int, Any]]) -> Any:
+        """The block's ``pick``: among the leaders the race cannot tell apart, the one the
+        pooled model of the search trials and every finished race run so far predicts best."""
+        from kdtune.pooled import Run, fit
+        from kdtune.verdict import Failure
+
+        raced = [
+            Run(spec, int(seed), float(run.ap()))
+            for spec, by_seed in runs.items()
+            for seed, run in by_seed.items()
+            if not isinstance(run, Failure)
+        ]
+        model = fit([*(self.prior or []), *raced])
+
+        def pick(open_: Sequence[str]) -> dict[str, Any] | None:
+            if model is None or len(open_) < 2:
+                return None
+            return {
+                "recommended": model.best(open_),
+                "by": "pooled model",
+                "leader_by_mean": open_[0],
+                "among": list(open_),
+                **model.record(open_),
+            }
+
+        return pick
 
     def _leaving(
         self, leader: str, outcome: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Any]
@@ -274,18 +307,23 @@ def confirm(
     if space.confirm is None:
         return result
     default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
+    prior = _pooled_prior(result) if space.confirm.pick == "pooled" else None
+    order = _pooled_order(prior, (default, GROUND_TRUTH))
     candidates = confirm_candidates(
-        result, top_k=space.confirm.top_k, references=(default, GROUND_TRUTH)
+        result, top_k=space.confirm.top_k, references=(default, GROUND_TRUTH), order=order
     )
     if not candidates:
         say("confirmation: no trial completed, so there is nothing to confirm")
         return result
+    chosen_by = _candidates_by(space.confirm.pick, prior, order)
+    say(f"confirmation candidates: {chosen_by}")
     race = Race.of(
         space.confirm,
         candidates,
         default=default,
         ground_truth=GROUND_TRUTH,
         first_seed=base_seed(result) + 1,
+        prior=prior,
     )
     result.confirmations, result.rounds = [], race.rounds
     while (plan := race.next_plan()) is not None:
@@ -310,6 +348,8 @@ def confirm(
         )
     result.verdict = race.final_block()
     _note_settings(result, candidates, race.references)
+    if result.verdict is not None:
+        result.verdict["candidates_by"] = chosen_by
     if result.verdict is None:
         say("warning: no verdict: no round could be judged")
     elif result.verdict["settings_differ"]:
@@ -318,6 +358,50 @@ def confirm(
             f"in {', '.join(result.verdict['settings_differ'])} as well as in its weighting"
         )
     return result
+
+
+def _candidates_by(pick: str, prior: list[Any] | None, order: list[str] | None) -> str:
+    """How the race's candidates were chosen, in a sentence."""
+    from kdtune.pooled import MODEL
+
+    if order is not None:
+        return f"by the pooled model of the search's {len(prior or [])} finished trials ({MODEL})"
+    if pick != "pooled":
+        return "the best single-seed trials (confirm.pick: mean)"
+    if prior is None:
+        why = "the trials differ in more than weighting and seed"
+    else:
+        why = f"{len(prior)} finished trials are too few for it"
+    return f"the best single-seed trials (no pooled model: {why})"
+
+
+def _pooled_prior(result: SearchResult) -> list[Any] | None:
+    """The search trials that finished their full budget as runs of the pooled model
+    (:mod:`kdtune.pooled`), or None where the trials differ in more than weighting and seed
+    (a searched lr): then the model does not apply, and candidates and recommendation go by
+    single-seed values and race means."""
+    from kdtune.pooled import Run, differs_beyond
+
+    done = [t for t in result.trials if t.state == COMPLETE and t.value(result.metric) is not None]
+    if differs_beyond(t.config for t in done):
+        return None
+    return [
+        Run(t.reported_schedule, int(t.config.get("seed", 0)), float(t.value(result.metric) or 0))
+        for t in done
+    ]
+
+
+def _pooled_order(prior: list[Any] | None, references: Sequence[str]) -> list[str] | None:
+    """The search's weightings other than the references, the pooled model's best first; None
+    where there is no model (too few finished trials for it, or none at all)."""
+    from kdtune.pooled import fit
+
+    model = None if prior is None else fit(prior)
+    if model is None:
+        return None
+    return model.ranked(
+        dict.fromkeys(r.schedule for r in prior or [] if r.schedule not in references)
+    )
 
 
 def _note_settings(

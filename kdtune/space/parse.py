@@ -156,7 +156,10 @@ class Confirm:
     long, not where it takes a minute). ``population`` (P > 1, or ``auto``) trains each round's
     runs of one seed in populations of up to P members, one Ray trial each
     (:func:`kdtune.population_fit.fit_population`); ``auto``: on a GPU as many as fit its free
-    memory, on a CPU 1 (a population does not pay there). 1, the default: one trial a run."""
+    memory, on a CPU 1 (a population does not pay there). 1, the default: one trial a run.
+    ``pick`` says how candidates and the recommendation are chosen: ``pooled`` (the default),
+    by the pooled model of every full-budget run (:mod:`kdtune.pooled`) where the runs differ
+    only in weighting and seed; ``mean``, by the best search trial and the race's mean alone."""
 
     top_k: int = 3
     seeds: int = 3
@@ -165,6 +168,7 @@ class Confirm:
     round_seeds: int = 1
     eval_every: int | None = None
     population: int | str = 1  # members a population at most, or "auto"
+    pick: str = "pooled"  # or "mean"
 
     @property
     def max_rounds(self) -> int:
@@ -186,8 +190,10 @@ _CONFIRM_KEYS = (
     "round_seeds",
     "eval_every",
     "population",
+    "pick",
 )
 POPULATION_AUTO = "auto"
+PICKS = ("pooled", "mean")
 
 
 def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
@@ -223,6 +229,7 @@ def _confirm(raw: Any, where: Where, level: str, metric: str) -> Confirm | None:
         if raw.get("eval_every") is None
         else checks.integer(raw["eval_every"], where.at("eval_every"), low=1, high=100_000),
         population=_population(raw.get("population", 1), where.at("population")),
+        pick=checks.string(raw.get("pick", Confirm.pick), where.at("pick"), PICKS),
     )
 
 

@@ -75,14 +75,20 @@ STAGE_ATTR = "stage"  # Optuna user attribute (and MLflow tag) of a confirmation
 
 
 def confirm_candidates(
-    result: SearchResult, *, top_k: int, references: Sequence[str]
+    result: SearchResult,
+    *,
+    top_k: int,
+    references: Sequence[str],
+    order: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The configurations a confirmation races (schedule spec → the trial config it trains,
     its seed still the search's): the ``top_k`` best complete trials whose schedule is none of
     ``references`` (distinct schedules, by the search's value), then each reference (the seed
     default, α = 1) at the search's best trial's other settings (lr, batch size, anything
     searched besides the weighting), so that a comparison with a reference is one of weighting
-    alone. None when no search trial completed."""
+    alone. ``order`` (schedule specs, best first: the pooled model's) replaces the search's
+    value as the order candidates are taken in; schedules it leaves out come after, by value.
+    Empty when no search trial completed."""
     sign = 1.0 if result.mode == "max" else -1.0
     scored = sorted(
         (t for t in result.trials if t.state == COMPLETE and t.value(result.metric) is not None),
@@ -91,6 +97,9 @@ def confirm_candidates(
     if not scored:
         return {}
     best = scored[0].config
+    if order is not None:
+        place = {spec: i for i, spec in enumerate(order)}
+        scored.sort(key=lambda t: place.get(t.reported_schedule, len(place)))
     configs: dict[str, dict[str, Any]] = {}
     for record in scored:
         if len(configs) == top_k:

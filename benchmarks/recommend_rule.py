@@ -1,0 +1,166 @@
+"""How often a quickstart's recommendation rule lands within 0.003 AP of the truth, simulated
+from a truth table's own runs.
+
+A truth table (``known_answer.py run``) holds every table configuration's final val AP for 16
+training seeds. One simulated quickstart draws, without replacement, one seed for its search
+trials, ``--race-seeds`` seeds for its race, and keeps the rest as the hold-out truth (so the
+truth a rule is judged by is not made of the runs it chose from). The search trials are the
+quickstart's warm start (α 1, 0.5, 0.25, 0.1, 0 and β 0.9 → 0.5, all at the search seed); the
+race runs its candidate, the seed default (α 0.25) and α 1 on the race seeds. Two rules:
+
+- ``mean`` (``confirm.pick: mean``): the candidate is the best single-seed search trial other
+  than the references, the recommendation the race's leader by mean AP;
+- ``pooled`` (``confirm.pick: pooled``, the default): the candidate is the weighting the pooled
+  model of the search trials predicts best (:mod:`kdtune.pooled`), the recommendation the
+  racer the pooled model of every run, race included, predicts best.
+
+Simplifications, stated: every race runs all ``--race-seeds`` seeds (the real one can stop
+after 2 when its claims decide; on these tables it rarely does), and no racer is excluded as
+beaten (with 3 seeds the block's claims seldom hold), pruning is not simulated, and TPE's own
+trials beyond the warm start are not either (they would only add runs to the pooled model).
+
+Besides each table as measured, ``--shapes`` re-centres the same runs on other truths (each
+configuration's runs shifted so that their mean follows a given curve of β̄, the seed-to-seed
+noise kept as measured): a best β inside the range, a falling curve, a flat one. A rule that
+only ever recommended the most teacher would fail the first two.
+
+    python benchmarks/recommend_rule.py --out benchmarks/known_answer/recommend_rule.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from kdtune.pooled import Run, features, fit  # noqa: E402
+
+WARM = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
+DEFAULT, GROUND_TRUTH = "fixed:0.75", "fixed:0"
+TARGET = 0.003  # AP: the regret the known-answer issue asks for at the median of 3 quickstarts
+TABLES = ("synthetic-cocolike", "synthetic")
+SHAPES: dict[str, Any] = {
+    "best β̄ 0.5 (inside)": lambda b: 0.03 - 0.08 * (b - 0.5) ** 2,
+    "falling (ground truth best)": lambda b: 0.03 - 0.015 * b,
+    "flat": lambda b: 0.025 + 0.0 * b,
+}
+
+
+def load(path: Path) -> dict[str, dict[int, float]]:
+    table = json.loads(path.read_text())["table"]
+    return {row["schedule"]: {int(k): float(v) for k, v in row["aps"].items()} for row in table}
+
+
+def reshaped(aps: dict[str, dict[int, float]], curve: Any) -> dict[str, dict[int, float]]:
+    """The same runs, each configuration's shifted so that its mean is ``curve(β̄)``."""
+    out = {}
+    for spec, by_seed in aps.items():
+        shift = curve(features(spec)[0]) - float(np.mean(list(by_seed.values())))
+        out[spec] = {s: v + shift for s, v in by_seed.items()}
+    return out
+
+
+def one_quickstart(
+    aps: dict[str, dict[int, float]], rng: np.random.Generator, race_seeds: int
+) -> dict[str, tuple[str, float]]:
+    """Each rule's recommendation and its regret against the hold-out truth."""
+    seeds = rng.permutation(sorted(next(iter(aps.values()))))
+    search_seed, race, hold = seeds[0], seeds[1 : 1 + race_seeds], seeds[1 + race_seeds :]
+    truth = {c: float(np.mean([aps[c][s] for s in hold])) for c in aps}
+    best = max(truth.values())
+    trials = [Run(c, int(search_seed), aps[c][search_seed]) for c in WARM]
+    others = [c for c in WARM if c not in (DEFAULT, GROUND_TRUTH)]
+    out = {}
+    for rule in ("mean", "pooled"):
+        model = fit(trials) if rule == "pooled" else None
+        if model is not None:
+            candidate = model.best(others)
+        else:
+            candidate = max(others, key=lambda c: aps[c][search_seed])
+        racers = [candidate, DEFAULT, GROUND_TRUTH]
+        raced = [Run(c, int(s), aps[c][s]) for c in racers for s in race]
+        final = fit([*trials, *raced]) if rule == "pooled" else None
+        if final is not None:
+            chosen = final.best(racers)
+        else:
+            chosen = max(racers, key=lambda c: float(np.mean([aps[c][s] for s in race])))
+        out[rule] = (chosen, best - truth[chosen])
+    return out
+
+
+def summarise(regrets: list[float], picks: list[str]) -> dict[str, Any]:
+    r = np.asarray(regrets)
+    p = float(np.mean(r <= TARGET))
+    triples = [picks[i : i + 3] for i in range(0, len(picks) - 2, 3)]
+    return {
+        "mean_regret": float(r.mean()),
+        "median_regret": float(np.median(r)),
+        "p_within_target": p,
+        # the median of 3 independent quickstarts is within the target when 2 of 3 are
+        "p_median_of_3_within_target": p**3 + 3 * p * p * (1 - p),
+        "p_3_recommendations_equal": float(np.mean([len(set(t)) == 1 for t in triples])),
+        "recommended": {c: picks.count(c) / len(picks) for c in sorted(set(picks))},
+    }
+
+
+def simulate(aps: dict[str, dict[int, float]], n: int, race_seeds: int, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    regrets: dict[str, list[float]] = {"mean": [], "pooled": []}
+    picks: dict[str, list[str]] = {"mean": [], "pooled": []}
+    for _ in range(n):
+        for rule, (chosen, regret) in one_quickstart(aps, rng, race_seeds).items():
+            regrets[rule].append(regret)
+            picks[rule].append(chosen)
+    return {rule: summarise(regrets[rule], picks[rule]) for rule in regrets}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tables", nargs="+", default=list(TABLES))
+    p.add_argument("--quickstarts", type=int, default=6000, help="simulated per case")
+    p.add_argument("--race-seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-shapes", dest="shapes", action="store_false")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    cases = []
+    for name in args.tables:
+        aps = load(HERE / "known_answer" / f"{name}.json")
+        todo = [(f"{name} as measured", aps)]
+        if args.shapes and name == args.tables[0]:
+            todo += [(f"{name} runs, {k}", reshaped(aps, f)) for k, f in SHAPES.items()]
+        for title, table in todo:
+            result = simulate(table, args.quickstarts, args.race_seeds, args.seed)
+            cases.append({"case": title, **result})
+            print(title)
+            for rule, s in result.items():
+                print(
+                    f"  {rule:6s} regret mean {s['mean_regret']:.4f} median "
+                    f"{s['median_regret']:.4f}; P(≤ {TARGET}) {s['p_within_target']:.2f}; "
+                    f"P(median of 3 ≤ {TARGET}) {s['p_median_of_3_within_target']:.2f}; "
+                    f"P(3 equal) {s['p_3_recommendations_equal']:.2f}"
+                )
+    record = {
+        "kind": "recommendation rule, simulated",
+        "command": "python benchmarks/recommend_rule.py " + " ".join(argv or sys.argv[1:]),
+        "quickstarts_per_case": args.quickstarts,
+        "race_seeds": args.race_seeds,
+        "cases": cases,
+        "wall_s": time.perf_counter() - start,
+    }
+    if args.out is not None:
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

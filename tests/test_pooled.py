@@ -1,0 +1,147 @@
+"""The pooled model's maths: its terms (golden values), exact recovery of a noise-free surface,
+its standard errors equal to the seed-demeaned regression's (Frisch–Waugh–Lovell), seed shifts
+that drop out, and the designs it refuses to fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kdtune.pooled import Run, differs_beyond, features, fit
+
+SPECS = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
+
+
+def _surface(spec: str) -> float:
+    """A known AP gain over α = 1: best β̄ inside the range, a falling schedule a little better."""
+    mean, square, delta = features(spec)
+    return 0.04 * mean - 0.025 * square - 0.004 * delta
+
+
+def test_the_terms_of_a_weighting() -> None:
+    assert features("fixed:0") == (0.0, 0.0, 0.0)
+    assert features("fixed:0.75") == (0.75, 0.5625, 0.0)
+    mean, square, delta = features("linear:0.9:0.5")
+    assert mean == pytest.approx(0.7, abs=1e-12) and square == pytest.approx(0.49, abs=1e-12)
+    assert delta == pytest.approx(-0.4, abs=1e-12)
+    # a cosine between the same ends has the same mean (it is symmetric about its middle)
+    assert features("cosine:0.5:0.9")[0] == pytest.approx(0.7, abs=1e-9)
+    assert features("cosine:0.5:0.9")[2] == pytest.approx(0.4, abs=1e-12)
+
+
+def test_a_noise_free_surface_is_recovered_exactly_whatever_the_seed_shifts() -> None:
+    shift = {100: 0.01, 101: 0.03, 102: -0.02}
+    runs = [Run(s, seed, 0.02 + off + _surface(s)) for seed, off in shift.items() for s in SPECS]
+    model = fit(runs)
+    assert model is not None
+    for spec in (*SPECS, "cosine:0.3:1", "fixed:0.2"):
+        assert model.gain(spec) == pytest.approx(_surface(spec), abs=1e-12)
+    assert model.residual_sd == pytest.approx(0.0, abs=1e-12)
+    assert model.best(SPECS) == max(SPECS, key=_surface) == "linear:0.9:0.5"
+    assert (model.runs, model.seeds, model.weightings) == (18, 3, 6)
+    assert model.dof == 18 - (3 + 3)
+
+
+def test_standard_errors_equal_the_seed_demeaned_regression() -> None:
+    """Frisch–Waugh–Lovell: the weighting coefficients and their covariance are those of the
+    regression of seed-demeaned AP on seed-demeaned terms, at the full model's residual dof."""
+    rng = np.random.default_rng(3)
+    runs = [
+        Run(s, seed, 0.02 + 0.01 * seed + _surface(s) + rng.normal(0, 0.004))
+        for seed in range(4)
+        for s in SPECS
+    ]
+    model = fit(runs)
+    assert model is not None
+    x = np.array([features(r.schedule) for r in runs])
+    y = np.array([r.ap for r in runs])
+    seeds = np.array([r.seed for r in runs])
+    for s in set(seeds.tolist()):
+        x[seeds == s] -= x[seeds == s].mean(axis=0)
+        y[seeds == s] -= y[seeds == s].mean()
+    coef = np.linalg.solve(x.T @ x, x.T @ y)
+    dof = len(runs) - 3 - 4
+    sigma2 = float(np.sum((y - x @ coef) ** 2)) / dof
+    cov = sigma2 * np.linalg.inv(x.T @ x)
+    assert model.coef == pytest.approx(coef, abs=1e-12)
+    assert model.cov == pytest.approx(cov, rel=1e-9, abs=1e-15)
+    assert model.dof == dof
+    d = np.asarray(features("fixed:1")) - np.asarray(features("fixed:0.75"))
+    mean, se = model.difference("fixed:1", "fixed:0.75")
+    assert mean == pytest.approx(float(d @ coef), abs=1e-12)
+    assert se == pytest.approx(float(np.sqrt(d @ cov @ d)), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shifts=st.lists(st.floats(-0.05, 0.05), min_size=3, max_size=3),
+    noise_seed=st.integers(0, 2**31 - 1),
+)
+def test_a_shift_shared_by_every_run_of_a_seed_changes_no_prediction(
+    shifts: list[float], noise_seed: int
+) -> None:
+    rng = np.random.default_rng(noise_seed)
+    base = [Run(s, seed, _surface(s) + rng.normal(0, 0.005)) for seed in range(3) for s in SPECS]
+    moved = [Run(r.schedule, r.seed, r.ap + shifts[r.seed]) for r in base]
+    a, b = fit(base), fit(moved)
+    assert a is not None and b is not None
+    for spec in SPECS:
+        assert b.gain(spec) == pytest.approx(a.gain(spec), abs=1e-9)
+        assert b.gain_se(spec) == pytest.approx(a.gain_se(spec), rel=1e-6, abs=1e-12)
+
+
+def test_fixed_ratios_alone_leave_the_schedule_term_at_zero() -> None:
+    fixed = [s for s in SPECS if s.startswith("fixed")]
+    runs = [Run(s, seed, _surface(s) + 0.001 * seed) for seed in range(2) for s in fixed]
+    model = fit(runs)
+    assert model is not None and model.coef[2] == 0.0 and model.cov[2, 2] == 0.0
+    assert model.gain("fixed:0.5") == pytest.approx(_surface("fixed:0.5"), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [],
+        # fewer runs than parameters plus two (4 parameters with one seed: 6 needed)
+        [Run(s, 0, 0.01) for s in SPECS[:5]],
+        # two weightings only
+        [Run(s, seed, 0.01) for seed in range(4) for s in ("fixed:0", "fixed:1")],
+        # three weightings with one mean β: how AP depends on β̄ is not identified
+        [
+            Run(s, seed, 0.01)
+            for seed in range(3)
+            for s in ("fixed:0.7", "linear:0.9:0.5", "linear:0.5:0.9")
+        ],
+        # every run its own seed: nothing is paired
+        [Run(s, i, 0.01) for i, s in enumerate(SPECS * 2)],
+    ],
+)
+def test_designs_that_cannot_say_how_ap_depends_on_beta_give_no_model(runs: list[Run]) -> None:
+    assert fit(runs) is None
+
+
+def test_non_finite_values_are_left_out() -> None:
+    runs = [Run(s, 0, _surface(s)) for s in SPECS]
+    model = fit([*runs, Run("fixed:0.2", 0, float("nan"))])
+    assert model is not None and model.runs == len(SPECS)
+
+
+def test_a_weighting_trained_twice_on_one_seed_counts_once() -> None:
+    rng = np.random.default_rng(1)
+    runs = [Run(s, seed, _surface(s) + rng.normal(0, 0.003)) for seed in range(2) for s in SPECS]
+    once, twice = fit(runs), fit([*runs, runs[3], runs[4]])
+    assert once is not None and twice is not None
+    assert twice.runs == once.runs == 12 and twice.dof == once.dof
+    assert twice.residual_sd == pytest.approx(once.residual_sd, rel=1e-12)
+
+
+def test_settings_other_than_weighting_and_seed_are_named() -> None:
+    a = {"schedule": "fixed:0.5", "seed": 1, "lr": 0.004, "epochs": 12, "eval_every": 2}
+    b = {**a, "schedule": "fixed:1", "seed": 2, "eval_every": 12, "round": 1}
+    assert differs_beyond([a, b]) == []
+    assert differs_beyond([a, {**b, "lr": 0.002}, {**a, "batch_size": 32}]) == [
+        "batch_size",
+        "lr",
+    ]
