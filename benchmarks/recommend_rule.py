@@ -20,9 +20,10 @@ beaten (with 3 seeds the block's claims seldom hold), pruning is not simulated, 
 trials beyond the warm start are not either (they would only add runs to the pooled model).
 
 Besides each table as measured, ``--shapes`` re-centres the same runs on other truths (each
-configuration's runs shifted so that their mean follows a given curve of β̄, the seed-to-seed
-noise kept as measured): a best β inside the range, a falling curve, a flat one. A rule that
-only ever recommended the most teacher would fail the first two.
+configuration's runs shifted so that their mean follows a given curve, the seed-to-seed noise
+kept as measured): a best β inside the range, a plateau the model's quadratic cannot follow, a
+direction effect (falling schedules better), ground truth best, all equal. A rule that only ever
+recommended the most teacher would fail most of them.
 
     python benchmarks/recommend_rule.py --out benchmarks/known_answer/recommend_rule.json
 """
@@ -47,10 +48,15 @@ WARM = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.
 DEFAULT, GROUND_TRUTH = "fixed:0.75", "fixed:0"
 TARGET = 0.003  # AP: the regret the known-answer issue asks for at the median of 3 quickstarts
 TABLES = ("synthetic-cocolike", "synthetic")
+# other truths, as functions of a weighting's (β̄, β̄², β_end − β_start)
 SHAPES: dict[str, Any] = {
-    "best β̄ 0.5 (inside)": lambda b: 0.03 - 0.08 * (b - 0.5) ** 2,
-    "falling (ground truth best)": lambda b: 0.03 - 0.015 * b,
-    "flat": lambda b: 0.025 + 0.0 * b,
+    "best β̄ 0.5 (inside)": lambda f: 0.03 - 0.08 * (f[0] - 0.5) ** 2,
+    "plateau above β̄ 0.5 (not quadratic)": lambda f: 0.02 + 0.02 * min(f[0], 0.5) / 0.5,
+    "falling schedules better (0.004 at β 0.9 → 0.5)": lambda f: (
+        0.03 - 0.08 * (f[0] - 0.75) ** 2 - 0.01 * f[2]
+    ),
+    "falling (ground truth best)": lambda f: 0.03 - 0.015 * f[0],
+    "flat": lambda f: 0.025,
 }
 
 
@@ -60,10 +66,10 @@ def load(path: Path) -> dict[str, dict[int, float]]:
 
 
 def reshaped(aps: dict[str, dict[int, float]], curve: Any) -> dict[str, dict[int, float]]:
-    """The same runs, each configuration's shifted so that its mean is ``curve(β̄)``."""
+    """The same runs, each configuration's shifted so that its mean is ``curve`` of its terms."""
     out = {}
     for spec, by_seed in aps.items():
-        shift = curve(features(spec)[0]) - float(np.mean(list(by_seed.values())))
+        shift = curve(features(spec)) - float(np.mean(list(by_seed.values())))
         out[spec] = {s: v + shift for s, v in by_seed.items()}
     return out
 

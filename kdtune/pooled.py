@@ -10,8 +10,13 @@ smoothly with how much the student learns from the teacher. So the model is
 
 fitted by least squares over every run that finished the full budget, where β̄ is the mean of β
 over training (a fixed ratio: its β) and β_end − β_start says which way an adaptive schedule
-moves. The weighting part is zero at α = 1 (β ≡ 0), so a weighting's prediction, ``gain``, is
-its AP over ground truth alone; its standard error comes from the fit's covariance, the seed
+moves. The direction term is fitted only where at least :data:`DIRECTION_SCHEDULES` distinct
+adaptive schedules finished: from one or two it would only memorise their runs (a single-seed
+trial of a rising schedule that happened to score high made the model favour rising ones,
+against the known answer), so below that an adaptive schedule counts by its β̄ alone.
+
+The weighting part is zero at α = 1 (β ≡ 0), so a weighting's prediction, ``gain``, is its AP
+over ground truth alone; its standard error comes from the fit's covariance, the seed
 effects estimated beside it (so seed-to-seed shifts, which every configuration of a seed shares,
 drop out, as in a paired comparison). The quadratic term lets the best β lie inside the range
 as well as at either end.
@@ -37,7 +42,9 @@ import numpy as np
 from kdtune.schedules import parse_schedule
 
 MODEL = "AP ~ β̄ + β̄² + (β_end − β_start) + seed"
+MODEL_WITHOUT_DIRECTION = "AP ~ β̄ + β̄² + seed"
 WEIGHTING_TERMS = 3
+DIRECTION_SCHEDULES = 3  # distinct adaptive schedules before the direction term is fitted
 EXTRA_RUNS = 2  # runs beyond the model's parameters before a fit is trusted
 _GRID = 257  # points of training progress β is averaged over
 IGNORED = frozenset({"schedule", "seed", "eval_every", "round"})
@@ -73,6 +80,11 @@ class Fit:
     seeds: int
     weightings: int
     dof: int
+    direction: bool = True  # whether β_end − β_start was fitted (else its coefficient is 0)
+
+    @property
+    def model(self) -> str:
+        return MODEL if self.direction else MODEL_WITHOUT_DIRECTION
 
     def gain(self, spec: str) -> float:
         """The predicted AP of ``spec`` over α = 1 (ground truth alone), same seed."""
@@ -99,7 +111,7 @@ class Fit:
         """The fit as plain values for ``search.json``: the model, its size, and each of
         ``specs`` with its predicted gain over α = 1 and that gain's standard error."""
         return {
-            "model": MODEL,
+            "model": self.model,
             "runs": self.runs,
             "seeds": self.seeds,
             "weightings": self.weightings,
@@ -125,6 +137,10 @@ def fit(runs: Sequence[Run]) -> Fit | None:
     for i, r in enumerate(runs):
         x[i, :WEIGHTING_TERMS] = features(r.schedule)
         x[i, WEIGHTING_TERMS + column[r.seed]] = 1.0
+    adaptive = {r.schedule for r in runs if features(r.schedule)[2] != 0.0}
+    direction = len(adaptive) >= DIRECTION_SCHEDULES
+    if not direction:
+        x[:, WEIGHTING_TERMS - 1] = 0.0  # counted by β̄ alone: see the module's note
     y = np.array([r.ap for r in runs])
     coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
     dropped = _unidentified(x)
@@ -147,12 +163,13 @@ def fit(runs: Sequence[Run]) -> Fit | None:
         seeds=len(seeds),
         weightings=len(weightings),
         dof=dof,
+        direction=direction,
     )
 
 
 def _unidentified(x: np.ndarray) -> list[int]:
-    """Columns of ``x`` that are all zero (``β_end − β_start`` where every weighting is fixed:
-    its coefficient is then 0, which predicts every fixed ratio correctly)."""
+    """Columns of ``x`` that are all zero (``β_end − β_start`` where every weighting is fixed or
+    too few adaptive ones finished: its coefficient is then 0)."""
     return [j for j in range(x.shape[1]) if not np.any(x[:, j])]
 
 

@@ -325,7 +325,7 @@ def test_the_pooled_prior_is_the_finished_trials_and_none_where_they_differ_beyo
         ("fixed:0.9", 0.35),
     ]
     assert {r.seed for r in prior} == {5}
-    assert _pooled_order(prior, (DEFAULT, GT)) is None  # 4 trials: too few for the model
+    assert _pooled_order(prior, (DEFAULT, GT)) == (None, None)  # 4 trials: too few for it
     result.trials[0].config["lr"] = 0.5
     assert _pooled_prior(result) is None
 

@@ -325,7 +325,7 @@ def test_the_recommendation_rule_simulation_holds_out_its_truth_and_scores_both_
     for chosen, regret in out.values():
         assert chosen in aps and regret >= 0.0
     # a truth where ground truth alone is best by far: both rules find it nearly always
-    falling = recommend_rule.reshaped(aps, lambda b: 0.03 - 0.2 * b)
+    falling = recommend_rule.reshaped(aps, lambda f: 0.03 - 0.2 * f[0])
     assert np.mean(list(falling["fixed:0"].values())) == pytest.approx(0.03)
     result = recommend_rule.simulate(falling, 60, 3, 0)
     assert result["pooled"]["recommended"].get("fixed:0", 0) > 0.95

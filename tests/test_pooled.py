@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from kdtune.pooled import Run, differs_beyond, features, fit
 
-SPECS = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
+FIXED = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1")
+SPECS = (*FIXED, "linear:0.9:0.5", "linear:0.5:0.9", "cosine:1:0.4")  # 3 adaptive: direction fitted
 
 
 def _surface(spec: str) -> float:
@@ -39,9 +40,10 @@ def test_a_noise_free_surface_is_recovered_exactly_whatever_the_seed_shifts() ->
     for spec in (*SPECS, "cosine:0.3:1", "fixed:0.2"):
         assert model.gain(spec) == pytest.approx(_surface(spec), abs=1e-12)
     assert model.residual_sd == pytest.approx(0.0, abs=1e-12)
-    assert model.best(SPECS) == max(SPECS, key=_surface) == "linear:0.9:0.5"
-    assert (model.runs, model.seeds, model.weightings) == (18, 3, 6)
-    assert model.dof == 18 - (3 + 3)
+    assert model.best(SPECS) == max(SPECS, key=_surface) == "cosine:1:0.4"
+    assert (model.runs, model.seeds, model.weightings) == (24, 3, 8)
+    assert model.dof == 24 - (3 + 3) and model.direction
+    assert model.model == "AP ~ β̄ + β̄² + (β_end − β_start) + seed"
 
 
 def test_standard_errors_equal_the_seed_demeaned_regression() -> None:
@@ -93,11 +95,24 @@ def test_a_shift_shared_by_every_run_of_a_seed_changes_no_prediction(
 
 
 def test_fixed_ratios_alone_leave_the_schedule_term_at_zero() -> None:
-    fixed = [s for s in SPECS if s.startswith("fixed")]
-    runs = [Run(s, seed, _surface(s) + 0.001 * seed) for seed in range(2) for s in fixed]
+    runs = [Run(s, seed, _surface(s) + 0.001 * seed) for seed in range(2) for s in FIXED]
     model = fit(runs)
     assert model is not None and model.coef[2] == 0.0 and model.cov[2, 2] == 0.0
     assert model.gain("fixed:0.5") == pytest.approx(_surface("fixed:0.5"), abs=1e-12)
+
+
+@pytest.mark.parametrize("adaptive", [1, 2])
+def test_fewer_than_three_adaptive_schedules_count_by_their_mean_beta_alone(adaptive: int) -> None:
+    """One or two adaptive schedules would each get the direction term to themselves: a high
+    single-seed run of a rising schedule would make the model favour rising ones."""
+    specs = (*FIXED, *SPECS[len(FIXED) : len(FIXED) + adaptive])
+    runs = [Run(s, seed, 0.01 * seed + _surface(s)) for seed in range(3) for s in specs]
+    lucky = Run("linear:0.5:0.9", 0, runs[-1].ap + 0.05)  # one high run of a rising schedule
+    model = fit([*runs, lucky])
+    assert model is not None and not model.direction and model.coef[2] == 0.0
+    assert model.model == "AP ~ β̄ + β̄² + seed"
+    # a rising and a falling schedule of one mean β are predicted alike
+    assert model.gain("linear:0.5:0.9") == pytest.approx(model.gain("linear:0.9:0.5"))
 
 
 @pytest.mark.parametrize(
@@ -133,7 +148,7 @@ def test_a_weighting_trained_twice_on_one_seed_counts_once() -> None:
     runs = [Run(s, seed, _surface(s) + rng.normal(0, 0.003)) for seed in range(2) for s in SPECS]
     once, twice = fit(runs), fit([*runs, runs[3], runs[4]])
     assert once is not None and twice is not None
-    assert twice.runs == once.runs == 12 and twice.dof == once.dof
+    assert twice.runs == once.runs == 2 * len(SPECS) and twice.dof == once.dof
     assert twice.residual_sd == pytest.approx(once.residual_sd, rel=1e-12)
 
 

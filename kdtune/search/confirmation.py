@@ -308,14 +308,14 @@ def confirm(
         return result
     default = alpha_to_schedule(REFERENCE_ALPHA.get(space.level, 1.0))
     prior = _pooled_prior(result) if space.confirm.pick == "pooled" else None
-    order = _pooled_order(prior, (default, GROUND_TRUTH))
+    order, model = _pooled_order(prior, (default, GROUND_TRUTH))
     candidates = confirm_candidates(
         result, top_k=space.confirm.top_k, references=(default, GROUND_TRUTH), order=order
     )
     if not candidates:
         say("confirmation: no trial completed, so there is nothing to confirm")
         return result
-    chosen_by = _candidates_by(space.confirm.pick, prior, order)
+    chosen_by = _candidates_by(space.confirm.pick, prior, model)
     say(f"confirmation candidates: {chosen_by}")
     race = Race.of(
         space.confirm,
@@ -360,12 +360,10 @@ def confirm(
     return result
 
 
-def _candidates_by(pick: str, prior: list[Any] | None, order: list[str] | None) -> str:
+def _candidates_by(pick: str, prior: list[Any] | None, model: Any) -> str:
     """How the race's candidates were chosen, in a sentence."""
-    from kdtune.pooled import MODEL
-
-    if order is not None:
-        return f"by the pooled model of the search's {len(prior or [])} finished trials ({MODEL})"
+    if model is not None:
+        return f"by the pooled model of the search's {model.runs} finished trials ({model.model})"
     if pick != "pooled":
         return "the best single-seed trials (confirm.pick: mean)"
     if prior is None:
@@ -391,17 +389,18 @@ def _pooled_prior(result: SearchResult) -> list[Any] | None:
     ]
 
 
-def _pooled_order(prior: list[Any] | None, references: Sequence[str]) -> list[str] | None:
-    """The search's weightings other than the references, the pooled model's best first; None
-    where there is no model (too few finished trials for it, or none at all)."""
+def _pooled_order(
+    prior: list[Any] | None, references: Sequence[str]
+) -> tuple[list[str] | None, Any]:
+    """The search's weightings other than the references, the pooled model's best first, and
+    the model; (None, None) where there is no model (too few finished trials, or none)."""
     from kdtune.pooled import fit
 
     model = None if prior is None else fit(prior)
     if model is None:
-        return None
-    return model.ranked(
-        dict.fromkeys(r.schedule for r in prior or [] if r.schedule not in references)
-    )
+        return None, None
+    others = dict.fromkeys(r.schedule for r in prior or [] if r.schedule not in references)
+    return model.ranked(others), model
 
 
 def _note_settings(
