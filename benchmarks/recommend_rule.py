@@ -43,17 +43,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from kdtune.pooled import Run, features, fit  # noqa: E402
+from kdtune.schedules import parse_schedule  # noqa: E402
 
 WARM = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
 DEFAULT, GROUND_TRUTH = "fixed:0.75", "fixed:0"
 TARGET = 0.003  # AP: the regret the known-answer issue asks for at the median of 3 quickstarts
 TABLES = ("synthetic-cocolike", "synthetic")
-# other truths, as functions of a weighting's (β̄, β̄², β_end − β_start)
+# other truths, as functions of a weighting's (β̄, β_end − β_start)
 SHAPES: dict[str, Any] = {
     "best β̄ 0.5 (inside)": lambda f: 0.03 - 0.08 * (f[0] - 0.5) ** 2,
     "plateau above β̄ 0.5 (not quadratic)": lambda f: 0.02 + 0.02 * min(f[0], 0.5) / 0.5,
     "falling schedules better (0.004 at β 0.9 → 0.5)": lambda f: (
-        0.03 - 0.08 * (f[0] - 0.75) ** 2 - 0.01 * f[2]
+        0.03 - 0.08 * (f[0] - 0.75) ** 2 - 0.01 * f[1]
     ),
     "falling (ground truth best)": lambda f: 0.03 - 0.015 * f[0],
     "flat": lambda f: 0.025,
@@ -66,10 +67,13 @@ def load(path: Path) -> dict[str, dict[int, float]]:
 
 
 def reshaped(aps: dict[str, dict[int, float]], curve: Any) -> dict[str, dict[int, float]]:
-    """The same runs, each configuration's shifted so that its mean is ``curve`` of its terms."""
+    """The same runs, each configuration's shifted so that its mean is ``curve`` of its β̄ and
+    its direction β_end − β_start."""
     out = {}
     for spec, by_seed in aps.items():
-        shift = curve(features(spec)) - float(np.mean(list(by_seed.values())))
+        sched = parse_schedule(spec)
+        terms = (features(spec)[0], sched.beta_end - sched.beta_start)
+        shift = curve(terms) - float(np.mean(list(by_seed.values())))
         out[spec] = {s: v + shift for s, v in by_seed.items()}
     return out
 

@@ -6,14 +6,14 @@ moves it. But the runs of one search are not unrelated: they share their trainin
 search trial trains on the search's seed, every confirmation round on its own), and AP changes
 smoothly with how much the student learns from the teacher. So the model is
 
-    AP(run) = b1 · β̄ + b2 · β̄² + b3 · (β_end − β_start) + seed effect of the run's seed
+    AP(run) = b1 · β̄ + b2 · β̄² + seed effect of the run's seed
 
 fitted by least squares over every run that finished the full budget, where β̄ is the mean of β
-over training (a fixed ratio: its β) and β_end − β_start says which way an adaptive schedule
-moves. The direction term is fitted only where at least :data:`DIRECTION_SCHEDULES` distinct
-adaptive schedules finished: from one or two it would only memorise their runs (a single-seed
-trial of a rising schedule that happened to score high made the model favour rising ones,
-against the known answer), so below that an adaptive schedule counts by its β̄ alone.
+over training (a fixed ratio: its β). An adaptive schedule counts by its β̄ alone: which way it
+moves is not a term. A direction term (β_end − β_start) was tried and dropped: the search's
+adaptive schedules all run on its one seed, so the term was fitted from single-seed noise, and
+in two of the judged quickstarts it made the model favour rising schedules, which the known
+answer says are worse (docs/known-answer.md); the race still trains the candidate itself.
 
 The weighting part is zero at α = 1 (β ≡ 0), so a weighting's prediction, ``gain``, is its AP
 over ground truth alone; its standard error comes from the fit's covariance, the seed
@@ -41,10 +41,8 @@ import numpy as np
 
 from kdtune.schedules import parse_schedule
 
-MODEL = "AP ~ β̄ + β̄² + (β_end − β_start) + seed"
-MODEL_WITHOUT_DIRECTION = "AP ~ β̄ + β̄² + seed"
-WEIGHTING_TERMS = 3
-DIRECTION_SCHEDULES = 3  # distinct adaptive schedules before the direction term is fitted
+MODEL = "AP ~ β̄ + β̄² + seed"
+WEIGHTING_TERMS = 2
 EXTRA_RUNS = 2  # runs beyond the model's parameters before a fit is trusted
 _GRID = 257  # points of training progress β is averaged over
 IGNORED = frozenset({"schedule", "seed", "eval_every", "round"})
@@ -60,12 +58,12 @@ class Run:
 
 
 @cache
-def features(spec: str) -> tuple[float, float, float]:
-    """The weighting's terms of the model: β̄, β̄², β_end − β_start."""
+def features(spec: str) -> tuple[float, float]:
+    """The weighting's terms of the model: β̄ (the mean of β over training progress), β̄²."""
     sched = parse_schedule(spec)
     grid = np.linspace(0.0, 1.0, _GRID)
     mean = float(np.mean([sched(p) for p in grid]))
-    return (mean, mean * mean, float(sched.beta_end - sched.beta_start))
+    return (mean, mean * mean)
 
 
 @dataclass(frozen=True)
@@ -80,11 +78,7 @@ class Fit:
     seeds: int
     weightings: int
     dof: int
-    direction: bool = True  # whether β_end − β_start was fitted (else its coefficient is 0)
-
-    @property
-    def model(self) -> str:
-        return MODEL if self.direction else MODEL_WITHOUT_DIRECTION
+    model: str = MODEL
 
     def gain(self, spec: str) -> float:
         """The predicted AP of ``spec`` over α = 1 (ground truth alone), same seed."""
@@ -137,24 +131,16 @@ def fit(runs: Sequence[Run]) -> Fit | None:
     for i, r in enumerate(runs):
         x[i, :WEIGHTING_TERMS] = features(r.schedule)
         x[i, WEIGHTING_TERMS + column[r.seed]] = 1.0
-    adaptive = {r.schedule for r in runs if features(r.schedule)[2] != 0.0}
-    direction = len(adaptive) >= DIRECTION_SCHEDULES
-    if not direction:
-        x[:, WEIGHTING_TERMS - 1] = 0.0  # counted by β̄ alone: see the module's note
     y = np.array([r.ap for r in runs])
     coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
-    dropped = _unidentified(x)
-    if rank < params - len(dropped) or any(d < WEIGHTING_TERMS - 1 for d in dropped):
+    if rank < params:
         return None  # β̄ or β̄² not identified: the runs cannot say how AP depends on β
-    dof = len(runs) - int(rank)
+    dof = len(runs) - params
     if dof < 1:
         return None
     residual = y - x @ coef
     sigma2 = float(residual @ residual) / dof
-    cov = sigma2 * np.linalg.pinv(x.T @ x)
-    coef[dropped] = 0.0  # exactly: an all-zero column says nothing (not rounding's 1e-18)
-    cov[dropped, :] = 0.0
-    cov[:, dropped] = 0.0
+    cov = sigma2 * np.linalg.inv(x.T @ x)
     return Fit(
         coef=coef[:WEIGHTING_TERMS],
         cov=cov[:WEIGHTING_TERMS, :WEIGHTING_TERMS],
@@ -163,14 +149,7 @@ def fit(runs: Sequence[Run]) -> Fit | None:
         seeds=len(seeds),
         weightings=len(weightings),
         dof=dof,
-        direction=direction,
     )
-
-
-def _unidentified(x: np.ndarray) -> list[int]:
-    """Columns of ``x`` that are all zero (``β_end − β_start`` where every weighting is fixed or
-    too few adaptive ones finished: its coefficient is then 0)."""
-    return [j for j in range(x.shape[1]) if not np.any(x[:, j])]
 
 
 def differs_beyond(configs: Iterable[Mapping[str, Any]]) -> list[str]:
