@@ -29,13 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError, SearchInterrupted
 from kdtune.results import COMPLETE, SearchResult, TrialRecord
 from kdtune.search.interruption import InterruptionPolicy
 from kdtune.search.records import Prepared
 from kdtune.search.track import LiveTracking
+
+if TYPE_CHECKING:
+    from kdtune.pooled import Fit, Run
 
 # why a race stopped
 ONE_LEFT = "one candidate remains (it beats every other still in)"
@@ -75,7 +78,7 @@ class Race:
     max_rounds: int
     samples: int = 2000
     eval_every: int | None = None  # a run's evaluations: None, only at its end
-    prior: list[Any] | None = None  # the search trials' runs for the pooled model; None: no model
+    prior: list[Run] | None = None  # the search trials' runs for the pooled model; None: no model
     active: list[str] = field(default_factory=list)
     left: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -97,7 +100,7 @@ class Race:
         ground_truth: str,
         first_seed: int,
         samples: int = 2000,
-        prior: list[Any] | None = None,
+        prior: list[Run] | None = None,
     ) -> Race:
         """A race under a space's ``confirm`` settings (:class:`kdtune.space.Confirm`);
         ``prior``, the search trials' full-budget runs (:class:`kdtune.pooled.Run`) where the
@@ -348,11 +351,11 @@ def confirm(
         )
     result.verdict = race.final_block()
     _note_settings(result, candidates, race.references)
-    if result.verdict is not None:
-        result.verdict["candidates_by"] = chosen_by
     if result.verdict is None:
         say("warning: no verdict: no round could be judged")
-    elif result.verdict["settings_differ"]:
+        return result
+    result.verdict["candidates_by"] = chosen_by
+    if result.verdict["settings_differ"]:
         say(
             "warning: the recommendation differs from the references (seed default, α 1 / β 0) "
             f"in {', '.join(result.verdict['settings_differ'])} as well as in its weighting"
@@ -360,7 +363,7 @@ def confirm(
     return result
 
 
-def _candidates_by(pick: str, prior: list[Any] | None, model: Any) -> str:
+def _candidates_by(pick: str, prior: list[Run] | None, model: Fit | None) -> str:
     """How the race's candidates were chosen, in a sentence."""
     if model is not None:
         return f"by the pooled model of the search's {model.runs} finished trials ({model.model})"
@@ -373,7 +376,7 @@ def _candidates_by(pick: str, prior: list[Any] | None, model: Any) -> str:
     return f"the best single-seed trials (no pooled model: {why})"
 
 
-def _pooled_prior(result: SearchResult) -> list[Any] | None:
+def _pooled_prior(result: SearchResult) -> list[Run] | None:
     """The search trials that finished their full budget as runs of the pooled model
     (:mod:`kdtune.pooled`), or None where the trials differ in more than weighting and seed
     (a searched lr): then the model does not apply, and candidates and recommendation go by
@@ -390,8 +393,8 @@ def _pooled_prior(result: SearchResult) -> list[Any] | None:
 
 
 def _pooled_order(
-    prior: list[Any] | None, references: Sequence[str]
-) -> tuple[list[str] | None, Any]:
+    prior: list[Run] | None, references: Sequence[str]
+) -> tuple[list[str] | None, Fit | None]:
     """The search's weightings other than the references, the pooled model's best first, and
     the model; (None, None) where there is no model (too few finished trials, or none)."""
     from kdtune.pooled import fit
