@@ -26,6 +26,19 @@ direction effect (falling schedules better), ground truth best, all equal. A rul
 recommended the most teacher would fail most of them.
 
     python benchmarks/recommend_rule.py --out benchmarks/known_answer/recommend_rule.json
+
+``--settle N N ...`` asks the other question: how many race seeds make quickstarts agree. For
+each race size it simulates the pooled rule on the first table as measured, and besides the
+regret reports whether each simulated verdict holds its claims: the recommendation against each
+other racer, "differs" (two-sided t) and "equivalent within ±``--margin``" (TOST), Holm over
+the race's 3 pairs × 2 claims at 5 % as the verdict block does, from the per-seed paired
+differences (the image part of a real block's variance is left out: at the quickstart's AP it
+is about a tenth of the seed part, measured in the judged races). Three quickstarts *agree*
+when their recommendations are equal or, where two differ, one of the two verdicts declares
+them equivalent. Every race is one look at all its seeds (the real race looks after each round,
+which costs it a little power), so the figures are the most a race of that size can do.
+
+    python benchmarks/recommend_rule.py --settle 3 6 9 12 --out benchmarks/known_answer/settle.json
 """
 
 from __future__ import annotations
@@ -42,12 +55,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from kdtune.inference import PairedEstimate, holm_tests  # noqa: E402
 from kdtune.pooled import Run, features, fit  # noqa: E402
 from kdtune.schedules import parse_schedule  # noqa: E402
 
 WARM = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
 DEFAULT, GROUND_TRUTH = "fixed:0.75", "fixed:0"
 TARGET = 0.003  # AP: the regret the known-answer issue asks for at the median of 3 quickstarts
+MARGIN = 0.005  # AP: the verdict block's equivalence margin
+LEVEL = 0.05  # the block's family-wise level
+IMAGES = 512  # validation images (the image part itself is left out)
 TABLES = ("synthetic-cocolike", "synthetic")
 # other truths, as functions of a weighting's (β̄, β_end − β_start)
 SHAPES: dict[str, Any] = {
@@ -79,12 +96,18 @@ def reshaped(aps: dict[str, dict[int, float]], curve: Any) -> dict[str, dict[int
 
 
 def one_quickstart(
-    aps: dict[str, dict[int, float]], rng: np.random.Generator, race_seeds: int
-) -> dict[str, tuple[str, float]]:
-    """Each rule's recommendation and its regret against the hold-out truth."""
+    aps: dict[str, dict[int, float]],
+    rng: np.random.Generator,
+    race_seeds: int,
+    truth: dict[str, float] | None = None,
+    top_k: int = 1,
+) -> dict[str, tuple[str, float, dict[str, str]]]:
+    """Each rule's recommendation, its regret against the hold-out truth, and its verdict's
+    claim against each other racer (:func:`claims`)."""
     seeds = rng.permutation(sorted(next(iter(aps.values()))))
     search_seed, race, hold = seeds[0], seeds[1 : 1 + race_seeds], seeds[1 + race_seeds :]
-    truth = {c: float(np.mean([aps[c][s] for s in hold])) for c in aps}
+    if truth is None:
+        truth = {c: float(np.mean([aps[c][s] for s in hold])) for c in aps}
     best = max(truth.values())
     trials = [Run(c, int(search_seed), aps[c][search_seed]) for c in WARM]
     others = [c for c in WARM if c not in (DEFAULT, GROUND_TRUTH)]
@@ -92,18 +115,60 @@ def one_quickstart(
     for rule in ("mean", "pooled"):
         model = fit(trials) if rule == "pooled" else None
         if model is not None:
-            candidate = model.best(others)
+            candidates = model.ranked(others)[:top_k]
         else:
-            candidate = max(others, key=lambda c: aps[c][search_seed])
-        racers = [candidate, DEFAULT, GROUND_TRUTH]
+            candidates = sorted(others, key=lambda c: -aps[c][search_seed])[:top_k]
+        racers = [*candidates, DEFAULT, GROUND_TRUTH]
         raced = [Run(c, int(s), aps[c][s]) for c in racers for s in race]
         final = fit([*trials, *raced]) if rule == "pooled" else None
         if final is not None:
             chosen = final.best(racers)
         else:
             chosen = max(racers, key=lambda c: float(np.mean([aps[c][s] for s in race])))
-        out[rule] = (chosen, best - truth[chosen])
+        out[rule] = (chosen, best - truth[chosen], claims(aps, chosen, racers, race))
     return out
+
+
+def claims(
+    aps: dict[str, dict[int, float]], chosen: str, racers: list[str], seeds: Any
+) -> dict[str, str]:
+    """What a verdict block on the race's runs holds of ``chosen`` against each other racer:
+    "differs", "equivalent" or "undecided" (Holm over every pair's two claims, as the block;
+    the image part of the variance left out)."""
+    pairs = [(a, b) for i, a in enumerate(racers) for b in racers[i + 1 :]]
+    est = []
+    for a, b in pairs:
+        d = np.array([aps[a][s] - aps[b][s] for s in seeds])
+        est.append(
+            PairedEstimate(float(d.mean()), float(d.var(ddof=1)) / len(d), 0.0, len(d), IMAGES)
+        )
+    order = [e.p_differs(LEVEL) for e in est] + [e.p_equivalent(MARGIN, LEVEL) for e in est]
+    tests = [lambda lv, e=e: e.p_differs(lv) <= lv for e in est] + [
+        lambda lv, e=e: e.p_equivalent(MARGIN, lv) <= lv for e in est
+    ]
+    held = holm_tests(order, tests, LEVEL, cap=len(est))
+    out = {}
+    for i, (a, b) in enumerate(pairs):
+        if chosen in (a, b):
+            other = b if a == chosen else a
+            out[other] = (
+                "differs"
+                if held[i] is not None
+                else "equivalent"
+                if held[len(est) + i] is not None
+                else "undecided"
+            )
+    return out
+
+
+def agree(picks: list[tuple[str, dict[str, str]]]) -> bool:
+    """Whether quickstarts' recommendations are equal or, pair by pair, declared equivalent by
+    one of the two verdicts."""
+    for i, (a, said_a) in enumerate(picks):
+        for b, said_b in picks[i + 1 :]:
+            if a != b and "equivalent" not in (said_a.get(b), said_b.get(a)):
+                return False
+    return True
 
 
 def summarise(regrets: list[float], picks: list[str]) -> dict[str, Any]:
@@ -126,10 +191,64 @@ def simulate(aps: dict[str, dict[int, float]], n: int, race_seeds: int, seed: in
     regrets: dict[str, list[float]] = {"mean": [], "pooled": []}
     picks: dict[str, list[str]] = {"mean": [], "pooled": []}
     for _ in range(n):
-        for rule, (chosen, regret) in one_quickstart(aps, rng, race_seeds).items():
+        for rule, (chosen, regret, _) in one_quickstart(aps, rng, race_seeds).items():
             regrets[rule].append(regret)
             picks[rule].append(chosen)
     return {rule: summarise(regrets[rule], picks[rule]) for rule in regrets}
+
+
+def gaussian(aps: dict[str, dict[int, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The table as a distribution of one seed's runs: each configuration's mean, and the
+    covariance of their APs across seeds (the seeds every configuration ran)."""
+    specs = sorted(aps)
+    seeds = sorted(set.intersection(*(set(aps[c]) for c in specs)))
+    x = np.array([[aps[c][s] for c in specs] for s in seeds])
+    return specs, x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def drawn(
+    model: tuple[list[str], np.ndarray, np.ndarray], seeds: int, rng: np.random.Generator
+) -> dict[str, dict[int, float]]:
+    """A table of ``seeds`` new seeds drawn from :func:`gaussian`'s distribution."""
+    specs, mean, cov = model
+    x = rng.multivariate_normal(mean, cov, size=seeds)
+    return {c: {s: float(x[s, i]) for s in range(seeds)} for i, c in enumerate(specs)}
+
+
+def settle(
+    aps: dict[str, dict[int, float]],
+    n: int,
+    race_seeds: int,
+    seed: int,
+    parametric: bool,
+    top_k: int = 1,
+) -> Any:
+    """The pooled rule at ``race_seeds`` race seeds: regret, and how often the verdicts' claims
+    make three quickstarts agree. ``parametric``: each quickstart's runs drawn anew from the
+    table's means and covariance (:func:`gaussian`), judged against the table's means, so that
+    races larger than the table's seeds can be tried."""
+    rng = np.random.default_rng(seed)
+    if parametric:
+        model = gaussian(aps)
+        truth = dict(zip(model[0], map(float, model[1]), strict=True))
+        runs = [
+            one_quickstart(drawn(model, 1 + race_seeds, rng), rng, race_seeds, truth, top_k)[
+                "pooled"
+            ]
+            for _ in range(n)
+        ]
+    else:
+        runs = [one_quickstart(aps, rng, race_seeds, None, top_k)["pooled"] for _ in range(n)]
+    regrets = [r for _, r, _ in runs]
+    triples = [runs[i : i + 3] for i in range(0, n - 2, 3)]
+    said = [c for _, _, by in runs for c in by.values()]
+    return {
+        "race_seeds": race_seeds,
+        **summarise(regrets, [c for c, _, _ in runs]),
+        "p_3_agree": float(np.mean([agree([(c, by) for c, _, by in t]) for t in triples])),
+        "claims": {k: said.count(k) / len(said) for k in ("differs", "equivalent", "undecided")},
+        "race_runs": (2 + top_k) * race_seeds,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,9 +258,49 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--race-seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-shapes", dest="shapes", action="store_false")
+    p.add_argument("--settle", type=int, nargs="+", default=None, help="race sizes to try")
+    p.add_argument(
+        "--parametric",
+        action="store_true",
+        help="with --settle: draw each quickstart's runs from the table's means and covariance",
+    )
+    p.add_argument("--top-k", type=int, default=1, help="with --settle: candidates raced")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     start = time.perf_counter()
+    if args.settle:
+        name = args.tables[0]
+        aps = load(HERE / "known_answer" / f"{name}.json")
+        # one search seed and at least 3 for the truth, unless the runs are drawn anew
+        most = 200 if args.parametric else len(next(iter(aps.values()))) - 1 - 3
+        rows = []
+        for k in args.settle:
+            if not 2 <= k <= most:
+                p.error(f"--settle: race sizes from 2 to {most} on {name}'s seeds, got {k}")
+            rows.append(settle(aps, args.quickstarts, k, args.seed, args.parametric, args.top_k))
+            r = rows[-1]
+            print(
+                f"{name}{' (drawn)' if args.parametric else ''}, {k} race seeds: regret "
+                f"mean {r['mean_regret']:.4f}; P(median of 3 ≤ "
+                f"{TARGET}) {r['p_median_of_3_within_target']:.2f}; P(3 equal) "
+                f"{r['p_3_recommendations_equal']:.2f}; P(3 agree) {r['p_3_agree']:.2f}; "
+                f"claims {', '.join(f'{c} {v:.2f}' for c, v in r['claims'].items())}"
+            )
+        record = {
+            "kind": "race size, simulated",
+            "command": "python benchmarks/recommend_rule.py " + " ".join(argv or sys.argv[1:]),
+            "table": name,
+            "parametric": args.parametric,
+            "top_k": args.top_k,
+            "margin": MARGIN,
+            "quickstarts_per_case": args.quickstarts,
+            "rows": rows,
+            "wall_s": time.perf_counter() - start,
+        }
+        if args.out is not None:
+            args.out.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"wrote {args.out}")
+        return
     cases = []
     for name in args.tables:
         aps = load(HERE / "known_answer" / f"{name}.json")

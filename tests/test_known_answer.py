@@ -322,8 +322,11 @@ def test_the_recommendation_rule_simulation_holds_out_its_truth_and_scores_both_
     # seeds it did not see
     out = recommend_rule.one_quickstart(aps, np.random.default_rng(0), race_seeds=3)
     assert set(out) == {"mean", "pooled"}
-    for chosen, regret in out.values():
+    for chosen, regret, said in out.values():
         assert chosen in aps and regret >= 0.0
+        # the verdict's claims: the recommendation against each other racer, and nothing else
+        assert chosen not in said and len(said) == 2
+        assert set(said.values()) <= {"differs", "equivalent", "undecided"}
     # a truth where ground truth alone is best by far: both rules find it nearly always
     falling = recommend_rule.reshaped(aps, lambda f: 0.03 - 0.2 * f[0])
     assert np.mean(list(falling["fixed:0"].values())) == pytest.approx(0.03)
@@ -336,3 +339,62 @@ def test_the_recommendation_rule_simulation_holds_out_its_truth_and_scores_both_
     for rule in result.values():
         assert 0.0 <= rule["p_within_target"] <= 1.0
         assert sum(rule["recommended"].values()) == pytest.approx(1.0)
+
+
+def _table(means: dict[str, float], noise: float, seeds: int, rng_seed: int = 0) -> Any:
+    rng = np.random.default_rng(rng_seed)
+    return {c: {s: m + noise * float(rng.normal()) for s in range(seeds)} for c, m in means.items()}
+
+
+def test_the_simulated_verdict_holds_a_claim_only_where_the_runs_bear_it() -> None:
+    import recommend_rule
+
+    racers = ["fixed:1", "fixed:0.75", "fixed:0"]
+    # 0.02 apart on every seed, almost no noise: both differences hold
+    apart = _table({"fixed:1": 0.05, "fixed:0.75": 0.03, "fixed:0": 0.01}, 1e-4, 12)
+    said = recommend_rule.claims(apart, "fixed:1", racers, range(12))
+    assert said == {"fixed:0.75": "differs", "fixed:0": "differs"}
+    # equal to 1e-4 AP: equivalent within ±0.005
+    same = _table(dict.fromkeys(racers, 0.03), 1e-4, 12)
+    assert set(recommend_rule.claims(same, "fixed:1", racers, range(12)).values()) == {"equivalent"}
+    # the same means under the quickstart's noise (sd 0.01) on 3 seeds: nothing can be said
+    noisy = _table(dict.fromkeys(racers, 0.03), 0.01, 3)
+    assert set(recommend_rule.claims(noisy, "fixed:1", racers, range(3)).values()) == {"undecided"}
+
+
+def test_quickstarts_agree_when_equal_or_declared_equivalent_by_one_of_the_two() -> None:
+    import recommend_rule
+
+    agree = recommend_rule.agree
+    assert agree([("a", {}), ("a", {}), ("a", {})])
+    assert not agree([("a", {"b": "undecided"}), ("b", {"a": "undecided"}), ("a", {})])
+    assert agree([("a", {"b": "equivalent"}), ("b", {}), ("a", {"b": "equivalent"})])
+    # a pair neither verdict declares equivalent breaks the agreement
+    assert not agree([("a", {"b": "equivalent"}), ("b", {}), ("c", {"a": "equivalent"})])
+    assert not agree([("a", {"b": "differs"}), ("b", {"a": "differs"})])
+
+
+def test_drawn_races_follow_the_tables_means_and_covariance_and_settle_flat_truths() -> None:
+    import recommend_rule
+
+    aps = recommend_rule.load(ROOT / "benchmarks" / "known_answer" / "synthetic-cocolike.json")
+    specs, mean, cov = recommend_rule.gaussian(aps)
+    assert specs == sorted(aps) and cov.shape == (len(specs), len(specs))
+    assert mean[specs.index("fixed:1")] == pytest.approx(np.mean(list(aps["fixed:1"].values())))
+    big = recommend_rule.drawn((specs, mean, cov), 4000, np.random.default_rng(0))
+    x = np.array([[big[c][s] for c in specs] for s in range(4000)])
+    assert np.allclose(x.mean(axis=0), mean, atol=4 * np.sqrt(np.diag(cov) / 4000).max())
+    assert np.allclose(np.cov(x, rowvar=False), cov, atol=0.15 * np.abs(cov).max())
+    # every configuration equal, runs 1e-4 apart: the verdicts declare the racers equivalent
+    # (but for the few false "differs" a 5 % family-wise level lets through);
+    # quickstarts that race different candidates still cannot agree (neither raced the
+    # other's), those that race every candidate (top_k 4 of the warm start's 4) always do
+    flat = _table(dict.fromkeys(aps, 0.03), 1e-4, 16)
+    row = recommend_rule.settle(flat, 60, 6, 0, parametric=False)
+    assert row["claims"]["equivalent"] >= 0.9 and row["p_3_agree"] < 1.0
+    assert row["mean_regret"] < 1e-3 and row["race_runs"] == 18
+    row = recommend_rule.settle(flat, 30, 6, 0, parametric=False, top_k=4)
+    assert row["p_3_agree"] >= 0.8 and row["race_runs"] == 36
+    # the measured table at the quickstart's race (3 seeds): no equivalence is ever declared
+    row = recommend_rule.settle(aps, 60, 3, 0, parametric=False)
+    assert row["claims"]["equivalent"] == 0.0 and row["p_3_agree"] < 0.6
