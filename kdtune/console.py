@@ -93,6 +93,8 @@ def summary_table(result: SearchResult) -> Table:
     caption = "α: the ground-truth weight, β: the teacher's (α + β = 1)"
     if not confirmed:
         caption += f"; * the single-seed best ({UNCONFIRMED})"
+    if any(t.repeat_of is not None for t in result.trials):
+        caption += "; = #N: trial N's weighting and seed again, answered from its run, not trained"
     table = Table(title=f"search {result.name!r}: {_count_line(result)}", caption=caption)
     for name, justify in (
         ("#", "right"),
@@ -111,7 +113,7 @@ def summary_table(result: SearchResult) -> Table:
         mark = " *" if best is not None and t.trial_id == best.trial_id else ""
         table.add_row(
             "" if t.number is None else str(t.number),
-            t.trial_id + mark,
+            (t.trial_id if t.repeat_of is None else f"= #{t.repeat_of}") + mark,
             f"[{_STATE_STYLE.get(t.state, 'white')}]{state}[/]",
             trial_weighting(t.config),
             "-" if value is None else f"{value:.4f}",

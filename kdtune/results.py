@@ -64,6 +64,9 @@ class TrialRecord:
     node: str | None = None  # the host the trial ran on
     stage: str = SEARCH_STAGE  # SEARCH_STAGE or CONFIRM_STAGE
     round: int | None = None  # a confirmation run's racing round (1, 2, ...)
+    # the Optuna number of the earlier trial of the same configuration (weighting and seed)
+    # whose run answered this one: not trained again (the same run, to the last digit)
+    repeat_of: int | None = None
 
     def value(self, metric: str = "val/ap") -> float | None:
         """The trial's value: ``metric`` at its final evaluation (the last finite one).
@@ -161,7 +164,9 @@ class SearchResult:
         return {s: sum(t.state == s for t in self.trials) for s in STATES}
 
     def epochs_spent(self) -> int:
-        return sum(t.epochs_run for t in self.trials)
+        """The epochs the search trained (a repeat answered from an earlier trial trained
+        none)."""
+        return sum(t.epochs_run for t in self.trials if t.repeat_of is None)
 
     def save(self, path: Path) -> None:
         """Write atomically, so that a killed search never leaves a half-written file.

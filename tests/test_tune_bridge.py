@@ -782,3 +782,136 @@ def test_the_watch_ends_with_the_search() -> None:
     interrupts.__exit__(None, None, None)
     watcher.join(5)
     assert not watcher.is_alive() and not heard
+
+
+class _OnePoint(optuna.samplers.RandomSampler):
+    """Proposes α = 0.5 every time: every trial after the first is a repeat."""
+
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        return (
+            0.5
+            if name.endswith("alpha")
+            else super().sample_independent(study, trial, name, distribution)
+        )
+
+
+class _Records:
+    """The monitor's part a repeat uses: which earlier trials it holds complete."""
+
+    def __init__(self, complete: set[int]) -> None:
+        self.complete, self.calls = complete, []
+
+    def repeat(self, number: int, of: int) -> bool:
+        self.calls.append((number, of))
+        return of in self.complete
+
+
+def _repeating(space: Any, records: _Records, total: int | None = 3) -> kt.PruningOptunaSearch:
+    s = kt.PruningOptunaSearch(
+        kt._DefineByRun(space),
+        metric="val/ap",
+        mode="max",
+        sampler=_OnePoint(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        storage=optuna.storages.InMemoryStorage(),
+        study_name="repeats",
+        total=total,
+    )
+    s.kd_attach(LiveRun(monitor=records))
+    return s
+
+
+def test_a_point_proposed_again_is_answered_from_its_completed_trial(space: Any) -> None:
+    records = _Records({0})
+    s = _repeating(space, records)
+    first = suggest(s, "a")
+    s.report_epoch("a", 2, 0.2, may_prune=False)
+    s.report_epoch("a", 5, 0.4, may_prune=False)
+    s.on_trial_complete("a", {"val/ap": 0.4, "epoch": 5})
+    # the next two proposals are α 0.5 again: answered, and the budget of 3 is spent
+    assert s.suggest("b") == Searcher.FINISHED
+    trials = s.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert [t.params for t in trials] == [trials[0].params] * 3
+    for t in trials[1:]:
+        assert t.value == 0.4 and t.intermediate_values == {2: 0.2, 5: 0.4}
+        assert t.user_attrs[kt.REPEAT_ATTR] == 0
+    assert records.calls == [(1, 0), (2, 0)]
+    assert s.optuna_trial("b") is None and first[kt.CONFIG_KEY]["number"] == 0
+
+
+def test_a_repeat_trains_where_its_earlier_trial_has_not_completed(space: Any) -> None:
+    # running: the earlier trial has no value yet
+    s = _repeating(space, _Records({0}))
+    suggest(s, "a")
+    assert suggest(s, "b")[kt.CONFIG_KEY]["number"] == 1
+    # pruned: its run is known only up to where it stopped
+    s = _repeating(space, _Records({0}))
+    suggest(s, "a")
+    s._tell("a", TrialState.PRUNED)
+    assert suggest(s, "b")[kt.CONFIG_KEY]["number"] == 1
+    # complete in the study, but the run's records hold no complete record of it
+    records = _Records(set())
+    s = _repeating(space, records)
+    suggest(s, "a")
+    s.report_epoch("a", 5, 0.4, may_prune=False)
+    s.on_trial_complete("a", {"val/ap": 0.4, "epoch": 5})
+    assert suggest(s, "b")[kt.CONFIG_KEY]["number"] == 1 and records.calls == [(1, 0)]
+    assert kt.REPEAT_ATTR not in s.study.get_trials(deepcopy=False)[1].user_attrs
+    # without a budget nothing is answered (asking again could go on for ever)
+    s = _repeating(space, _Records({0}), total=None)
+    suggest(s, "a")
+    s.report_epoch("a", 5, 0.4, may_prune=False)
+    s.on_trial_complete("a", {"val/ap": 0.4, "epoch": 5})
+    assert suggest(s, "b")[kt.CONFIG_KEY]["number"] == 1
+
+
+def test_an_answered_repeat_is_recorded_as_its_earlier_run_and_trains_nothing(
+    space: Any, tmp_path: Path
+) -> None:
+    from kdtune.console import summary_table
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    ended: list[Any] = []
+    monitor = records._Monitor(
+        records._empty_result(tmp_path, space, url),
+        path=tmp_path / SEARCH_FILE,
+        storage_url=url,
+        budget=space.budget,
+        on_trial_end=ended.append,
+        progress=False,
+    )
+    s = kt.PruningOptunaSearch(
+        kt._DefineByRun(space),
+        metric="val/ap",
+        mode="max",
+        sampler=_OnePoint(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        storage=optuna.storages.RDBStorage(url),
+        study_name="bridge",
+        total=2,
+    )
+    s.kd_attach(LiveRun(monitor=monitor))
+    a = fake_trial("a", suggest(s, "a"))
+    for epoch, value in ((2, 0.2), (5, 0.4)):
+        monitor.trial_result(a, {"epoch": epoch, "val/ap": value, kt.NODE_KEY: "h/1"})
+        s.report_epoch("a", epoch, value, may_prune=False)
+    s.on_trial_complete("a", {"val/ap": 0.4, "epoch": 5, "done": True})
+    monitor.trial_end(a, errored=False)
+    assert s.suggest("b") == Searcher.FINISHED  # α 0.5 again: answered, the budget of 2 spent
+
+    result = monitor.finish()
+    assert [(t.trial_id, t.number, t.state, t.repeat_of) for t in result.trials] == [
+        ("a", 0, COMPLETE, None),
+        ("repeat_0001", 1, COMPLETE, 0),
+    ]
+    again = result.trials[1]
+    assert again.history == result.trials[0].history and again.config == result.trials[0].config
+    assert again.node is None and again.wall_s == 0.0
+    assert result.epochs_spent() == 5  # trained once
+    assert [r.trial_id for r in ended] == ["a", "repeat_0001"]  # tracked like any trial
+    loaded = SearchResult.load(tmp_path / SEARCH_FILE)
+    assert [t.repeat_of for t in loaded.trials] == [None, 0]
+    table = summary_table(loaded)
+    assert "= #0" in list(table.columns[1].cells) and "answered from its run" in str(table.caption)
+    assert monitor.repeat(7, 9) is False  # no complete record of trial 9: it would train

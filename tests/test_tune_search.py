@@ -419,3 +419,43 @@ def test_ray_tune_reads_a_kdtune_search_with_its_own_tools(tmp_path: Path) -> No
     trainable = ray_trainable(tmp_path, trial_fn=toy_trial.toy_fit)
     results = tune.Tuner.restore(str(folder), trainable=trainable).get_results()
     assert len(results) == 3 and all("val/ap" in r.metrics for r in results)
+
+
+REPEATS = """
+name: repeats
+level: second
+sampler: {type: random, seed: 1}
+pruner: {type: none}
+budget: {num_samples: 7, max_epochs: 3, eval_every: 1, max_concurrent: 1}
+resources: {cpu: 1}
+train: {extra: {sleep: 0.01}}
+search:
+  weighting:
+    fixed: {alpha: {low: 0.0, high: 1.0, step: 0.5}}
+"""
+
+
+def test_a_point_proposed_again_is_answered_from_its_run_not_trained_again(
+    tmp_path: Path,
+) -> None:
+    """Three points, seven trials: each point trains once; the rest are answered."""
+    space = parse_space(REPEATS, file="repeats.yaml")
+    result = run_search(space, results=tmp_path, trial_fn=toy_trial.toy_fit, progress=False)
+    assert len(result.trials) == 7 and {t.state for t in result.trials} == {COMPLETE}
+    trained = [t for t in result.trials if t.repeat_of is None]
+    answered = [t for t in result.trials if t.repeat_of is not None]
+    assert answered, "a random sampler over 3 points proposes one again within 7 trials"
+    schedules = [t.config["schedule"] for t in trained]
+    assert len(set(schedules)) == len(schedules)  # no point trained twice
+    by_number = {t.number: t for t in trained}
+    for t in answered:
+        earlier = by_number[t.repeat_of]
+        assert t.config == earlier.config and t.value() == earlier.value()
+        assert t.checkpoint_dir == earlier.checkpoint_dir
+    assert result.epochs_spent() == 3 * len(trained)
+    frozen = {t.number: t for t in study_trials(result)}
+    assert len(frozen) == 7 and all(f.state.name == "COMPLETE" for f in frozen.values())
+    assert {n for n, f in frozen.items() if STOP_REASON_ATTR in f.user_attrs} == set()
+    assert {n for n, f in frozen.items() if "kdtune_repeat_of" in f.user_attrs} == {
+        t.number for t in answered
+    }

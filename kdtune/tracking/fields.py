@@ -80,6 +80,8 @@ def trial_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> dict[str, An
         tags["kdtune.round"] = record.round  # a confirmation run's racing round
     if record.number is not None:
         tags["kdtune.number"] = record.number
+    if record.repeat_of is not None:  # answered from that trial's run, not trained
+        tags["kdtune.repeat_of"] = record.repeat_of
     if record.node:
         tags["kdtune.node"] = record.node
     if record.error:
@@ -96,6 +98,10 @@ def diagnosis_tags(record: TrialRecord, diagnosis: Diagnosis | None) -> tuple[st
 def trial_note(record: TrialRecord, diagnosis: Diagnosis | None) -> str:
     """The run's description in the MLflow UI (Markdown)."""
     lines = [f"**{record.state}** after {record.epochs_run} epochs"]
+    if record.repeat_of is not None:
+        lines.append(
+            f"the weighting and seed of trial {record.repeat_of} again: its run, not trained twice"
+        )
     if diagnosis is not None:
         lines.append(f"**diagnosis**: {diagnosis.label}: {diagnosis.reason}")
         lines.append(f"**recommendation**: {diagnosis.recommendation}")

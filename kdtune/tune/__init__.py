@@ -36,6 +36,7 @@ from kdtune.tune.driver import check_resources, check_start, run_search
 from kdtune.tune.protocol import (
     CONFIG_KEY,
     NODE_KEY,
+    REPEAT_ATTR,
     STOP_REASON_ATTR,
     OnTrialEnd,
     SpaceLike,
@@ -49,6 +50,7 @@ from kdtune.tune.trial import _run_trial as _run_trial
 __all__ = [
     "CONFIG_KEY",
     "NODE_KEY",
+    "REPEAT_ATTR",
     "STOP_REASON_ATTR",
     "OnTrialEnd",
     "OptunaPruningScheduler",

@@ -51,6 +51,7 @@ from kdtune.tune.protocol import (
     MEMBER_ERROR,
     MEMBERS_KEY,
     PRUNED_FILE_KEY,
+    REPEAT_ATTR,
     STOP_REASON_ATTR,
     LiveRun,
     SpaceLike,
@@ -82,6 +83,14 @@ class PruningOptunaSearch(OptunaSearch):
     (ran to its last epoch), PRUNED (by the pruner, or stopped early by the time limit) or FAIL
     (raised, never ran, or ended without a finite metric). Ends that are neither a pruner's
     decision nor an exception carry their reason in the :data:`STOP_REASON_ATTR` user attribute.
+
+    A point the sampler proposes again (TPE does, on a stepped ratio) is the same run as the
+    earlier trial of that point: every trial of a search trains on its seed. Where that trial
+    completed, the new one is answered from it (its intermediate values and value, the
+    :data:`REPEAT_ATTR` user attribute naming it; the monitor records it as the earlier run,
+    :attr:`~kdtune.results.TrialRecord.repeat_of`) and the sampler asked again; with ``total``
+    (the search's Optuna trials in all) an answered repeat counts against it, so the search
+    trains fewer trials, not more. A repeat of a trial still running or pruned trains.
     """
 
     def __init__(
@@ -95,7 +104,9 @@ class PruningOptunaSearch(OptunaSearch):
         storage: optuna.storages.BaseStorage,
         study_name: str,
         points_to_evaluate: list[dict[str, Any]] | None = None,
+        total: int | None = None,
     ) -> None:
+        self._kd_total = total
         super().__init__(
             space=space,
             metric=metric,
@@ -166,9 +177,55 @@ class PruningOptunaSearch(OptunaSearch):
             return None
         self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
+        while config is not None and self._answered_by_earlier(trial_id):
+            if self._budget_spent():
+                return Searcher.FINISHED
+            config = super().suggest(trial_id)
         if config is not None:
             self._kd_planned[trial_id] = planned_epochs(config)
         return config
+
+    def _answered_by_earlier(self, trial_id: str) -> bool:
+        """Answer the trial just suggested to ``trial_id`` from a completed trial of the same
+        point, if the study and the run's records hold one (then it is no longer this Ray
+        trial's: the next suggestion is)."""
+        ot_trial = self._ot_trials[trial_id]
+        monitor = _live(self).monitor
+        if getattr(self, "_kd_total", None) is None or self._kd_steps.get(trial_id):
+            return False  # without a budget to count against, asking again could never end
+        if monitor is None or not hasattr(monitor, "repeat"):
+            return False
+        params = ot_trial.params
+        earlier = next(
+            (
+                t
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.number != ot_trial.number and t.params == params and t.value is not None
+            ),
+            None,
+        )
+        if earlier is None or not monitor.repeat(ot_trial.number, earlier.number):
+            return False
+        for step, value in sorted(earlier.intermediate_values.items()):
+            ot_trial.report(value, step)
+        ot_trial.set_user_attr(REPEAT_ATTR, earlier.number)
+        self.study.tell(ot_trial, earlier.value, state=TrialState.COMPLETE)
+        del self._ot_trials[trial_id]
+        log.info(
+            "optuna trial %s is trial %s again: answered from it", ot_trial.number, earlier.number
+        )
+        return True
+
+    def _budget_spent(self) -> bool:
+        """Whether the study holds ``total`` trials (waiting ones not counted) and no orphan
+        waits for a Ray trial."""
+        total = getattr(self, "_kd_total", None)
+        if total is None or getattr(self, "_kd_orphans", []):
+            return False
+        started = [
+            t for t in self.study.get_trials(deepcopy=False) if t.state != TrialState.WAITING
+        ]
+        return len(started) >= total
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Nothing: :class:`OptunaPruningScheduler` reports each epoch once, at its epoch."""
@@ -350,9 +407,8 @@ class PopulationOptunaSearch(PruningOptunaSearch):
     own end (COMPLETE with its last value, PRUNED by the time limit, FAIL)."""
 
     def __init__(self, *args: Any, population: int, total: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, total=int(total), **kwargs)
         self._kd_population = int(population)
-        self._kd_total = int(total)
         self._kd_members: dict[str, int] = {}  # Ray trial id -> its number of members
         self._kd_last: dict[str, tuple[int, float | None]] = {}  # member id -> (epoch, value)
 
@@ -405,7 +461,7 @@ class PopulationOptunaSearch(PruningOptunaSearch):
         if trial_id in self._kd_members:  # asked again for a trial it already suggested
             return self._population_config(trial_id)
         asked = sum(self._kd_members.values())
-        size = min(self._kd_population, self._kd_total - asked)
+        size = min(self._kd_population, int(self._kd_total or 0) - asked)
         if size <= 0:
             return Searcher.FINISHED
         for k in range(size):

@@ -570,10 +570,10 @@ def _new_tuner(
         sampler = sampler or make_sampler(space)  # type: ignore[arg-type]
         pruner = pruner or make_pruner(space)  # type: ignore[arg-type]
     # budget.population > 1: each Ray trial a population of that many Optuna trials
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"total": space.budget.num_samples}
     if population > 1:
-        extra = {"population": population, "total": space.budget.num_samples}
-    searcher = (PopulationOptunaSearch if extra else PruningOptunaSearch)(
+        extra["population"] = population
+    searcher = (PopulationOptunaSearch if population > 1 else PruningOptunaSearch)(
         _DefineByRun(space),
         # a fresh study only (a resumed one holds them already): enqueued, so they run first
         points_to_evaluate=space.warm_start_points() or None,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CONFIG_KEY = "kdtune"  # trial config: {"kdtune": {"train": {...}, "number": n, "params": {...}}}
 NODE_KEY = "kdtune_node"  # added to every reported result: "<hostname>/<ray node id prefix>"
 STOP_REASON_ATTR = "kdtune_stopped"  # Optuna user attribute: why a trial ended early
+REPEAT_ATTR = "kdtune_repeat_of"  # Optuna user attribute: the trial whose run answered it
 
 # A population trial (confirm.population > 1): {"kdtune": {"members": [run config, ...], ...}}
 # trains its member runs as one population and reports each member's metrics under

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -157,6 +158,31 @@ class _Monitor:
         self.refresh(force=True)
         if self.on_trial_end is not None:
             self.on_trial_end(record)
+
+    def repeat(self, number: int, of: int) -> bool:
+        """Record Optuna trial ``number`` as answered by the finished trial ``of`` (the same
+        configuration: its history, checkpoint and end, no run of its own); False where no
+        complete record of ``of`` is held (then the trial trains)."""
+        earlier = next(
+            (r for r in self.records.values() if r.number == of and r.state == COMPLETE), None
+        )
+        if earlier is None:
+            return False
+        record = replace(
+            earlier,
+            trial_id=f"repeat_{number:04d}",
+            number=number,
+            history=[dict(h) for h in earlier.history],
+            wall_s=0.0,
+            node=None,
+            repeat_of=of,
+        )
+        self.records[record.trial_id] = record
+        self.save()
+        self.refresh(force=True)
+        if self.on_trial_end is not None:
+            self.on_trial_end(record)
+        return True
 
     # -- records -----------------------------------------------------------------------------
     def _record(self, trial: Any) -> TrialRecord:
