@@ -251,6 +251,46 @@ def settle(
     }
 
 
+def write(record: dict[str, Any], out: Path | None) -> None:
+    """Store a record where ``--out`` says (nothing without it)."""
+    if out is not None:
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}")
+
+
+def settle_main(args: Any, error: Any, argv: list[str] | None, start: float) -> None:
+    """``--settle``: the race sizes on the first table, printed and stored."""
+    name = args.tables[0]
+    aps = load(HERE / "known_answer" / f"{name}.json")
+    # one search seed and at least 3 for the truth, unless the runs are drawn anew
+    most = 200 if args.parametric else len(next(iter(aps.values()))) - 1 - 3
+    rows = []
+    for k in args.settle:
+        if not 2 <= k <= most:
+            error(f"--settle: race sizes from 2 to {most} on {name}'s seeds, got {k}")
+        rows.append(settle(aps, args.quickstarts, k, args.seed, args.parametric, args.top_k))
+        r = rows[-1]
+        print(
+            f"{name}{' (drawn)' if args.parametric else ''}, {k} race seeds: regret "
+            f"mean {r['mean_regret']:.4f}; P(median of 3 ≤ "
+            f"{TARGET}) {r['p_median_of_3_within_target']:.2f}; P(3 equal) "
+            f"{r['p_3_recommendations_equal']:.2f}; P(3 agree) {r['p_3_agree']:.2f}; "
+            f"claims {', '.join(f'{c} {v:.2f}' for c, v in r['claims'].items())}"
+        )
+    record = {
+        "kind": "race size, simulated",
+        "command": "python benchmarks/recommend_rule.py " + " ".join(argv or sys.argv[1:]),
+        "table": name,
+        "parametric": args.parametric,
+        "top_k": args.top_k,
+        "margin": MARGIN,
+        "quickstarts_per_case": args.quickstarts,
+        "rows": rows,
+        "wall_s": time.perf_counter() - start,
+    }
+    write(record, args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tables", nargs="+", default=list(TABLES))
@@ -269,38 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     start = time.perf_counter()
     if args.settle:
-        name = args.tables[0]
-        aps = load(HERE / "known_answer" / f"{name}.json")
-        # one search seed and at least 3 for the truth, unless the runs are drawn anew
-        most = 200 if args.parametric else len(next(iter(aps.values()))) - 1 - 3
-        rows = []
-        for k in args.settle:
-            if not 2 <= k <= most:
-                p.error(f"--settle: race sizes from 2 to {most} on {name}'s seeds, got {k}")
-            rows.append(settle(aps, args.quickstarts, k, args.seed, args.parametric, args.top_k))
-            r = rows[-1]
-            print(
-                f"{name}{' (drawn)' if args.parametric else ''}, {k} race seeds: regret "
-                f"mean {r['mean_regret']:.4f}; P(median of 3 ≤ "
-                f"{TARGET}) {r['p_median_of_3_within_target']:.2f}; P(3 equal) "
-                f"{r['p_3_recommendations_equal']:.2f}; P(3 agree) {r['p_3_agree']:.2f}; "
-                f"claims {', '.join(f'{c} {v:.2f}' for c, v in r['claims'].items())}"
-            )
-        record = {
-            "kind": "race size, simulated",
-            "command": "python benchmarks/recommend_rule.py " + " ".join(argv or sys.argv[1:]),
-            "table": name,
-            "parametric": args.parametric,
-            "top_k": args.top_k,
-            "margin": MARGIN,
-            "quickstarts_per_case": args.quickstarts,
-            "rows": rows,
-            "wall_s": time.perf_counter() - start,
-        }
-        if args.out is not None:
-            args.out.write_text(json.dumps(record, indent=1) + "\n")
-            print(f"wrote {args.out}")
-        return
+        return settle_main(args, p.error, argv, start)
     cases = []
     for name in args.tables:
         aps = load(HERE / "known_answer" / f"{name}.json")
@@ -326,9 +335,7 @@ def main(argv: list[str] | None = None) -> None:
         "cases": cases,
         "wall_s": time.perf_counter() - start,
     }
-    if args.out is not None:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write(record, args.out)
 
 
 if __name__ == "__main__":

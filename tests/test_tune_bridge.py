@@ -545,18 +545,23 @@ def fake_trial(trial_id: str, config: dict, **extra: Any) -> Any:
     )
 
 
-def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    s = make_searcher(space, optuna.storages.RDBStorage(url))
-    ended: list[Any] = []
-    monitor = records._Monitor(
-        records._empty_result(tmp_path, space, url),
-        path=tmp_path / SEARCH_FILE,
+def _monitor(space: Any, folder: Path, url: str, ended: list[Any]) -> records._Monitor:
+    """A run's monitor writing ``search.json`` in ``folder``, each trial's end into ``ended``."""
+    return records._Monitor(
+        records._empty_result(folder, space, url),
+        path=folder / SEARCH_FILE,
         storage_url=url,
         budget=space.budget,
         on_trial_end=ended.append,
         progress=False,
     )
+
+
+def test_monitor_records_results_ends_and_writes_search_json(space: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = make_searcher(space, optuna.storages.RDBStorage(url))
+    ended: list[Any] = []
+    monitor = _monitor(space, tmp_path, url, ended)
     good, bad = fake_trial("good", suggest(s, "good")), fake_trial("bad", suggest(s, "bad"))
     for epoch in (1, 2, 2):  # the final result arrives twice
         monitor.trial_result(good, {"epoch": epoch, "val/ap": 0.1 * epoch, kt.NODE_KEY: "h/1"})
@@ -806,18 +811,23 @@ class _Records:
         return of in self.complete
 
 
-def _repeating(space: Any, records: _Records, total: int | None = 3) -> kt.PruningOptunaSearch:
+def _repeating(
+    space: Any,
+    monitor: Any,
+    total: int | None = 3,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> kt.PruningOptunaSearch:
     s = kt.PruningOptunaSearch(
         kt._DefineByRun(space),
         metric="val/ap",
         mode="max",
         sampler=_OnePoint(seed=0),
         pruner=optuna.pruners.NopPruner(),
-        storage=optuna.storages.InMemoryStorage(),
-        study_name="repeats",
+        storage=storage or optuna.storages.InMemoryStorage(),
+        study_name=space.name,  # the monitor reads the study by the space's name
         total=total,
     )
-    s.kd_attach(LiveRun(monitor=records))
+    s.kd_attach(LiveRun(monitor=monitor))
     return s
 
 
@@ -873,25 +883,8 @@ def test_an_answered_repeat_is_recorded_as_its_earlier_run_and_trains_nothing(
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     ended: list[Any] = []
-    monitor = records._Monitor(
-        records._empty_result(tmp_path, space, url),
-        path=tmp_path / SEARCH_FILE,
-        storage_url=url,
-        budget=space.budget,
-        on_trial_end=ended.append,
-        progress=False,
-    )
-    s = kt.PruningOptunaSearch(
-        kt._DefineByRun(space),
-        metric="val/ap",
-        mode="max",
-        sampler=_OnePoint(seed=0),
-        pruner=optuna.pruners.NopPruner(),
-        storage=optuna.storages.RDBStorage(url),
-        study_name="bridge",
-        total=2,
-    )
-    s.kd_attach(LiveRun(monitor=monitor))
+    monitor = _monitor(space, tmp_path, url, ended)
+    s = _repeating(space, monitor, total=2, storage=optuna.storages.RDBStorage(url))
     a = fake_trial("a", suggest(s, "a"))
     for epoch, value in ((2, 0.2), (5, 0.4)):
         monitor.trial_result(a, {"epoch": epoch, "val/ap": value, kt.NODE_KEY: "h/1"})
