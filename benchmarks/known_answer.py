@@ -27,7 +27,13 @@ regret (the truth of the table's best configuration minus the truth of the recom
 each claim of its verdict (each comparison's sign) against the truth's paired difference::
 
     python benchmarks/known_answer.py judge results/quickstart \
-        --truth benchmarks/known_answer/synthetic.json
+        --truth benchmarks/known_answer/synthetic.json --json judged/quickstart.json
+
+``agree``: judged quickstarts together, as issue 20 asks of them: their median regret (≤ 0.003
+AP), every claim the truth contradicts, and whether their recommendations agree (equal or, pair
+by pair, declared equivalent by one of the two verdicts)::
+
+    python benchmarks/known_answer.py agree judged/a.json judged/b.json judged/c.json
 """
 
 from __future__ import annotations
@@ -493,6 +499,79 @@ def _print_judgement(report: dict[str, Any]) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- agree
+
+TARGET_REGRET = 0.003  # AP: the median regret of judged quickstarts issue 20 asks for
+
+
+def agree(picks: list[tuple[str, dict[str, str]]]) -> bool:
+    """Whether quickstarts' recommendations are equal or, pair by pair, declared equivalent by
+    one of the two verdicts. ``picks``: each quickstart's recommendation and what its verdict
+    claims of it against each other configuration (``{against: claim}``)."""
+    for i, (a, said_a) in enumerate(picks):
+        for b, said_b in picks[i + 1 :]:
+            if a != b and "equivalent" not in (said_a.get(b), said_b.get(a)):
+                return False
+    return True
+
+
+def together(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Judged quickstarts (``judge``'s reports) taken together, as issue 20 asks of them: the
+    median regret, every claim the truth contradicts, and whether the recommendations agree."""
+    from kdtune.errors import KdtuneError
+
+    if len(reports) < 2:
+        raise KdtuneError("agree: give at least 2 judged reports")
+    picks: list[tuple[str, dict[str, str]]] = []
+    for r in reports:
+        if r.get("recommended") is None:
+            raise KdtuneError(f"agree: {r.get('search')} recommended nothing")
+        said = {
+            str(c["against"]): str(c["claim"])
+            for c in r["claims"]
+            if c.get("subject") in (None, r["recommended"])
+        }
+        picks.append((str(r["recommended"]), said))
+    regrets = [r["regret"] for r in reports]
+    known = [x for x in regrets if x is not None]
+    median = statistics.median(known) if len(known) == len(regrets) else None
+    contradicted = [
+        {"search": r["search"], "sentence": c["sentence"]}
+        for r in reports
+        for c in r["claims"]
+        if c["check"] == "contradicted"
+    ]
+    return {
+        "searches": [r["search"] for r in reports],
+        "recommended": [p for p, _ in picks],
+        "regrets": regrets,
+        "median_regret": median,
+        "median_regret_within_target": median is not None and median <= TARGET_REGRET,
+        "claims": sum(len(r["claims"]) for r in reports),
+        "decided_claims": sum(
+            c["claim"] not in ("undecided", "no claim") for r in reports for c in r["claims"]
+        ),
+        "contradicted": contradicted,
+        "agree": agree(picks),
+    }
+
+
+def _print_together(t: dict[str, Any]) -> None:
+    from kdtune.schedules import words
+
+    for search, rec, regret in zip(t["searches"], t["recommended"], t["regrets"], strict=True):
+        shown = "unknown" if regret is None else f"{regret:.4f}"
+        print(f"{search}: {words(rec)}, regret {shown}")
+    median = "unknown" if t["median_regret"] is None else f"{t['median_regret']:.4f}"
+    yes = {True: "yes", False: "no"}
+    print(f"median regret {median} AP (≤ {TARGET_REGRET}: {yes[t['median_regret_within_target']]})")
+    print(f"claims contradicted by the truth: {len(t['contradicted'])} "
+          f"(of {t['decided_claims']} decided, {t['claims']} in all)")  # fmt: skip
+    for c in t["contradicted"]:
+        print(f"  {c['search']}: {c['sentence']}")
+    print(f"recommendations equal or declared equivalent: {yes[t['agree']]}")
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -541,6 +620,11 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--truth", type=Path, required=True)
     j.add_argument("--allow-mismatch", action="store_true")
     j.add_argument("--json", type=Path, default=None)
+    a = sub.add_parser(
+        "agree", help="judged quickstarts together: median regret, contradicted claims, agreement"
+    )
+    a.add_argument("reports", type=Path, nargs="+", help="judge's --json reports")
+    a.add_argument("--json", type=Path, default=None)
     return p
 
 
@@ -551,6 +635,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.mode == "run":
             run(args)
+        elif args.mode == "agree":
+            reports = []
+            for path in args.reports:
+                if not path.is_file():
+                    raise KdtuneError(f"agree: no judged report at {path}")
+                try:
+                    reports.append(json.loads(path.read_text()))
+                except json.JSONDecodeError as exc:
+                    raise KdtuneError(f"agree: {path} is not JSON ({exc.msg})") from None
+            t = together(reports)
+            _print_together(t)
+            save(t, args.json)
         else:
             report = judge(args.search, args.truth, args.allow_mismatch)
             _print_judgement(report)

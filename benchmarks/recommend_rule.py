@@ -55,6 +55,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from known_answer import agree  # noqa: E402
+
 from kdtune.inference import PairedEstimate, holm_tests  # noqa: E402
 from kdtune.pooled import Run, features, fit  # noqa: E402
 from kdtune.schedules import parse_schedule  # noqa: E402
@@ -159,16 +161,6 @@ def claims(
                 else "undecided"
             )
     return out
-
-
-def agree(picks: list[tuple[str, dict[str, str]]]) -> bool:
-    """Whether quickstarts' recommendations are equal or, pair by pair, declared equivalent by
-    one of the two verdicts."""
-    for i, (a, said_a) in enumerate(picks):
-        for b, said_b in picks[i + 1 :]:
-            if a != b and "equivalent" not in (said_a.get(b), said_b.get(a)):
-                return False
-    return True
 
 
 def summarise(regrets: list[float], picks: list[str]) -> dict[str, Any]:

@@ -363,9 +363,7 @@ def test_the_simulated_verdict_holds_a_claim_only_where_the_runs_bear_it() -> No
 
 
 def test_quickstarts_agree_when_equal_or_declared_equivalent_by_one_of_the_two() -> None:
-    import recommend_rule
-
-    agree = recommend_rule.agree
+    agree = known_answer.agree
     assert agree([("a", {}), ("a", {}), ("a", {})])
     assert not agree([("a", {"b": "undecided"}), ("b", {"a": "undecided"}), ("a", {})])
     assert agree([("a", {"b": "equivalent"}), ("b", {}), ("a", {"b": "equivalent"})])
@@ -398,3 +396,55 @@ def test_drawn_races_follow_the_tables_means_and_covariance_and_settle_flat_trut
     # the measured table at the quickstart's race (3 seeds): no equivalence is ever declared
     row = recommend_rule.settle(aps, 60, 3, 0, parametric=False)
     assert row["claims"]["equivalent"] == 0.0 and row["p_3_agree"] < 0.6
+
+
+def _report(name: str, recommended: str, regret: float, said: dict[str, tuple[str, str]]) -> Any:
+    """A judged report as ``judge`` writes it: ``said`` maps each raced configuration to the
+    verdict's claim of the recommendation against it and the truth's check of that claim."""
+    claims = [
+        {"subject": recommended, "against": b, "sentence": f"{recommended} vs {b}: {claim}",
+         "claim": claim, "check": check}
+        for b, (claim, check) in said.items()
+    ]  # fmt: skip
+    return {"search": name, "recommended": recommended, "regret": regret, "claims": claims}
+
+
+def test_judged_quickstarts_together_median_regret_contradictions_and_agreement(
+    tmp_path: Path,
+) -> None:
+    undecided = ("undecided", "no claim to check")
+    a = _report("a", "fixed:1", 0.0, {"fixed:0.9": undecided, "fixed:0": ("beats", "holds")})
+    b = _report("b", "fixed:0.9", 0.0024, {"fixed:1": undecided})
+    c = _report("c", "fixed:1", 0.0, {"fixed:0": ("beats", "holds")})
+    t = known_answer.together([a, b, c])
+    assert t["median_regret"] == 0.0 and t["median_regret_within_target"]
+    assert t["recommended"] == ["fixed:1", "fixed:0.9", "fixed:1"]
+    assert not t["agree"]  # b differs from a and c, and no verdict declares them equivalent
+    assert (t["claims"], t["decided_claims"], t["contradicted"]) == (4, 2, [])
+    # b's verdict declaring its pick equivalent to α 0 settles both of its pairs
+    b_eq = _report("b", "fixed:0.9", 0.0024, {"fixed:1": ("equivalent", "truth cannot tell")})
+    assert known_answer.together([a, b_eq, c])["agree"]
+    # a claim the truth contradicts is named; a regret above 0.003 at the median fails
+    bad = _report("d", "fixed:0.75", 0.0042, {"fixed:0": ("trails", "contradicted")})
+    t = known_answer.together([bad, bad, a])
+    assert t["median_regret"] == 0.0042 and not t["median_regret_within_target"]
+    assert t["contradicted"] == [{"search": "d", "sentence": "fixed:0.75 vs fixed:0: trails"}] * 2
+    # the command: a report file per quickstart; a missing or broken one is one line, exit 2
+    files = []
+    for i, report in enumerate([a, b, c]):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(report))
+    script = str(ROOT / "benchmarks" / "known_answer.py")
+    out = subprocess.run(
+        [sys.executable, script, "agree", *map(str, files), "--json", str(tmp_path / "t.json")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "recommendations equal or declared equivalent: no" in out.stdout
+    assert json.loads((tmp_path / "t.json").read_text())["regrets"] == [0.0, 0.0024, 0.0]
+    (tmp_path / "broken.json").write_text("{")
+    for bad_file in (tmp_path / "missing.json", tmp_path / "broken.json"):
+        r = subprocess.run([sys.executable, script, "agree", str(bad_file), str(files[0])],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    with pytest.raises(KdtuneError, match="at least 2"):
+        known_answer.together([a])
