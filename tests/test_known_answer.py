@@ -448,3 +448,30 @@ def test_judged_quickstarts_together_median_regret_contradictions_and_agreement(
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     with pytest.raises(KdtuneError, match="at least 2"):
         known_answer.together([a])
+
+
+def test_model_equivalence_reads_the_pooled_models_difference_against_the_margin() -> None:
+    import model_equivalence
+
+    from kdtune.pooled import Run, fit
+
+    rng = np.random.default_rng(0)
+    beta = {"fixed:0": 0.0, "fixed:0.5": 0.5, "fixed:0.9": 0.9, "fixed:1": 1.0}
+    runs = [
+        Run(spec, seed, 0.02 * b - 0.005 * b * b + 0.01 * seed + rng.normal(0, 1e-5))
+        for seed in range(6)
+        for spec, b in beta.items()
+    ]
+    model = fit(runs)
+    assert model is not None
+    claims = model_equivalence.model_claims
+    said = claims(model, "fixed:1", ["fixed:0.9", "fixed:0"], 0.005, 0.05, 6)
+    # AP(β̄ 1) − AP(β̄ 0.9) = 0.02·0.1 − 0.005·0.19 = 0.00105: inside ±0.005; against α 1: 0.015
+    assert said["fixed:0.9"]["mean"] == pytest.approx(0.00105, abs=1e-4)
+    assert said["fixed:0.9"]["equivalent"] and not said["fixed:0"]["equivalent"]
+    assert said["fixed:0"]["mean"] == pytest.approx(0.015, abs=1e-4)
+    # the same design with seed noise of 0.01 per run: the model can no longer say it
+    noisy = [Run(r.schedule, r.seed, r.ap + rng.normal(0, 0.01)) for r in runs]
+    loose = fit(noisy)
+    assert loose is not None
+    assert not claims(loose, "fixed:1", ["fixed:0.9"], 0.005, 0.05, 6)["fixed:0.9"]["equivalent"]
