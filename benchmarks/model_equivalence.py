@@ -25,6 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from kdtune.errors import KdtuneError  # noqa: E402
 from kdtune.inference import t_quantile  # noqa: E402
 from kdtune.pooled import Fit, Run, fit  # noqa: E402
 
@@ -49,9 +50,11 @@ def search_runs(folder: Path) -> tuple[str, list[Run], list[str], dict[str, Any]
     weightings its race trained, and its verdict."""
     from kdtune.results import SEARCH_FILE, SearchResult
 
+    if not (folder / SEARCH_FILE).is_file():
+        raise KdtuneError(f"model_equivalence: no {SEARCH_FILE} in {folder}")
     result = SearchResult.load(folder / SEARCH_FILE)
     if result.recommended is None or result.verdict is None:
-        raise SystemExit(f"{folder}: no recommendation")
+        raise KdtuneError(f"model_equivalence: {folder} recommended nothing")
     runs = [
         Run(t.reported_schedule, int(t.config.get("seed", 0)), float(t.value(result.metric) or 0))
         for t in [*result.trials, *result.confirmations]
@@ -72,7 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.truth is not None:
         truth = {r["schedule"]: r["aps"] for r in json.loads(args.truth.read_text())["table"]}
     for folder in args.searches:
-        chosen, runs, raced, verdict = search_runs(folder)
+        try:
+            chosen, runs, raced, verdict = search_runs(folder)
+        except KdtuneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         model = fit(runs)
         if model is None:
             print(f"{folder}: too few runs for the model")
