@@ -29,6 +29,10 @@ each claim of its verdict (each comparison's sign) against the truth's paired di
     python benchmarks/known_answer.py judge results/quickstart \
         --truth benchmarks/known_answer/synthetic.json --json judged/quickstart.json
 
+``judge --rejudge`` first derives the verdict again from the search's stored runs under
+today's rule (``kdtune rejudge``: the race replayed round by round, nothing trained), so a
+change of the rule is judged on races already run.
+
 ``agree``: judged quickstarts together, as issue 20 asks of them: their median regret (≤ 0.003
 AP), every claim the truth contradicts, and whether their recommendations agree (equal or, pair
 by pair, declared equivalent by one of the two verdicts)::
@@ -391,7 +395,17 @@ def _paired(truth: dict[str, Any], a: str, b: str) -> dict[str, float] | None:
     return {"mean": statistics.mean(diffs), "low": low, "high": high, "n": len(diffs)}
 
 
-def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[str, Any]:
+def judge(
+    search: Path,
+    truth_path: Path,
+    allow_mismatch: bool = False,
+    rejudge: bool = False,
+    space: Path | None = None,
+) -> dict[str, Any]:
+    """A finished search checked against a truth table: its regret and every claim of its
+    verdict. ``rejudge``: the verdict is first derived again from the search's stored runs
+    under today's rule (``kdtune rejudge``; ``space``, its space file where the stored path
+    does not hold), so a rule change is judged without training anything."""
     from kdtune.errors import KdtuneError
     from kdtune.results import SEARCH_FILE, SearchResult
     from kdtune.schedules import words
@@ -402,6 +416,13 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
     if not truth_path.is_file():
         raise KdtuneError(f"judge: no truth table at {truth_path}")
     result = SearchResult.load(file)
+    rejudged = None
+    if rejudge:
+        from kdtune.api import rejudge as rejudge_search
+
+        again = rejudge_search(file.parent.name, results=file.parent.parent, space_file=space)
+        result.verdict = again["verdict"]
+        rejudged = {k: v for k, v in again.items() if k not in ("verdict", "text")}
     truth = json.loads(truth_path.read_text())
     trials = [t for t in [*result.trials, *result.confirmations] if t.config]
     if not trials:
@@ -422,6 +443,7 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
         "truth": str(truth_path),
         "truth_kind": truth.get("kind"),
         "budget_mismatch": mismatch,
+        "rejudged": rejudged,
         "recommended": recommended,
         "withheld": result.withheld,
         "truth_best": best,
@@ -455,6 +477,7 @@ def judge(search: Path, truth_path: Path, allow_mismatch: bool = False) -> dict[
             "against": comp["against"],
             "sentence": comp.get("sentence"),
             "claim": claim,
+            "by": comp.get("by"),
             "search": {k: comp.get(k) for k in ("mean", "low", "high")},
             "truth": truth_diff,
             "check": (
@@ -473,6 +496,13 @@ def _print_judgement(report: dict[str, Any]) -> None:
     print(f"judged {report['search']} against {report['truth']} ({report['truth_kind']})")
     if report["budget_mismatch"]:
         print(f"  budget differs in: {', '.join(report['budget_mismatch'])}")
+    again = report.get("rejudged")
+    if again:
+        print(
+            f"  verdict derived again under today's rule: {again['rounds_replayed']} of "
+            f"{again['rounds_stored']} stored rounds ({again['stopped']}); stored "
+            f"recommendation {words(again['stored_recommended'] or '')}"
+        )
     rec = report["recommended"]
     print(f"  recommended: {words(rec) if rec else 'nothing (' + str(report['withheld']) + ')'}")
     print(f"  truth's best: {words(report['truth_best'])} ({report['truth_best_mean']:.4f})")
@@ -493,8 +523,9 @@ def _print_judgement(report: dict[str, Any]) -> None:
             if truth
             else ""
         )
+        by = " by the pooled model" if c.get("by") == "pooled model" else ""
         print(
-            f"  {words(c.get('subject') or rec)} vs {words(c['against'])}: {c['claim']}"
+            f"  {words(c.get('subject') or rec)} vs {words(c['against'])}: {c['claim']}{by}"
             f" → {c['check']}{known}"
         )
 
@@ -619,6 +650,12 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("search", type=Path, help="a search folder (or its search.json)")
     j.add_argument("--truth", type=Path, required=True)
     j.add_argument("--allow-mismatch", action="store_true")
+    j.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="derive the verdict again from the stored runs under today's rule first",
+    )
+    j.add_argument("--space", type=Path, default=None, help="with --rejudge: the space file")
     j.add_argument("--json", type=Path, default=None)
     a = sub.add_parser(
         "agree", help="judged quickstarts together: median regret, contradicted claims, agreement"
@@ -648,7 +685,7 @@ def main(argv: list[str] | None = None) -> None:
             _print_together(t)
             save(t, args.json)
         else:
-            report = judge(args.search, args.truth, args.allow_mismatch)
+            report = judge(args.search, args.truth, args.allow_mismatch, args.rejudge, args.space)
             _print_judgement(report)
             save(report, args.json)
     except KdtuneError as exc:

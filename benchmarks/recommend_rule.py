@@ -60,6 +60,7 @@ from known_answer import agree  # noqa: E402
 from kdtune.inference import PairedEstimate, holm_tests  # noqa: E402
 from kdtune.pooled import Run, features, fit  # noqa: E402
 from kdtune.schedules import parse_schedule  # noqa: E402
+from kdtune.verdict import ModelDifference  # noqa: E402
 
 WARM = ("fixed:0", "fixed:0.5", "fixed:0.75", "fixed:0.9", "fixed:1", "linear:0.9:0.5")
 DEFAULT, GROUND_TRUTH = "fixed:0.75", "fixed:0"
@@ -103,9 +104,12 @@ def one_quickstart(
     race_seeds: int,
     truth: dict[str, float] | None = None,
     top_k: int = 1,
-) -> dict[str, tuple[str, float, dict[str, str]]]:
-    """Each rule's recommendation, its regret against the hold-out truth, and its verdict's
-    claim against each other racer (:func:`claims`)."""
+    model_claims: bool = False,
+) -> dict[str, tuple[str, float, dict[str, str], dict[str, float]]]:
+    """Each rule's recommendation, its regret against the truth (the hold-out seeds' means
+    unless given), its verdict's claim against each other racer (:func:`claims`; with
+    ``model_claims``, the pooled model's equivalence claims too), and the truth's difference
+    ``recommendation − racer`` for each."""
     seeds = rng.permutation(sorted(next(iter(aps.values()))))
     search_seed, race, hold = seeds[0], seeds[1 : 1 + race_seeds], seeds[1 + race_seeds :]
     if truth is None:
@@ -127,16 +131,23 @@ def one_quickstart(
             chosen = final.best(racers)
         else:
             chosen = max(racers, key=lambda c: float(np.mean([aps[c][s] for s in race])))
-        out[rule] = (chosen, best - truth[chosen], claims(aps, chosen, racers, race))
+        said = claims(aps, chosen, racers, race, final if model_claims else None)
+        diffs = {c: truth[chosen] - truth[c] for c in racers if c != chosen}
+        out[rule] = (chosen, best - truth[chosen], said, diffs)
     return out
 
 
 def claims(
-    aps: dict[str, dict[int, float]], chosen: str, racers: list[str], seeds: Any
+    aps: dict[str, dict[int, float]],
+    chosen: str,
+    racers: list[str],
+    seeds: Any,
+    model: Any = None,
 ) -> dict[str, str]:
     """What a verdict block on the race's runs holds of ``chosen`` against each other racer:
-    "differs", "equivalent" or "undecided" (Holm over every pair's two claims, as the block;
-    the image part of the variance left out)."""
+    "differs", "equivalent", "equivalent by the model" or "undecided" (Holm over every pair's
+    claims, as the block, the model's equivalence claims among them where a ``model`` is given
+    and fits; the image part of the variance left out)."""
     pairs = [(a, b) for i, a in enumerate(racers) for b in racers[i + 1 :]]
     est = []
     for a, b in pairs:
@@ -148,19 +159,41 @@ def claims(
     tests = [lambda lv, e=e: e.p_differs(lv) <= lv for e in est] + [
         lambda lv, e=e: e.p_equivalent(MARGIN, lv) <= lv for e in est
     ]
-    held = holm_tests(order, tests, LEVEL, cap=len(est))
+    kinds = ["differs", "equivalent"]
+    if model is not None and model.fits:
+        by = [
+            ModelDifference(*model.difference(a, b), model.dof, e)
+            for (a, b), e in zip(pairs, est, strict=True)
+        ]
+        order += [d.p_equivalent(MARGIN) for d in by]
+        tests += [lambda lv, d=d: d.consistent(MARGIN) and d.p_equivalent(MARGIN) <= lv for d in by]
+        kinds.append("equivalent by the model")
+    held = holm_tests(order, tests, LEVEL, cap=(len(kinds) - 1) * len(est))
     out = {}
     for i, (a, b) in enumerate(pairs):
         if chosen in (a, b):
             other = b if a == chosen else a
-            out[other] = (
-                "differs"
-                if held[i] is not None
-                else "equivalent"
-                if held[len(est) + i] is not None
-                else "undecided"
+            kind = next(
+                (k for j, k in enumerate(kinds) if held[j * len(est) + i] is not None),
+                "undecided",
             )
+            if kind == "differs":  # which way, seen from the recommendation
+                kind = "beats" if (est[i].mean > 0) == (a == chosen) else "trails"
+            out[other] = kind
     return out
+
+
+def contradicted(claim: str, truth_diff: float) -> bool:
+    """Whether the truth's difference ``recommendation − racer`` contradicts a claim: "beats"
+    or "trails" the wrong way (or no difference), "equivalent" (either kind) at or beyond the
+    margin."""
+    if claim == "beats":
+        return truth_diff <= 0
+    if claim == "trails":
+        return truth_diff >= 0
+    if claim.startswith("equivalent"):
+        return abs(truth_diff) >= MARGIN
+    return False
 
 
 def summarise(regrets: list[float], picks: list[str]) -> dict[str, Any]:
@@ -183,7 +216,7 @@ def simulate(aps: dict[str, dict[int, float]], n: int, race_seeds: int, seed: in
     regrets: dict[str, list[float]] = {"mean": [], "pooled": []}
     picks: dict[str, list[str]] = {"mean": [], "pooled": []}
     for _ in range(n):
-        for rule, (chosen, regret, _) in one_quickstart(aps, rng, race_seeds).items():
+        for rule, (chosen, regret, _, _) in one_quickstart(aps, rng, race_seeds).items():
             regrets[rule].append(regret)
             picks[rule].append(chosen)
     return {rule: summarise(regrets[rule], picks[rule]) for rule in regrets}
@@ -214,33 +247,54 @@ def settle(
     seed: int,
     parametric: bool,
     top_k: int = 1,
+    model_claims: bool = False,
 ) -> Any:
     """The pooled rule at ``race_seeds`` race seeds: regret, and how often the verdicts' claims
-    make three quickstarts agree. ``parametric``: each quickstart's runs drawn anew from the
-    table's means and covariance (:func:`gaussian`), judged against the table's means, so that
-    races larger than the table's seeds can be tried."""
+    make three quickstarts agree, and how often the truth contradicts them. ``parametric``:
+    each quickstart's runs drawn anew from the table's means and covariance (:func:`gaussian`),
+    judged against the table's means, so that races larger than the table's seeds can be tried.
+    ``model_claims``: the block's equivalence claims by the pooled model join its family."""
     rng = np.random.default_rng(seed)
     if parametric:
         model = gaussian(aps)
         truth = dict(zip(model[0], map(float, model[1]), strict=True))
         runs = [
-            one_quickstart(drawn(model, 1 + race_seeds, rng), rng, race_seeds, truth, top_k)[
-                "pooled"
-            ]
+            one_quickstart(
+                drawn(model, 1 + race_seeds, rng), rng, race_seeds, truth, top_k, model_claims
+            )["pooled"]
             for _ in range(n)
         ]
     else:
-        runs = [one_quickstart(aps, rng, race_seeds, None, top_k)["pooled"] for _ in range(n)]
-    regrets = [r for _, r, _ in runs]
+        runs = [
+            one_quickstart(aps, rng, race_seeds, None, top_k, model_claims)["pooled"]
+            for _ in range(n)
+        ]
+    regrets = [r[1] for r in runs]
     triples = [runs[i : i + 3] for i in range(0, n - 2, 3)]
-    said = [c for _, _, by in runs for c in by.values()]
+    said = [(c, r[3][o]) for r in runs for o, c in r[2].items()]
+    kinds = ("beats", "trails", "equivalent", "equivalent by the model", "undecided")
+    made = [(c, d) for c, d in said if c != "undecided"]
+    wrong = [c for c, d in made if contradicted(c, d)]
     return {
         "race_seeds": race_seeds,
-        **summarise(regrets, [c for c, _, _ in runs]),
-        "p_3_agree": float(np.mean([agree([(c, by) for c, _, by in t]) for t in triples])),
-        "claims": {k: said.count(k) / len(said) for k in ("differs", "equivalent", "undecided")},
+        "model_claims": model_claims,
+        **summarise(regrets, [r[0] for r in runs]),
+        "p_3_agree": float(np.mean([agree([(r[0], _spoken(r[2])) for r in t]) for t in triples])),
+        "claims": {k: sum(c == k for c, _ in said) / len(said) for k in kinds},
+        "contradicted": {
+            "p_block": float(
+                np.mean([any(contradicted(c, r[3][o]) for o, c in r[2].items()) for r in runs])
+            ),
+            "of_claims": len(wrong) / max(len(made), 1),
+            **{k: wrong.count(k) / max(sum(c == k for c, _ in made), 1) for k in kinds[:-1]},
+        },
         "race_runs": (2 + top_k) * race_seeds,
     }
+
+
+def _spoken(said: dict[str, str]) -> dict[str, str]:
+    """Claims as :func:`known_answer.agree` reads them (either kind of equivalence is one)."""
+    return {o: "equivalent" if c.startswith("equivalent") else c for o, c in said.items()}
 
 
 def write(record: dict[str, Any], out: Path | None) -> None:
@@ -254,27 +308,46 @@ def settle_main(args: Any, error: Any, argv: list[str] | None, start: float) -> 
     """``--settle``: the race sizes on the first table, printed and stored."""
     name = args.tables[0]
     aps = load(HERE / "known_answer" / f"{name}.json")
+    if args.shape is not None:
+        if args.shape not in SHAPES:
+            error(f"--shape: one of {', '.join(repr(k) for k in SHAPES)}, got {args.shape!r}")
+        aps = reshaped(aps, SHAPES[args.shape])
+        name = f"{name} runs, {args.shape}"
     # one search seed and at least 3 for the truth, unless the runs are drawn anew
     most = 200 if args.parametric else len(next(iter(aps.values()))) - 1 - 3
     rows = []
     for k in args.settle:
         if not 2 <= k <= most:
             error(f"--settle: race sizes from 2 to {most} on {name}'s seeds, got {k}")
-        rows.append(settle(aps, args.quickstarts, k, args.seed, args.parametric, args.top_k))
+        rows.append(
+            settle(
+                aps, args.quickstarts, k, args.seed, args.parametric, args.top_k, args.model_claims
+            )
+        )
         r = rows[-1]
         print(
             f"{name}{' (drawn)' if args.parametric else ''}, {k} race seeds: regret "
             f"mean {r['mean_regret']:.4f}; P(median of 3 ≤ "
             f"{TARGET}) {r['p_median_of_3_within_target']:.2f}; P(3 equal) "
             f"{r['p_3_recommendations_equal']:.2f}; P(3 agree) {r['p_3_agree']:.2f}; "
-            f"claims {', '.join(f'{c} {v:.2f}' for c, v in r['claims'].items())}"
+            f"claims {', '.join(f'{c} {v:.3f}' for c, v in r['claims'].items())}; "
+            f"P(a block holds a contradicted claim) {r['contradicted']['p_block']:.4f}; "
+            f"contradicted {r['contradicted']['of_claims']:.4f} of claims made ("
+            + ", ".join(
+                f"{c} {v:.4f}"
+                for c, v in r["contradicted"].items()
+                if c not in ("of_claims", "p_block")
+            )
+            + ")"
         )
     record = {
         "kind": "race size, simulated",
         "command": "python benchmarks/recommend_rule.py " + " ".join(argv or sys.argv[1:]),
         "table": name,
         "parametric": args.parametric,
+        "shape": args.shape,
         "top_k": args.top_k,
+        "model_claims": args.model_claims,
         "margin": MARGIN,
         "quickstarts_per_case": args.quickstarts,
         "rows": rows,
@@ -297,6 +370,16 @@ def main(argv: list[str] | None = None) -> None:
         help="with --settle: draw each quickstart's runs from the table's means and covariance",
     )
     p.add_argument("--top-k", type=int, default=1, help="with --settle: candidates raced")
+    p.add_argument(
+        "--shape",
+        default=None,
+        help="with --settle: the table's runs re-centred on one of the other truths (--shapes)",
+    )
+    p.add_argument(
+        "--model-claims",
+        action="store_true",
+        help="with --settle: the pooled model's equivalence claims join the block's family",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     start = time.perf_counter()

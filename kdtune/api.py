@@ -183,6 +183,21 @@ def sync(
     return sync_search(name, results=results, tracking_uri=tracking_uri)
 
 
+def rejudge(
+    name: str,
+    *,
+    results: Path | None = None,
+    space_file: Path | None = None,
+    output: Path | None = None,
+) -> dict[str, Any]:
+    """``kdtune rejudge NAME``: the confirmation race of finished search NAME judged again from
+    its stored runs under this kdtune's rule (:func:`kdtune.search.rejudge`), nothing trained
+    and nothing stored changed; ``output``: the new block also written there as JSON."""
+    from kdtune.search import rejudge as rejudge_search
+
+    return rejudge_search(name, results=results, space_file=space_file, output=output)
+
+
 def guided_space(outcome: SearchOutcome) -> Path | None:
     """``--follow-guidance``: the space file of the points the guidance recommends, if any."""
     return outcome.next_space

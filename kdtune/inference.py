@@ -1,5 +1,6 @@
 """The arithmetic of a paired verdict, free of pose estimation: Student's t, a seed-by-image
-variance split, two one-sided tests, Holm's step-down, and seeds still needed.
+variance split, two one-sided tests, Holm's step-down, and seeds still needed (and Fisher's F
+for the pooled model's lack-of-fit test).
 
 Everything here takes plain numbers; :mod:`kdtune.verdict` feeds it per-seed differences and
 their bootstrap replicates over images. The distributions are computed here (no scipy at run
@@ -144,6 +145,16 @@ def gamma_p(a: float, x: float) -> float:
         term *= x / (a + n)
         total += term
     return min(1.0, total * math.exp(a * math.log(x) - x - math.lgamma(a)))
+
+
+def f_sf(f: float, d1: float, d2: float) -> float:
+    """P(F > ``f``) for Fisher's F with ``d1`` and ``d2`` degrees of freedom (from
+    :func:`beta_inc`: P(F ≤ f) = I_x(d1/2, d2/2), x = d1 f / (d1 f + d2))."""
+    if not (d1 > 0 and d2 > 0):
+        raise ValueError(f"f_sf: degrees of freedom must be positive, got {d1}, {d2}")
+    if f <= 0:
+        return 1.0
+    return 1.0 - beta_inc(d1 / 2.0, d2 / 2.0, d1 * f / (d1 * f + d2))
 
 
 @lru_cache(maxsize=256)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kdtune.inference import f_sf
 from kdtune.schedules import parse_schedule
 
 MODEL = "AP ~ β̄ + β̄² + seed"
@@ -46,6 +47,7 @@ WEIGHTING_TERMS = 2
 EXTRA_RUNS = 2  # runs beyond the model's parameters before a fit is trusted
 _GRID = 257  # points of training progress β is averaged over
 IGNORED = frozenset({"schedule", "seed", "eval_every", "round"})
+LACK_OF_FIT = 0.05  # below this p, the runs contradict the model's shape: no claim rests on it
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class Fit:
     weightings: int
     dof: int
     model: str = MODEL
+    lack_of_fit: float | None = None  # p of the lack-of-fit F test; None: nothing to test
+
+    @property
+    def fits(self) -> bool:
+        """Whether the runs do not contradict the model's shape: its lack-of-fit test (against
+        one mean per weighting, same seed effects) does not reject at :data:`LACK_OF_FIT`, or
+        cannot be made (no weighting trained on two seeds, or no more weightings than terms)."""
+        return self.lack_of_fit is None or self.lack_of_fit >= LACK_OF_FIT
 
     def gain(self, spec: str) -> float:
         """The predicted AP of ``spec`` over α = 1 (ground truth alone), same seed."""
@@ -110,6 +120,7 @@ class Fit:
             "seeds": self.seeds,
             "weightings": self.weightings,
             "residual_sd": self.residual_sd,
+            "lack_of_fit": self.lack_of_fit,
             "gain": {s: {"mean": self.gain(s), "se": self.gain_se(s)} for s in specs},
         }
 
@@ -141,6 +152,7 @@ def fit(runs: Sequence[Run]) -> Fit | None:
     residual = y - x @ coef
     sigma2 = float(residual @ residual) / dof
     cov = sigma2 * np.linalg.inv(x.T @ x)
+    lof = _lack_of_fit(runs, weightings, column, float(residual @ residual), dof)
     return Fit(
         coef=coef[:WEIGHTING_TERMS],
         cov=cov[:WEIGHTING_TERMS, :WEIGHTING_TERMS],
@@ -149,7 +161,32 @@ def fit(runs: Sequence[Run]) -> Fit | None:
         seeds=len(seeds),
         weightings=len(weightings),
         dof=dof,
+        lack_of_fit=lof,
     )
+
+
+def _lack_of_fit(
+    runs: Sequence[Run], weightings: Sequence[str], column: Mapping[int, int], rss: float, dof: int
+) -> float | None:
+    """The p-value of the lack-of-fit F test: the model against the same runs fitted with one
+    mean per weighting (and the same seed effects), which assumes nothing of how AP depends on
+    β̄. None where the test cannot be made: the saturated fit leaves no residual (no weighting
+    trained on two seeds) or the model has as many weighting terms as it has weightings."""
+    row = {w: i for i, w in enumerate(weightings)}
+    x = np.zeros((len(runs), len(weightings) + len(column)))
+    for i, r in enumerate(runs):
+        x[i, row[r.schedule]] = 1.0
+        x[i, len(weightings) + column[r.seed]] = 1.0
+    y = np.array([r.ap for r in runs])
+    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ coef
+    rss_free, dof_free = float(residual @ residual), len(runs) - int(rank)
+    extra = dof - dof_free
+    if dof_free < 1 or extra < 1:
+        return None
+    if rss_free <= 0:
+        return 0.0 if rss > 0 else 1.0
+    return f_sf(((rss - rss_free) / extra) / (rss_free / dof_free), extra, dof_free)
 
 
 def differs_beyond(configs: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -32,11 +32,11 @@ How each number is computed (docs/statistics.md has the whole account):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,6 +54,8 @@ from kdtune.inference import (
     holm_tests,
     paired_estimate,
     seeds_needed,
+    t_cdf,
+    t_quantile,
 )
 from kdtune.paired import (
     check_images,
@@ -77,10 +79,28 @@ ROLE_DEFAULT, ROLE_WORTH, ROLE_RUNNER_UP, ROLE_OTHER = (
 _ROLE_ORDER = (ROLE_DEFAULT, ROLE_RUNNER_UP, ROLE_WORTH, ROLE_OTHER)
 
 
-Pick = Callable[[Sequence[str]], dict[str, Any] | None]
-"""A recommendation rule among configurations the race leader does not beat: given them (the
-leader first), a record with ``recommended`` (one of them) and why, or None to keep the
-leader."""
+BY_RACE, BY_MODEL = "race", "pooled model"
+
+
+class Model(Protocol):
+    """What the block asks of a model of AP over the weighting fitted to every full-budget run
+    of a search (:class:`kdtune.pooled.Fit`): a predicted difference with its standard error,
+    its residual degrees of freedom, whether the runs contradict its shape (``fits``), the
+    best of some configurations, and a plain record of it."""
+
+    model: str
+    runs: int
+    seeds: int
+    dof: int
+
+    @property
+    def fits(self) -> bool: ...
+
+    def difference(self, a: str, b: str) -> tuple[float, float]: ...
+
+    def best(self, specs: Iterable[str]) -> str: ...
+
+    def record(self, specs: Sequence[str]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,7 @@ def verdict_block(
     samples: int = SAMPLES,
     seed: int = 0,
     looks: int = 1,
-    pick: Pick | None = None,
+    model: Model | None = None,
 ) -> dict[str, Any]:
     """The verdict block of ``runs`` (schedule spec → training seed → matching or failure).
 
@@ -147,9 +167,13 @@ def verdict_block(
     after each round; :func:`race` reads what it needs from the record.
 
     The recommendation is the configuration of highest mean AP among those with the fewest
-    failures, unless ``pick`` is given: then ``pick`` chooses among that leader and those it
-    does not beat (claims held), and says why in the record's
-    ``picked`` (the confirmation's pooled model, :mod:`kdtune.pooled`)."""
+    failures. With a ``model`` (the pooled model of every full-budget run of the search,
+    :mod:`kdtune.pooled`), two things change: among that leader and those it does not beat
+    (claims held), the recommendation is the one the model predicts best (said in the record's
+    ``picked``); and where the model fits its runs, every pair also gets a third claim,
+    *equivalent by the model* (its predicted difference inside ±margin by two one-sided t
+    tests at its residual degrees of freedom, the race's own paired mean inside ±margin and
+    consistent with the model's), in the same Holm family as the paired claims."""
     _check_block_args(margin, confidence, samples, looks)
     m = _measure(runs, samples, seed)
     standings = rank(m.ap)
@@ -157,9 +181,10 @@ def verdict_block(
     fewest = min(failed_count.values())
     best = next(s.schedule for s in standings if failed_count[s.schedule] == fewest)
     level = (1.0 - confidence) / looks
-    pairs, claims, family = _family(m, standings, level, margin, looks)
+    claimable = model if model is not None and model.fits else None
+    pairs, claims, family, modelled = _family(m, standings, level, margin, looks, claimable)
     picked = None
-    if pick is not None:
+    if model is not None:
         open_ = [best] + [
             s.schedule
             for s in standings
@@ -167,7 +192,7 @@ def verdict_block(
             and failed_count[s.schedule] == fewest
             and not _beaten(best, s.schedule, pairs, claims)
         ]
-        picked = pick(open_)
+        picked = _pick(model, open_)
         if picked is not None:
             best = str(picked["recommended"])
     others = [s.schedule for s in standings if s.schedule != best]
@@ -181,6 +206,9 @@ def verdict_block(
         if flip:
             est = PairedEstimate(-est.mean, est.seed_var, est.image_var, est.seeds, est.images)
         shared = [s for s in m.used[best] if s in m.used[other]]
+        by_model = modelled.get(key)
+        if by_model is not None and flip:
+            by_model = by_model.flipped()
         comparisons.append(
             _comparison(
                 best,
@@ -189,6 +217,7 @@ def verdict_block(
                 est,
                 [m.ap[best][s] - m.ap[other][s] for s in shared],
                 claims.get(key),
+                by_model,
                 default=default,
                 margin=margin,
                 confidence=confidence,
@@ -206,6 +235,7 @@ def verdict_block(
         "margin": margin,
         "confidence": confidence,
         "family": family,
+        "model": _model_record(model, claimable),
         "seeds": m.common,
         "images": m.images,
         "ranking": _ranking(standings, m.failures, failed_count, fewest, best),
@@ -233,7 +263,7 @@ def _beaten(
     leader: str,
     other: str,
     pairs: Mapping[tuple[str, str], PairedEstimate],
-    claims: Mapping[tuple[str, str], tuple[float | None, float | None]],
+    claims: Mapping[tuple[str, str], tuple[float | None, ...]],
 ) -> bool:
     """Whether the block's claims hold that ``leader`` (of highest mean) beats ``other``."""
     key = (leader, other) if (leader, other) in pairs else (other, leader)
@@ -292,14 +322,23 @@ def _measure(runs: Mapping[str, Mapping[int, Run]], samples: int, seed: int) -> 
 
 
 def _family(
-    m: _Measured, standings: Sequence[Standing], level: float, margin: float, looks: int
+    m: _Measured,
+    standings: Sequence[Standing],
+    level: float,
+    margin: float,
+    looks: int,
+    model: Model | None,
 ) -> tuple[
     dict[tuple[str, str], PairedEstimate],
-    dict[tuple[str, str], tuple[float | None, float | None]],
+    dict[tuple[str, str], tuple[float | None, ...]],
     dict[str, Any],
+    dict[tuple[str, str], ModelDifference],
 ]:
-    """Every pair's paired estimate and its two claims (differs, equivalent within the margin),
-    held together by Holm's procedure at ``level``."""
+    """Every pair's paired estimate and its claims (differs, equivalent within the margin, and,
+    given a ``model``, equivalent by the model), held together by Holm's procedure at
+    ``level``. Of one pair's claims at most two can be false discoveries at once (its two
+    equivalence claims share one null hypothesis, which excludes the difference's), so Holm's
+    cap is two per pair with a model, one without."""
     pairs: dict[tuple[str, str], PairedEstimate] = {}
     for a, b in combinations([s.schedule for s in standings], 2):
         shared = [s for s in m.used[a] if s in m.used[b]]
@@ -309,22 +348,73 @@ def _family(
         diff_reps = np.stack([m.reps[a][s] - m.reps[b][s] for s in shared], axis=1)
         pairs[(a, b)] = paired_estimate(per_seed, diff_reps, m.images)
     keys = [k for k, est in pairs.items() if est.seeds_measured]
+    modelled = {}
+    if model is not None:
+        for k in keys:
+            mean, se = model.difference(*k)
+            modelled[k] = ModelDifference(mean, se, model.dof, pairs[k])
     order = [pairs[k].p_differs(level) for k in keys] + [
         pairs[k].p_equivalent(margin, level) for k in keys
     ]
     tests = [_differs_test(pairs[k]) for k in keys] + [
         _equivalent_test(pairs[k], margin) for k in keys
     ]
-    held = holm_tests(order, tests, level, cap=len(keys))
-    claims = {k: (held[i], held[len(keys) + i]) for i, k in enumerate(keys)}
+    order += [modelled[k].p_equivalent(margin) for k in modelled]
+    tests += [_model_test(modelled[k], margin) for k in modelled]
+    per_pair = 3 if modelled else 2
+    held = holm_tests(order, tests, level, cap=(per_pair - 1) * len(keys))
+    n = len(keys)
+    claims = {k: tuple(held[j * n + i] for j in range(per_pair)) for i, k in enumerate(keys)}
     family = {
         "method": "Holm",
         "level": level,
         "pairs": len(keys),
-        "claims": 2 * len(keys),
+        "claims": per_pair * len(keys),
+        "model_claims": len(modelled),
         "looks": looks,
     }
-    return pairs, claims, family
+    return pairs, claims, family, modelled
+
+
+@dataclass(frozen=True)
+class ModelDifference:
+    """The model's predicted difference of a pair (mean, se at ``dof`` residual degrees of
+    freedom) beside the race's own paired estimate of it."""
+
+    mean: float
+    se: float
+    dof: int
+    race: PairedEstimate
+
+    def flipped(self) -> ModelDifference:
+        r = self.race
+        return ModelDifference(
+            -self.mean, self.se, self.dof, PairedEstimate(-r.mean, r.seed_var, r.image_var,
+                                                          r.seeds, r.images)
+        )  # fmt: skip
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        half = t_quantile(1.0 - (1.0 - confidence) / 2.0, self.dof) * self.se
+        return self.mean - half, self.mean + half
+
+    def p_equivalent(self, margin: float) -> float:
+        """TOST p-value of "the model's difference is at least ``margin`` away from 0"."""
+        if self.se <= 0:
+            return 0.0 if abs(self.mean) < margin else 1.0
+        below = 1.0 - t_cdf((self.mean + margin) / self.se, self.dof)
+        above = t_cdf((self.mean - margin) / self.se, self.dof)
+        return max(below, above)
+
+    def consistent(self, margin: float, confidence: float = CONFIDENCE) -> bool:
+        """Whether the race's own paired mean lies inside ±``margin`` and within its
+        ``confidence`` interval of the model's difference (the race not contradicting the
+        model on this pair): a claim by the model needs it."""
+        r = self.race
+        if abs(r.mean) >= margin:
+            return False
+        tail = (1.0 - confidence) / 2.0
+        gap = t_quantile(1.0 - tail, r.df(tail)) * math.sqrt(r.var + self.se**2)
+        return abs(r.mean - self.mean) <= gap
 
 
 def _roles(
@@ -386,6 +476,39 @@ def _equivalent_test(est: PairedEstimate, margin: float) -> Callable[[float], bo
     return lambda level: est.p_equivalent(margin, level) <= level
 
 
+def _model_test(d: ModelDifference, margin: float) -> Callable[[float], bool]:
+    consistent = d.consistent(margin)
+    return lambda level: consistent and d.p_equivalent(margin) <= level
+
+
+def _pick(model: Model, open_: Sequence[str]) -> dict[str, Any] | None:
+    """Among the leader and those it does not beat (``open_``, the leader first), the one the
+    model predicts best, with why; None where there is nothing to pick among."""
+    if len(open_) < 2:
+        return None
+    return {
+        "recommended": model.best(open_),
+        "by": BY_MODEL,
+        "leader_by_mean": open_[0],
+        "among": list(open_),
+        **model.record(open_),
+    }
+
+
+def _model_record(model: Model | None, claimable: Model | None) -> dict[str, Any] | None:
+    """What the block says of the model: none given; given, and whether claims rest on it."""
+    if model is None:
+        return None
+    return {
+        "model": model.model,
+        "runs": model.runs,
+        "seeds": model.seeds,
+        "dof": model.dof,
+        "lack_of_fit": getattr(model, "lack_of_fit", None),
+        "claims": claimable is not None,
+    }
+
+
 def _split(
     runs: Mapping[str, Mapping[int, Run]],
 ) -> tuple[dict[str, dict[int, ImageMatches]], dict[str, dict[int, str]]]:
@@ -414,7 +537,8 @@ def _comparison(
     roles: list[str],
     est: PairedEstimate,
     per_seed: list[float],
-    held: tuple[float | None, float | None] | None,
+    held: tuple[float | None, ...] | None,
+    by_model: ModelDifference | None,
     *,
     default: str,
     margin: float,
@@ -423,14 +547,18 @@ def _comparison(
     family: Mapping[str, Any],
 ) -> dict[str, Any]:
     low, high = est.interval(confidence)
-    outcome, more = UNDECIDED, None
+    outcome, more, by, claim_level = UNDECIDED, None, None, None
     if held is not None:
+        claim_level = next((x for x in held if x is not None), None)
         if held[0] is not None:
-            outcome = BEATS if est.mean > 0 else TRAILS
+            outcome, by = (BEATS if est.mean > 0 else TRAILS), BY_RACE
         elif held[1] is not None:
-            outcome = EQUIVALENT
+            outcome, by = EQUIVALENT, BY_RACE
+        elif len(held) > 2 and held[2] is not None:
+            outcome, by = EQUIVALENT, BY_MODEL
         else:
-            more = seeds_needed(est, margin, level / max(int(family["pairs"]), 1))
+            cap = int(family["claims"]) - int(family["pairs"])  # Holm's first step: level / cap
+            more = seeds_needed(est, margin, level / max(cap, 1))
     record: dict[str, Any] = {
         "against": other,
         "subject": best,
@@ -449,10 +577,22 @@ def _comparison(
         "seeds_measured": est.seeds_measured,
         "p_differs": est.p_differs(level),
         "p_equivalent": est.p_equivalent(margin, level),
-        "claim_level": None if held is None else (held[0] if held[0] is not None else held[1]),
+        "claim_level": claim_level,
         "outcome": outcome,
+        "by": by,
         "more_seeds": None if more is None else more - est.seeds,
     }
+    if by_model is not None:
+        m_low, m_high = by_model.interval(confidence)
+        record["model"] = {
+            "mean": by_model.mean,
+            "se": by_model.se,
+            "low": m_low,
+            "high": m_high,
+            "dof": by_model.dof,
+            "p_equivalent": by_model.p_equivalent(margin),
+            "consistent": by_model.consistent(margin, confidence),
+        }
     record["sentence"] = _sentence(record, default=default, margin=margin, family=family)
     return record
 
@@ -481,6 +621,13 @@ def _sentence(
         return f"{a} beats {b} by {figures}; {held} {size}"
     if c["outcome"] == TRAILS:
         return f"{a} trails {b} by {figures}; {held} {size}"
+    if c["outcome"] == EQUIVALENT and c.get("by") == BY_MODEL:
+        d = c["model"]
+        return (
+            f"{a} is equivalent to {b} within ±{margin:g} AP by the pooled model: "
+            f"{d['mean']:+.4f} AP [{d['low']:+.4f}, {d['high']:+.4f}] (the race alone: "
+            f"{figures}); {held} {size}"
+        )
     if c["outcome"] == EQUIVALENT:
         return f"{a} is equivalent to {b} within ±{margin:g} AP: {figures}; {held} {size}"
     more = c["more_seeds"]
@@ -558,7 +705,10 @@ def render(block: Mapping[str, Any]) -> str:
     elif best == block["default"]:
         lines.append("against the seed default: the recommendation is the seed default")
     margin = block["margin"]
-    equivalent = [label(s) for s in block["equivalent"]]
+    by_model = {c["against"] for c in comps if c.get("by") == BY_MODEL}
+    equivalent = [
+        label(s) + (" (by the pooled model)" if s in by_model else "") for s in block["equivalent"]
+    ]
     lines.append(
         f"equivalent to the best within ±{margin:g} AP: "
         + (", ".join(equivalent) if equivalent else "none yet")
@@ -572,12 +722,31 @@ def render(block: Mapping[str, Any]) -> str:
             f"failed: {label(f['schedule'])} seed {f['seed']} ({f['reason']}); counted against it"
         )
     family = block["family"]
+    kinds = "differs/equivalent"
+    if family.get("model_claims"):
+        kinds += "/equivalent by the model"
     lines.append(
         f"all claims together at {percent(family['level'])} family-wise "
-        f"(Holm over {family['pairs']} pairs × differs/equivalent); "
+        f"(Holm over {family['pairs']} pairs × {kinds}); "
         f"seeds {block['seeds']}, {block['images']} images"
     )
+    model = block.get("model")
+    if model:
+        lines.append(_model_line(model))
     return "\n".join(lines)
+
+
+def _model_line(model: Mapping[str, Any]) -> str:
+    """Whether claims rest on the pooled model, and why not where they do not."""
+    lof = model.get("lack_of_fit")
+    test = "not testable" if lof is None else f"lack of fit p = {lof:.2f}"
+    fitted = f"the pooled model ({model['model']}; {model['runs']} runs, {test})"
+    if model["claims"]:
+        return (
+            f'{fitted}: claims "by the pooled model" rest on AP being smooth in β̄ '
+            f"(mean β over training); the race's own means must agree with it"
+        )
+    return f"{fitted} does not fit the runs: no claim rests on it"
 
 
 def _picked_line(picked: Mapping[str, Any]) -> str:

@@ -177,6 +177,7 @@ def test_train_then_eval(
         (["data", "ceiling", "--data", "MISSING"], ["MISSING"]),
         (["search", "MISSING.yaml", "--dry-run"], ["MISSING.yaml"]),
         (["export", "nosuchsearch", "-o", "best.yaml", "--no-holdout"], ["nosuchsearch"]),
+        (["rejudge", "nosuchsearch"], ["rejudge", "nosuchsearch"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -368,7 +369,7 @@ def test_one_name_for_the_output_and_for_the_nets() -> None:
                 outputs.append(path)
             if option.name == "net":
                 assert shown == ["--net"], (path, shown)
-    assert sorted(outputs) == ["data synth", "export", "teachers pack", "train"]
+    assert sorted(outputs) == ["data synth", "export", "rejudge", "teachers pack", "train"]
 
 
 def test_top_level_help_shows_whole_descriptions(capsys: pytest.CaptureFixture[str]) -> None:
@@ -446,3 +447,26 @@ def test_dry_run_refuses_a_data_root_or_teacher_that_does_not_exist(
     code, out, err = run(["search", str(space), "--dry-run"], capsys)
     assert code == 0, err
     assert str(missing) in out
+
+
+def test_rejudge_names_a_missing_space_file_or_output_folder_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdtune.results import SEARCH_FILE, SearchResult
+
+    results = tmp_path / "results"
+    (results / "done").mkdir(parents=True)
+    stored = SearchResult(name="done", space_file=str(tmp_path / "gone.yaml"), results_dir="x")
+    stored.save(results / "done" / SEARCH_FILE)
+    before = (results / "done" / SEARCH_FILE).read_bytes()
+    code, _, err = run(["rejudge", "done", "--results", str(results)], capsys)
+    assert_one_line_error(code, err, "gone.yaml", "--space")
+    space = tmp_path / "s.yaml"
+    space.write_text("name: done\n")
+    out = tmp_path / "nofolder" / "v.json"
+    code, _, err = run(
+        ["rejudge", "done", "--results", str(results), "--space", str(space), "-o", str(out)],
+        capsys,
+    )
+    assert_one_line_error(code, err, "nofolder")
+    assert (results / "done" / SEARCH_FILE).read_bytes() == before  # nothing stored changed

@@ -615,6 +615,15 @@ def test_a_race_killed_mid_round_resumes_without_rerunning_a_finished_run(tmp_pa
         assert got == sorted((x["schedule"], x["seed"]) for x in r["runs"])
     assert result.rounds[-1]["stop"] and result.verdict is not None
     assert result.verdict["racing"]["rounds"] == len(numbers)
+    # judged again from the stored runs under the same rule: the same race, the same verdict
+    from kdtune import api
+
+    again = api.rejudge("racing", results=results, space_file=space)
+    assert again["rounds_replayed"] == len(numbers) and again["stopped"] == result.rounds[-1]["why"]
+    assert again["recommended"] == result.verdict["recommended"]
+    assert [c["outcome"] for c in again["verdict"]["comparisons"]] == [
+        c["outcome"] for c in result.verdict["comparisons"]
+    ]
     # ranking and tests on the seeds every configuration still in finished
     last_in = result.rounds[-1]["in"]
     assert result.verdict["seeds"] == sorted({s for c, s in keys if c == last_in[0]})
@@ -710,3 +719,78 @@ def test_a_bad_population_is_one_line_and_exit_2_from_the_command(
     assert code == 2, err
     assert err.strip().count("\n") == 0 and "confirm.population: must be" in err
     assert "Traceback" not in err
+
+
+# --- a finished race judged again from its stored runs ------------------------------------------
+
+
+def _stored(race: Race, pool: dict) -> SearchResult:
+    """A search result holding ``race``'s rounds and a record per run it trained."""
+    records = [
+        TrialRecord(
+            f"{x['schedule']}-{x['seed']}",
+            "complete",
+            {"schedule": x["schedule"], "seed": x["seed"], "epochs": 4, "lr": 0.01},
+            round=r["round"],
+        )
+        for r in race.rounds
+        for x in r["runs"]
+    ]
+    return SearchResult(
+        name="raced", space_file="s.yaml", results_dir="/tmp/s", confirmations=records,
+        rounds=list(race.rounds), verdict=race.final_block(),
+    )  # fmt: skip
+
+
+def _replay(
+    monkeypatch: pytest.MonkeyPatch, result: SearchResult, pool: dict, **settings: Any
+) -> Race:
+    import kdtune.verdict
+    from kdtune.search.confirmation import replay
+
+    monkeypatch.setattr(kdtune.verdict, "runs_of", lambda records: {
+        spec: {s: pool[spec][s] for s in sorted({int(t.config["seed"]) for t in records
+                                                  if t.reported_schedule == spec})}
+        for spec in {t.reported_schedule for t in records}
+    })  # fmt: skip
+    confirm = Confirm(**{"top_k": 2, "seeds": 2, "max_seeds": 6, "round_seeds": 2, **settings})
+    return replay(result, confirm, "second", samples=200)
+
+
+def test_a_race_judged_again_under_the_same_rule_gives_the_same_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = _pool({"fixed:0.5": 0.6, "fixed:0.9": 0.0, DEFAULT: 0.0, GT: -0.3}, 6)
+    race = _race(["fixed:0.5", "fixed:0.9", DEFAULT, GT], seeds=2, max_seeds=6, round_seeds=2)
+    _drive(race, pool)
+    stored = _stored(race, pool)
+    again = _replay(monkeypatch, stored, pool)
+    assert again.rounds == race.rounds and again.stopped == race.stopped
+    block, old = again.final_block(), race.final_block()
+    assert block is not None and old is not None
+    assert block["recommended"] == old["recommended"]
+    assert [(c["against"], c["outcome"], c["mean"]) for c in block["comparisons"]] == [
+        (c["against"], c["outcome"], c["mean"]) for c in old["comparisons"]
+    ]
+
+
+def test_a_replay_that_wants_runs_the_stored_race_did_not_train_stops_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = _pool({"fixed:0.5": 0.0, "fixed:0.9": 0.0, DEFAULT: 0.0, GT: 0.0}, 6)
+    race = _race(["fixed:0.5", "fixed:0.9", DEFAULT, GT], seeds=2, max_seeds=4, round_seeds=2)
+    _drive(race, pool)
+    assert len(race.rounds) == 2  # undecided equals: max_seeds
+    again = _replay(monkeypatch, _stored(race, pool), pool, max_seeds=6)
+    assert len(again.rounds) == 2
+    assert again.stopped is not None and again.stopped.startswith(
+        "the stored race ends here: round 3 would train 8 runs it did not"
+    )
+    assert again.final_block() is not None
+
+
+def test_a_search_without_a_race_cannot_be_judged_again() -> None:
+    from kdtune.search.confirmation import replay
+
+    with pytest.raises(KdtuneError, match="no confirmation race is stored"):
+        replay(_result(), Confirm(), "second")

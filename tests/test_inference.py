@@ -187,3 +187,29 @@ def test_a_margin_that_is_not_positive_is_refused(margin: float) -> None:
 def test_a_confidence_outside_zero_one_is_refused(confidence: float) -> None:
     with pytest.raises(KdtuneError, match=r"^confidence: must be between 0 and 1"):
         check_level(0.005, confidence)
+
+
+@pytest.mark.parametrize(
+    ("f", "d1", "d2", "p"),
+    [
+        # scipy.stats.f.sf at these points (golden values)
+        (2.5, 3, 10, 0.11903956265827809),
+        (0.33, 5, 120, 0.8940089099204946),
+        (4.2, 7, 30, 0.0024761469026165317),
+    ],
+)
+def test_f_survival_matches_reference_values(f: float, d1: float, d2: float, p: float) -> None:
+    from kdtune.inference import f_sf
+
+    assert f_sf(f, d1, d2) == pytest.approx(p, rel=1e-10)
+
+
+def test_f_survival_closed_forms() -> None:
+    from kdtune.inference import f_sf
+
+    assert f_sf(1.0, 7, 7) == pytest.approx(0.5, abs=1e-13)  # symmetric at 1 when d1 = d2
+    for f in (0.1, 1.0, 3.0):  # d1 = 2: (1 + 2f/d2)^(−d2/2)
+        assert f_sf(f, 2, 9) == pytest.approx((1 + 2 * f / 9) ** -4.5, rel=1e-12)
+    assert f_sf(0.0, 3, 4) == 1.0 and f_sf(-1.0, 3, 4) == 1.0
+    with pytest.raises(ValueError):
+        f_sf(1.0, 0, 4)

@@ -322,11 +322,11 @@ def test_the_recommendation_rule_simulation_holds_out_its_truth_and_scores_both_
     # seeds it did not see
     out = recommend_rule.one_quickstart(aps, np.random.default_rng(0), race_seeds=3)
     assert set(out) == {"mean", "pooled"}
-    for chosen, regret, said in out.values():
+    for chosen, regret, said, truth in out.values():
         assert chosen in aps and regret >= 0.0
         # the verdict's claims: the recommendation against each other racer, and nothing else
-        assert chosen not in said and len(said) == 2
-        assert set(said.values()) <= {"differs", "equivalent", "undecided"}
+        assert chosen not in said and len(said) == 2 and set(truth) == set(said)
+        assert set(said.values()) <= {"beats", "trails", "equivalent", "undecided"}
     # a truth where ground truth alone is best by far: both rules find it nearly always
     falling = recommend_rule.reshaped(aps, lambda f: 0.03 - 0.2 * f[0])
     assert np.mean(list(falling["fixed:0"].values())) == pytest.approx(0.03)
@@ -353,13 +353,38 @@ def test_the_simulated_verdict_holds_a_claim_only_where_the_runs_bear_it() -> No
     # 0.02 apart on every seed, almost no noise: both differences hold
     apart = _table({"fixed:1": 0.05, "fixed:0.75": 0.03, "fixed:0": 0.01}, 1e-4, 12)
     said = recommend_rule.claims(apart, "fixed:1", racers, range(12))
-    assert said == {"fixed:0.75": "differs", "fixed:0": "differs"}
+    assert said == {"fixed:0.75": "beats", "fixed:0": "beats"}
+    assert recommend_rule.claims(apart, "fixed:0", racers, range(12)) == {
+        "fixed:1": "trails",
+        "fixed:0.75": "trails",
+    }
     # equal to 1e-4 AP: equivalent within ±0.005
     same = _table(dict.fromkeys(racers, 0.03), 1e-4, 12)
     assert set(recommend_rule.claims(same, "fixed:1", racers, range(12)).values()) == {"equivalent"}
     # the same means under the quickstart's noise (sd 0.01) on 3 seeds: nothing can be said
     noisy = _table(dict.fromkeys(racers, 0.03), 0.01, 3)
     assert set(recommend_rule.claims(noisy, "fixed:1", racers, range(3)).values()) == {"undecided"}
+
+
+def test_the_simulated_model_claims_join_the_family_and_the_truth_judges_every_claim() -> None:
+    import recommend_rule
+
+    # claims against the truth's difference (recommendation − racer)
+    contradicted = recommend_rule.contradicted
+    assert contradicted("beats", -0.001) and contradicted("beats", 0.0)
+    assert not contradicted("beats", 0.002) and not contradicted("trails", -0.002)
+    assert contradicted("equivalent", 0.005) and contradicted("equivalent by the model", -0.006)
+    assert not contradicted("equivalent by the model", 0.0049)
+    assert not contradicted("undecided", 0.5)
+    aps = recommend_rule.load(ROOT / "benchmarks" / "known_answer" / "synthetic-cocolike.json")
+    row = recommend_rule.settle(aps, 30, 6, 0, parametric=True, top_k=4, model_claims=True)
+    assert row["model_claims"] and sum(row["claims"].values()) == pytest.approx(1.0)
+    assert 0.0 <= row["contradicted"]["p_block"] <= 1.0
+    plain = recommend_rule.settle(aps, 30, 6, 0, parametric=True, top_k=4)
+    assert plain["claims"]["equivalent by the model"] == 0.0
+    # the same draws with and without the model's claims: agreement does not fall (it could in
+    # principle: the larger Holm family makes the paired claims' first steps stricter)
+    assert row["p_3_agree"] >= plain["p_3_agree"]
 
 
 def test_quickstarts_agree_when_equal_or_declared_equivalent_by_one_of_the_two() -> None:

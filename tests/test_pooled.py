@@ -149,3 +149,61 @@ def test_settings_other_than_weighting_and_seed_are_named() -> None:
         "batch_size",
         "lr",
     ]
+
+
+# --- lack of fit --------------------------------------------------------------------------------
+
+
+def _grid(curve: dict[str, float], seeds: int, sd: float, rng_seed: int = 0) -> list[Run]:
+    """Each weighting of ``curve`` on ``seeds`` seeds: its value, a seed shift, noise of ``sd``."""
+    rng = np.random.default_rng(rng_seed)
+    shift = rng.normal(0, 0.05, seeds)
+    return [
+        Run(spec, s, value + shift[s] + rng.normal(0, sd))
+        for spec, value in curve.items()
+        for s in range(seeds)
+    ]
+
+
+def test_runs_on_the_quadratic_pass_the_lack_of_fit_test() -> None:
+    curve = {f"fixed:{b}": 0.02 * b - 0.01 * b * b for b in (0, 0.25, 0.5, 0.75, 0.9, 1)}
+    model = fit(_grid(curve, 8, sd=0.002))
+    assert model is not None and model.lack_of_fit is not None
+    assert model.lack_of_fit > 0.05 and model.fits
+
+
+def test_a_plateau_the_quadratic_cannot_follow_fails_it() -> None:
+    # flat up to β̄ 0.5, then a step of 0.02: far from any quadratic at this noise
+    curve = {f"fixed:{b}": 0.02 * (b > 0.5) for b in (0, 0.25, 0.5, 0.6, 0.75, 0.9, 1)}
+    model = fit(_grid(curve, 8, sd=0.002))
+    assert model is not None and model.lack_of_fit is not None
+    assert model.lack_of_fit < 1e-6 and not model.fits
+    assert model.record(["fixed:1"])["lack_of_fit"] == model.lack_of_fit
+
+
+def test_the_lack_of_fit_is_the_f_test_against_one_mean_per_weighting() -> None:
+    runs = _grid({f"fixed:{b}": 0.01 * b for b in (0, 0.3, 0.6, 1)}, 5, sd=0.01, rng_seed=3)
+    model = fit(runs)
+    assert model is not None
+    # the same F by hand: weighting means and seed effects (a two-way additive fit)
+    weightings, seeds = sorted({r.schedule for r in runs}), sorted({r.seed for r in runs})
+    x = np.zeros((len(runs), len(weightings) + len(seeds)))
+    for i, r in enumerate(runs):
+        x[i, weightings.index(r.schedule)] = 1
+        x[i, len(weightings) + seeds.index(r.seed)] = 1
+    y = np.array([r.ap for r in runs])
+    free = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    dof_free = len(runs) - (len(weightings) + len(seeds) - 1)
+    rss_model = model.residual_sd**2 * model.dof
+    f = ((rss_model - free @ free) / (model.dof - dof_free)) / (free @ free / dof_free)
+    from kdtune.inference import f_sf
+
+    assert model.lack_of_fit == pytest.approx(f_sf(f, model.dof - dof_free, dof_free), rel=1e-9)
+
+
+def test_no_lack_of_fit_test_without_replicated_weightings_or_spare_weightings() -> None:
+    one_seed = [Run(f"fixed:{b}", 0, 0.01 * b) for b in (0, 0.2, 0.4, 0.6, 0.8, 1)]
+    three = _grid({"fixed:0": 0.0, "fixed:0.5": 0.01, "fixed:1": 0.012}, 4, sd=0.003)
+    for runs in (one_seed, three):
+        model = fit(runs)
+        assert model is not None and model.lack_of_fit is None and model.fits

@@ -306,8 +306,10 @@ def test_the_block_states_worth_default_and_equivalence_with_words() -> None:
         "level": pytest.approx(0.05),
         "pairs": 6,
         "claims": 12,
+        "model_claims": 0,
         "looks": 1,
     }
+    assert block["model"] is None
     text = render(block)
     assert "distillation's worth: " in text and "ground truth alone (α 1 / β 0)" in text
     assert "against the seed default: " in text and "the seed default α 0.25 / β 0.75" in text
@@ -424,3 +426,83 @@ def test_inputs_the_block_cannot_judge_are_refused() -> None:
 )
 def test_a_family_level_prints_without_rounding_it_away(level: float, text: str) -> None:
     assert percent(level) == text
+
+
+# --- claims by the pooled model -----------------------------------------------------------------
+
+
+class _Model:
+    """A stand-in for :class:`kdtune.pooled.Fit` (the block's ``Model`` protocol): every pair
+    of weightings ``diff`` apart (the first in sort order higher), standard error ``se``."""
+
+    model = "stand-in"
+    runs, seeds, dof = 30, 4, 40
+
+    def __init__(self, diff: float, se: float, *, fits: bool = True) -> None:
+        self.diff, self.se, self.fits = diff, se, fits
+        self.lack_of_fit = 0.5 if fits else 0.001
+
+    def difference(self, a: str, b: str) -> tuple[float, float]:
+        return (self.diff if a < b else -self.diff), self.se
+
+    def best(self, specs: Any) -> str:
+        return min(specs)
+
+    def record(self, specs: Any) -> dict[str, Any]:
+        gain = {s: {"mean": 0.0, "se": self.se} for s in specs}
+        return {"model": self.model, "runs": self.runs, "seeds": self.seeds, "gain": gain}
+
+
+EQUALS = {"fixed:0.5": 0.0, "fixed:0.6": 0.0, "fixed:0": 0.0}
+
+
+def test_a_tight_model_declares_equivalent_what_the_race_alone_cannot() -> None:
+    runs = _runs(EQUALS, 3)
+    alone = verdict_block(runs, default="fixed:0.75", margin=0.02, samples=300)
+    assert {c["outcome"] for c in alone["comparisons"]} == {"undecided"}
+    block = verdict_block(
+        runs, default="fixed:0.75", margin=0.02, samples=300, model=_Model(0.001, 0.001)
+    )
+    assert json.loads(json.dumps(block, allow_nan=False)) == block
+    assert block["recommended"] == "fixed:0"  # the model's best among the undecided
+    assert {(c["outcome"], c["by"]) for c in block["comparisons"]} == {
+        ("equivalent", "pooled model")
+    }
+    assert block["family"]["claims"] == 9 and block["family"]["model_claims"] == 3
+    assert block["model"]["claims"] is True and block["race"]["stop"]
+    for c in block["comparisons"]:
+        # the model's difference, signed as recommendation − other, with its 95 % interval
+        assert c["model"]["mean"] == pytest.approx(-0.001 if c["against"] < "fixed:0" else 0.001)
+        assert c["model"]["low"] < c["model"]["mean"] < c["model"]["high"]
+        assert c["claim_level"] is not None and c["claim_level"] <= 0.05 / 6 + 1e-12
+    text = render(block)
+    assert "(by the pooled model)" in text and "differs/equivalent/equivalent by the model" in text
+    assert 'claims "by the pooled model" rest on AP being smooth in β̄' in text
+
+
+def test_no_claim_rests_on_a_model_that_does_not_fit_its_runs() -> None:
+    runs = _runs(EQUALS, 3)
+    block = verdict_block(
+        runs, default="fixed:0.75", margin=0.02, samples=300, model=_Model(0.001, 0.001, fits=False)
+    )
+    assert {c["outcome"] for c in block["comparisons"]} == {"undecided"}
+    assert block["family"]["claims"] == 6 and block["family"]["model_claims"] == 0
+    assert block["model"]["claims"] is False and "picked" in block  # it still picks
+    assert "does not fit the runs: no claim rests on it" in render(block)
+
+
+@pytest.mark.parametrize(
+    ("diff", "se", "why"),
+    [
+        (0.018, 0.0005, "the race's means disagree with the model's"),
+        (0.001, 0.01, "the model too unsure"),
+        (0.03, 0.0005, "the model's difference beyond the margin"),
+    ],
+)
+def test_the_model_claims_nothing_it_cannot_back(diff: float, se: float, why: str) -> None:
+    runs = _runs(EQUALS, 12, images=200)
+    block = verdict_block(
+        runs, default="fixed:0.75", margin=0.02, samples=300, model=_Model(diff, se)
+    )
+    assert block["family"]["model_claims"] == 3
+    assert not [c for c in block["comparisons"] if c.get("by") == "pooled model"], why

@@ -21,7 +21,16 @@ import click
 from kdtune import __version__
 from kdtune.cli.nets import data, eval_, models, teachers, train
 from kdtune.cli.options import Group, one_line
-from kdtune.cli.searches import _print_search, compare, export, search, sync, ui, validate
+from kdtune.cli.searches import (
+    _print_search,
+    compare,
+    export,
+    rejudge,
+    search,
+    sync,
+    ui,
+    validate,
+)
 from kdtune.errors import KdtuneError, SearchInterrupted
 
 __all__ = ["_print_search", "cli", "main", "one_line"]
@@ -33,7 +42,20 @@ def cli() -> None:
     """Tune how much a pose student learns from its teacher, by validation COCO keypoint AP."""
 
 
-for _command in (models, train, eval_, teachers, data, search, sync, validate, compare, export, ui):
+for _command in (
+    models,
+    train,
+    eval_,
+    teachers,
+    data,
+    search,
+    sync,
+    rejudge,
+    validate,
+    compare,
+    export,
+    ui,
+):
     cli.add_command(_command)
 
 

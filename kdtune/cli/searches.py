@@ -1,5 +1,5 @@
-"""The commands about searches: ``search``, ``sync``, ``validate``, ``compare``, ``export``,
-``ui``."""
+"""The commands about searches: ``search``, ``sync``, ``rejudge``, ``validate``, ``compare``,
+``export``, ``ui``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,40 @@ def sync(name: str, results: Path | None, tracking_uri: str | None) -> None:
     done = api.sync(name, results=results, tracking_uri=tracking_uri)
     click.echo(f"synced search {done['search']} to {done['tracking_uri']}", err=True)
     echo_json(done)
+
+
+@click.command()
+@click.argument("name")
+@option(
+    "--space",
+    "space_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    default_text="the space file the search ran",
+    help="The space file whose confirm settings judge the race.",
+)
+@output_option(
+    type=click.Path(path_type=Path),
+    default=None,
+    default_text="print only",
+    help="Also write the new verdict block (JSON) here; search.json is not changed.",
+)
+@RESULTS_OPTION
+def rejudge(name: str, space_file: Path | None, output: Path | None, results: Path | None) -> None:
+    """Judge search NAME's confirmation race again from its stored runs, under this kdtune.
+
+    The race is replayed round by round (nothing is trained) and its verdict block printed."""
+    from kdtune import api
+
+    done = api.rejudge(name, results=results, space_file=space_file, output=output)
+    click.echo(
+        f"search {name}: {done['rounds_replayed']} of {done['rounds_stored']} stored rounds "
+        f"replayed ({done['stopped']}); stored recommendation "
+        f"{words(done['stored_recommended'] or '') or 'none'}, now {words(done['recommended'])}"
+    )
+    click.echo(done["text"])
+    if output is not None:
+        click.echo(f"wrote {output}", err=True)
 
 
 @click.command()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdtune.errors import KdtuneError, SearchInterrupted
@@ -175,7 +176,7 @@ class Race:
                 samples=self.samples,
                 seed=0,
                 looks=self.max_rounds,
-                pick=None if self.prior is None else self._pooled_pick(runs),
+                model=None if self.prior is None else self._pooled_model(runs),
             )
         except KdtuneError as exc:
             record.update(leader=None, stop=True, why=f"{NO_VERDICT}: {exc}")
@@ -216,9 +217,10 @@ class Race:
         self.rounds.append(record)
         return record
 
-    def _pooled_pick(self, runs: Mapping[str, Mapping[int, Any]]) -> Any:
-        """The block's ``pick``: among the leaders the race cannot tell apart, the one the
-        pooled model of the search trials and every finished race run so far predicts best."""
+    def _pooled_model(self, runs: Mapping[str, Mapping[int, Any]]) -> Fit | None:
+        """The pooled model of the search trials and every finished race run so far: the block
+        picks by it among the leaders the race cannot tell apart, and (where it fits) makes its
+        equivalence claims; None where too few runs identify it."""
         from kdtune.pooled import Run, fit
         from kdtune.verdict import Failure
 
@@ -228,20 +230,7 @@ class Race:
             for seed, run in by_seed.items()
             if not isinstance(run, Failure)
         ]
-        model = fit([*(self.prior or []), *raced])
-
-        def pick(open_: Sequence[str]) -> dict[str, Any] | None:
-            if model is None or len(open_) < 2:
-                return None
-            return {
-                "recommended": model.best(open_),
-                "by": "pooled model",
-                "leader_by_mean": open_[0],
-                "among": list(open_),
-                **model.record(open_),
-            }
-
-        return pick
+        return fit([*(self.prior or []), *raced])
 
     def _leaving(
         self, leader: str, outcome: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Any]
@@ -461,3 +450,113 @@ def run_plan(
         )
     except SearchInterrupted as exc:
         raise stopped(exc) from None
+
+
+def replay(result: SearchResult, settings: Any, level: str, *, samples: int = 2000) -> Race:
+    """The race of a finished search judged again, round by round, under this kdtune's rule,
+    from its stored runs (nothing is trained): the same candidates, seeds and rounds, each
+    round's block recomputed. Where today's rule would run a round the stored race did not
+    (a configuration it keeps that the stored race let go, or more seeds), the replay stops
+    there, said in the race's ``stopped``; the block is that of the last round replayed.
+    ``settings`` is the space's ``confirm`` (:class:`kdtune.space.Confirm`), ``level`` its
+    level (which names the seed default)."""
+    from kdtune.config import REFERENCE_ALPHA, alpha_to_schedule
+    from kdtune.verdict import GROUND_TRUTH, runs_of
+
+    if not result.rounds or not result.confirmations:
+        raise KdtuneError(f"search {result.name}: no confirmation race is stored to judge again")
+    stored = runs_of(result.confirmations)
+    configs = {t.reported_schedule: t.config for t in result.confirmations}
+    first = result.rounds[0]
+    missing = [spec for spec in first["in"] if spec not in configs]
+    if missing:
+        raise KdtuneError(
+            f"search {result.name}: round 1 names {', '.join(missing)}, with no stored run"
+        )
+    default = alpha_to_schedule(REFERENCE_ALPHA.get(level, 1.0))
+    prior = _pooled_prior(result) if settings.pick == "pooled" else None
+    race = Race.of(
+        settings,
+        {spec: configs[spec] for spec in first["in"]},
+        default=default,
+        ground_truth=GROUND_TRUTH,
+        first_seed=min(int(s) for s in first["seeds"]),
+        samples=samples,
+        prior=prior,
+    )
+    done: set[tuple[str, int]] = set()
+    while (plan := race.next_plan()) is not None:
+        wanted = {(str(p["schedule"]), int(p["seed"])) for p in plan.runs}
+        absent = sorted(k for k in wanted if k[1] not in stored.get(k[0], {}))
+        if absent:
+            spec, seed = absent[0]
+            race.stopped = (
+                f"the stored race ends here: round {plan.round} would train {len(absent)} run"
+                f"{'s' if len(absent) != 1 else ''} it did not ({_words(spec)} seed {seed}…)"
+            )
+            break
+        done |= wanted
+        runs = {
+            spec: {s: r for s, r in by_seed.items() if (spec, s) in done}
+            for spec, by_seed in stored.items()
+        }
+        race.judge(plan, {spec: by for spec, by in runs.items() if by})
+    return race
+
+
+def rejudge(
+    name: str,
+    *,
+    results: Path | None = None,
+    space_file: Path | None = None,
+    output: Path | None = None,
+) -> dict[str, Any]:
+    """``kdtune rejudge NAME``: the confirmation race of finished search NAME judged again from
+    its stored runs under this kdtune's rule (:func:`replay`),
+    nothing trained and nothing stored changed. The space's ``confirm`` settings come from
+    ``space_file``, else from the file the search ran. Returns the new block (``verdict``), its
+    text, the stored block's recommendation, and how far the stored runs carried the race;
+    ``output``: the new block also written there as JSON (atomically)."""
+    import json
+    import os
+
+    from kdtune.paths import results_dir
+    from kdtune.results import SEARCH_FILE
+    from kdtune.space import load_space
+    from kdtune.verdict import render
+
+    folder = results_dir(results) / name
+    if not (folder / SEARCH_FILE).is_file():
+        raise KdtuneError(f"rejudge: no search named {name!r} under {folder.parent}")
+    result = SearchResult.load(folder / SEARCH_FILE)
+    file = space_file or (Path(result.space_file) if result.space_file else None)
+    if file is None or not file.is_file():
+        raise KdtuneError(
+            f"rejudge: the space file {str(file)!r} of search {name!r} is not there: "
+            "name it with --space"
+        )
+    if output is not None and not output.parent.is_dir():
+        raise KdtuneError(f"rejudge: no folder {output.parent} to write {output.name} in")
+    space = load_space(file)
+    if space.confirm is None:
+        raise KdtuneError(f"rejudge: {file} has no confirm section: there is no race to judge")
+    race = replay(result, space.confirm, space.level)
+    block = race.final_block()
+    if block is None:
+        raise KdtuneError(f"rejudge: no round of search {name!r} could be judged ({race.stopped})")
+    stored = result.verdict or {}
+    if output is not None:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(block, indent=1) + "\n")
+        os.replace(tmp, output)
+    return {
+        "search": name,
+        "space_file": str(file),
+        "stored_recommended": stored.get("recommended"),
+        "recommended": block["recommended"],
+        "rounds_replayed": len(race.rounds),
+        "rounds_stored": len(result.rounds),
+        "stopped": race.stopped,
+        "verdict": block,
+        "text": render(block),
+    }
