@@ -1,4 +1,4 @@
-"""Exploratory: what a *model-based* equivalence claim would say in finished searches.
+"""What a *model-based* equivalence claim says in finished searches, beside the truth.
 
 A race's paired test cannot declare two weightings 0.002 AP apart equivalent within ±0.005 at
 24 seeds (docs/known-answer.md: the paired seed sd between weightings is ~0.007). The pooled
@@ -7,7 +7,9 @@ their difference far more tightly, *if* AP is smooth in β̄. This script prints
 the model's difference between the recommendation and each other weighting it raced, with an
 interval at the verdict block's strictest Holm step (one-sided ``level / claims``), whether that
 interval lies inside ±margin, and the truth's paired difference where the truth table has both.
-Nothing in kdtune makes this claim yet; this measures what it would say::
+The verdict block now makes such a claim itself (docs/statistics.md, "Equivalent by the pooled
+model"), with guards this script leaves out; it stays as the plain measurement of the model's
+differences beside the truth's::
 
     python benchmarks/model_equivalence.py /tmp/ka/qs6/quickstart_cocolike_settle_sampler{1,2,3} \\
         --truth benchmarks/known_answer/synthetic-cocolike.json

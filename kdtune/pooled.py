@@ -24,7 +24,9 @@ as well as at either end.
 Who uses it: the confirmation picks its candidates by the model over the search's trials (the
 weighting the whole search favours, not the one lucky trial), and where the race cannot tell
 its leaders apart, the recommendation among them is the one the model over all runs, race
-included, predicts best (:func:`kdtune.verdict.verdict_block`'s ``pick``). The model applies
+included, predicts best; where the model passes its lack-of-fit test (:attr:`Fit.fits`: an F
+test against one mean per weighting), the verdict block also claims "equivalent by the pooled
+model" from its differences (:func:`kdtune.verdict.verdict_block`'s ``model``). The model applies
 only where the runs differ in nothing but weighting and seed (:func:`differs_beyond`); otherwise
 the callers keep to single-seed values and race means. ``benchmarks/recommend_rule.py``
 measures what it does to the regret against the known answer.
