@@ -88,10 +88,17 @@ class Model(Protocol):
     its residual degrees of freedom, whether the runs contradict its shape (``fits``), the
     best of some configurations, and a plain record of it."""
 
-    model: str
-    runs: int
-    seeds: int
-    dof: int
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def runs(self) -> int: ...
+
+    @property
+    def seeds(self) -> int: ...
+
+    @property
+    def dof(self) -> int: ...
 
     @property
     def fits(self) -> bool: ...

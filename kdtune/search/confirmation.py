@@ -28,7 +28,7 @@ which round and why.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -545,6 +545,11 @@ def rejudge(
     if block is None:
         raise KdtuneError(f"rejudge: no round of search {name!r} could be judged ({race.stopped})")
     stored = result.verdict or {}
+    # what the confirmation stage adds to its last block: how the candidates were chosen (as
+    # the search said), and whether the recommendation's settings differ from the references'
+    judged = replace(result, verdict=block)
+    _note_settings(judged, race.candidates, race.references)
+    block = {**(judged.verdict or block), "candidates_by": stored.get("candidates_by")}
     if output is not None:
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(json.dumps(block, indent=1) + "\n")
