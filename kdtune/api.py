@@ -15,6 +15,7 @@ from kdtune.errors import KdtuneError
 
 # commands whose work lives in its own module, re-exported so that the CLI finds every command
 # here (these modules import torch only inside their functions)
+from kdtune.search import rejudge as rejudge  # kdtune rejudge NAME
 from kdtune.search.outcome import SearchOutcome as SearchOutcome
 from kdtune.teachers.pack import list_teachers as list_teachers
 from kdtune.teachers.pack import pack_teacher as pack_teacher
@@ -181,21 +182,6 @@ def sync(
     from kdtune.search import sync as sync_search
 
     return sync_search(name, results=results, tracking_uri=tracking_uri)
-
-
-def rejudge(
-    name: str,
-    *,
-    results: Path | None = None,
-    space_file: Path | None = None,
-    output: Path | None = None,
-) -> dict[str, Any]:
-    """``kdtune rejudge NAME``: the confirmation race of finished search NAME judged again from
-    its stored runs under this kdtune's rule (:func:`kdtune.search.rejudge`), nothing trained
-    and nothing stored changed; ``output``: the new block also written there as JSON."""
-    from kdtune.search import rejudge as rejudge_search
-
-    return rejudge_search(name, results=results, space_file=space_file, output=output)
 
 
 def guided_space(outcome: SearchOutcome) -> Path | None:

@@ -512,8 +512,8 @@ def rejudge(
     output: Path | None = None,
 ) -> dict[str, Any]:
     """``kdtune rejudge NAME``: the confirmation race of finished search NAME judged again from
-    its stored runs under this kdtune's rule (:func:`replay`),
-    nothing trained and nothing stored changed. The space's ``confirm`` settings come from
+    its stored runs under this kdtune's rule (:func:`replay`), nothing trained and nothing
+    stored changed. The space's ``confirm`` settings come from
     ``space_file``, else from the file the search ran. Returns the new block (``verdict``), its
     text, the stored block's recommendation, and how far the stored runs carried the race;
     ``output``: the new block also written there as JSON (atomically)."""
