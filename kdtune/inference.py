@@ -205,6 +205,10 @@ class PairedEstimate:
     def seeds_measured(self) -> bool:
         return self.seeds >= 2
 
+    def negated(self) -> PairedEstimate:
+        """The same estimate of the difference the other way round (b − a for a − b)."""
+        return PairedEstimate(-self.mean, self.seed_var, self.image_var, self.seeds, self.images)
+
     @property
     def var(self) -> float:
         return self.seed_var + self.image_var

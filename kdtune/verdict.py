@@ -211,7 +211,7 @@ def verdict_block(
             continue
         est = pairs[key]
         if flip:
-            est = PairedEstimate(-est.mean, est.seed_var, est.image_var, est.seeds, est.images)
+            est = est.negated()
         shared = [s for s in m.used[best] if s in m.used[other]]
         by_model = modelled.get(key)
         if by_model is not None and flip:
@@ -394,11 +394,8 @@ class ModelDifference:
     race: PairedEstimate
 
     def flipped(self) -> ModelDifference:
-        r = self.race
-        return ModelDifference(
-            -self.mean, self.se, self.dof, PairedEstimate(-r.mean, r.seed_var, r.image_var,
-                                                          r.seeds, r.images)
-        )  # fmt: skip
+        """The same pair the other way round."""
+        return ModelDifference(-self.mean, self.se, self.dof, self.race.negated())
 
     def interval(self, confidence: float) -> tuple[float, float]:
         half = t_quantile(1.0 - (1.0 - confidence) / 2.0, self.dof) * self.se
