@@ -85,8 +85,8 @@ BY_RACE, BY_MODEL = "race", "pooled model"
 class Model(Protocol):
     """What the block asks of a model of AP over the weighting fitted to every full-budget run
     of a search (:class:`kdtune.pooled.Fit`): a predicted difference with its standard error,
-    its residual degrees of freedom, whether the runs contradict its shape (``fits``), the
-    best of some configurations, and a plain record of it."""
+    its residual degrees of freedom, whether the runs contradict its shape (``fits``, from the
+    ``lack_of_fit`` test's p), the best of some configurations, and a plain record of it."""
 
     @property
     def model(self) -> str: ...
@@ -102,6 +102,9 @@ class Model(Protocol):
 
     @property
     def fits(self) -> bool: ...
+
+    @property
+    def lack_of_fit(self) -> float | None: ...
 
     def difference(self, a: str, b: str) -> tuple[float, float]: ...
 
@@ -508,7 +511,7 @@ def _model_record(model: Model | None, claimable: Model | None) -> dict[str, Any
         "runs": model.runs,
         "seeds": model.seeds,
         "dof": model.dof,
-        "lack_of_fit": getattr(model, "lack_of_fit", None),
+        "lack_of_fit": model.lack_of_fit,
         "claims": claimable is not None,
     }
 
